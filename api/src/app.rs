@@ -1,0 +1,311 @@
+//! Wiring: bind the listeners, connect and migrate the database, start the
+//! chain watchers, serve gRPC and metrics, and stop everything on one
+//! cancellation token.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chains::HeadSource;
+use chains::bitcoin::{BitcoinAuth, BitcoinClient};
+use chains::ethereum::EthereumClient;
+use chains::solana::SolanaClient;
+use indexer::db::PoolSettings;
+use indexer::watch::TipFollower;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::config::Settings;
+
+/// How long shutdown waits for tasks to finish in-flight work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A daemon with its listeners bound, ready to [`App::run`].
+#[derive(Debug)]
+pub struct App {
+    settings: Settings,
+    grpc: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+impl App {
+    /// Binds the enabled listeners (port 0 picks a free port), so the
+    /// addresses are known before anything runs.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        let grpc = match settings.grpc.enabled {
+            true => Some(
+                TcpListener::bind(settings.grpc.listen)
+                    .await
+                    .with_context(|| format!("bind grpc.listen {}", settings.grpc.listen))?,
+            ),
+            false => None,
+        };
+        let metrics = match settings.metrics.enabled {
+            true => Some(
+                TcpListener::bind(settings.metrics.listen)
+                    .await
+                    .with_context(|| format!("bind metrics.listen {}", settings.metrics.listen))?,
+            ),
+            false => None,
+        };
+        Ok(Self {
+            settings,
+            grpc,
+            metrics,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Runs until `cancel` fires, then shuts down gracefully. Serving starts
+    /// at once; gRPC health reports NOT_SERVING until PostgreSQL is connected
+    /// and migrated, which is retried for as long as it takes.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let prometheus = crate::metrics::recorder();
+        let pool_cell: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
+        let mut tasks = JoinSet::new();
+
+        if let Some(listener) = self.metrics.take() {
+            let state = MetricsState {
+                prometheus,
+                started,
+                pool: Arc::clone(&pool_cell),
+                max_connections: self.settings.database.max_connections,
+            };
+            tracing::info!(address = %listener.local_addr()?, "metrics endpoint listening on /metrics");
+            tasks.spawn(serve_metrics(listener, state, cancel.clone()));
+        }
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        if let Some(listener) = self.grpc.take() {
+            tracing::info!(address = %listener.local_addr()?, "gRPC server listening");
+            let reflection_v1 = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?;
+            let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1alpha()?;
+            let router = tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha);
+            let shutdown = cancel.clone();
+            tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        shutdown.cancelled_owned(),
+                    )
+                    .await
+                    .context("gRPC server failed")
+            });
+        }
+
+        let connect_options = PgConnectOptions::from_str(self.settings.database.url.expose())
+            .context("config key `database.url`")?;
+        let pool_settings = PoolSettings {
+            max_connections: self.settings.database.max_connections,
+            acquire_timeout: self.settings.database_acquire_timeout(),
+        };
+        let pool = indexer::db::connect_with_retry(connect_options, &pool_settings, &cancel).await;
+        let result = match pool {
+            Some(pool) => {
+                self.start_with_database(pool, &pool_cell, &health, &mut tasks, &cancel)
+                    .await
+            }
+            None => Ok(()),
+        };
+        if let Err(err) = &result {
+            tracing::error!(error = %format!("{err:#}"), "startup failed; shutting down");
+            cancel.cancel();
+        }
+
+        // A task ending on its own (a server failing) stops the others too.
+        let mut first_error = result.err();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                joined = tasks.join_next() => match joined {
+                    None => {
+                        cancel.cancelled().await;
+                        break;
+                    }
+                    Some(outcome) => {
+                        if let Some(err) = task_error(outcome) {
+                            tracing::error!(error = %format!("{err:#}"), "component failed; shutting down");
+                            first_error.get_or_insert(err);
+                            cancel.cancel();
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+
+        tracing::info!("shutting down");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(outcome) = tasks.join_next().await {
+                if let Some(err) = task_error(outcome) {
+                    tracing::warn!(error = %format!("{err:#}"), "component failed while stopping");
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "tasks still running after the grace period; aborting them"
+            );
+            tasks.shutdown().await;
+        }
+        if let Some(pool) = pool_cell.get() {
+            pool.close().await;
+        }
+        tracing::info!("stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn start_with_database(
+        &self,
+        pool: PgPool,
+        pool_cell: &OnceLock<PgPool>,
+        health: &tonic_health::server::HealthReporter,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        indexer::db::migrate(&pool)
+            .await
+            .context("apply migrations")?;
+        tracing::info!("database migrated");
+        let _ = pool_cell.set(pool.clone());
+        self.spawn_watchers(&pool, tasks, cancel)?;
+        health.set_service_status("", ServingStatus::Serving).await;
+        Ok(())
+    }
+
+    fn spawn_watchers(
+        &self,
+        pool: &PgPool,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let chains = &self.settings.chains;
+        if chains.bitcoin.enabled {
+            let btc = &chains.bitcoin;
+            let auth = match (&btc.cookie_file, &btc.rpc_user, &btc.rpc_password) {
+                (Some(path), _, _) => BitcoinAuth::CookieFile(path.clone()),
+                (None, Some(user), Some(password)) => BitcoinAuth::UserPass {
+                    user: user.clone(),
+                    password: password.expose().to_owned(),
+                },
+                _ => BitcoinAuth::None,
+            };
+            let client =
+                BitcoinClient::new(&btc.rpc_url, auth, Duration::from_millis(btc.timeout_ms))
+                    .context("config section `chains.bitcoin`")?;
+            spawn_follower(tasks, client, pool, btc.poll_interval_ms, cancel);
+        }
+        if chains.ethereum.enabled {
+            let eth = &chains.ethereum;
+            let client = EthereumClient::new(&eth.rpc_url, Duration::from_millis(eth.timeout_ms))
+                .context("config section `chains.ethereum`")?;
+            spawn_follower(tasks, client, pool, eth.poll_interval_ms, cancel);
+        }
+        if chains.solana.enabled {
+            let sol = &chains.solana;
+            let client = SolanaClient::new(&sol.rpc_url, Duration::from_millis(sol.timeout_ms))
+                .context("config section `chains.solana`")?;
+            spawn_follower(tasks, client, pool, sol.poll_interval_ms, cancel);
+        }
+        Ok(())
+    }
+}
+
+fn spawn_follower<C: HeadSource + 'static>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    client: C,
+    pool: &PgPool,
+    poll_interval_ms: u64,
+    cancel: &CancellationToken,
+) {
+    let follower = TipFollower::new(
+        client,
+        pool.clone(),
+        Duration::from_millis(poll_interval_ms),
+    );
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        follower.run(cancel).await;
+        Ok(())
+    });
+}
+
+fn task_error(
+    outcome: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(err),
+        Err(join) if join.is_cancelled() => None,
+        Err(join) => Some(anyhow::anyhow!("task panicked: {join}")),
+    }
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    prometheus: PrometheusHandle,
+    started: Instant,
+    pool: Arc<OnceLock<PgPool>>,
+    max_connections: u32,
+}
+
+async fn serve_metrics(
+    listener: TcpListener,
+    state: MetricsState,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+        .context("metrics server failed")
+}
+
+async fn render_metrics(State(state): State<MetricsState>) -> impl IntoResponse {
+    crate::metrics::refresh(state.started, state.pool.get(), state.max_connections);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.prometheus.render(),
+    )
+}

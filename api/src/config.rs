@@ -1,0 +1,421 @@
+//! The typed settings tree. Sources, lowest precedence first: built-in
+//! defaults that point at the local devnet, an optional TOML file, then
+//! `COFFER__SECTION__KEY` environment variables. Unknown keys are errors, and
+//! every error names the key it is about.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables with this prefix override settings; `__` separates levels.
+pub const ENV_PREFIX: &str = "COFFER__";
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub grpc: ListenerSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+    pub chains: ChainsSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://` URL; a secret because it may carry a password.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: Secret::from("postgres://postgres@127.0.0.1:55432/coffer"),
+            max_connections: 16,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerSettings {
+    pub enabled: bool,
+    /// Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+}
+
+impl Default for ListenerSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info,indexer=debug`; `RUST_LOG` wins if set.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainsSettings {
+    pub bitcoin: BitcoinSettings,
+    pub ethereum: EthereumSettings,
+    pub solana: SolanaSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BitcoinSettings {
+    pub enabled: bool,
+    pub rpc_url: String,
+    pub rpc_user: Option<String>,
+    pub rpc_password: Option<Secret>,
+    /// Bitcoin Core's `.cookie` file, instead of `rpc_user`/`rpc_password`.
+    pub cookie_file: Option<PathBuf>,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for BitcoinSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rpc_url: "http://127.0.0.1:18334".into(),
+            rpc_user: Some("coffer".into()),
+            rpc_password: Some(Secret::from("coffer-devnet")),
+            cookie_file: None,
+            poll_interval_ms: 1_000,
+            timeout_ms: 15_000,
+        }
+    }
+}
+
+/// Settings of a node reached by URL alone.
+macro_rules! node_settings {
+    ($name:ident, $port:literal) => {
+        #[derive(Clone, Debug, Deserialize, Serialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            pub enabled: bool,
+            pub rpc_url: String,
+            pub poll_interval_ms: u64,
+            pub timeout_ms: u64,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    enabled: true,
+                    rpc_url: concat!("http://127.0.0.1:", $port).into(),
+                    poll_interval_ms: 1_000,
+                    timeout_ms: 15_000,
+                }
+            }
+        }
+    };
+}
+
+node_settings!(EthereumSettings, 8545);
+node_settings!(SolanaSettings, 8899);
+
+/// A string that never prints: `Debug` and serialization show `[REDACTED]`.
+#[derive(Clone, Deserialize)]
+#[serde(from = "SecretInput")]
+pub struct Secret(SecretString);
+
+/// Environment values that look numeric arrive as numbers; a secret takes them as text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SecretInput {
+    Text(String),
+    Unsigned(u64),
+    Signed(i64),
+}
+
+impl From<SecretInput> for Secret {
+    fn from(input: SecretInput) -> Self {
+        match input {
+            SecretInput::Text(text) => Secret::from(text.as_str()),
+            SecretInput::Unsigned(n) => Secret::from(n.to_string().as_str()),
+            SecretInput::Signed(n) => Secret::from(n.to_string().as_str()),
+        }
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(SecretString::from(value))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[REDACTED]")
+    }
+}
+
+/// One problem with the configuration, tied to the key it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key, such as `database.url`.
+    pub key: String,
+    pub message: String,
+    /// Where the offending value came from (a file or an environment variable), if known.
+    pub origin: Option<String>,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.message)?;
+        if let Some(origin) = &self.origin {
+            write!(f, " (from {origin})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{}", issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { issues: Vec<ConfigIssue> },
+}
+
+impl ConfigError {
+    pub fn issues(&self) -> &[ConfigIssue] {
+        match self {
+            ConfigError::Invalid { issues } => issues,
+            ConfigError::MissingFile(_) => &[],
+        }
+    }
+}
+
+impl Settings {
+    /// Loads settings from the defaults, `file` (if given) and the process
+    /// environment, then validates them.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let settings: Settings = figment.extract().map_err(|err| ConfigError::Invalid {
+            issues: err.into_iter().map(issue_from_figment).collect(),
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: URLs, ranges, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut issues = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            issues.push(ConfigIssue {
+                key: key.to_owned(),
+                message,
+                origin: None,
+            })
+        };
+        if let Err(err) = sqlx::postgres::PgConnectOptions::from_str(self.database.url.expose()) {
+            bad("database.url", format!("not a valid PostgreSQL URL: {err}"));
+        }
+        if self.database.max_connections == 0 {
+            bad("database.max_connections", "must be at least 1".into());
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            bad("database.acquire_timeout_ms", "must be at least 1".into());
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            bad("log.filter", format!("not a valid filter directive: {err}"));
+        }
+        let btc = &self.chains.bitcoin;
+        let nodes = [
+            (
+                "bitcoin",
+                btc.enabled,
+                btc.rpc_url.as_str(),
+                btc.poll_interval_ms,
+                btc.timeout_ms,
+            ),
+            (
+                "ethereum",
+                self.chains.ethereum.enabled,
+                self.chains.ethereum.rpc_url.as_str(),
+                self.chains.ethereum.poll_interval_ms,
+                self.chains.ethereum.timeout_ms,
+            ),
+            (
+                "solana",
+                self.chains.solana.enabled,
+                self.chains.solana.rpc_url.as_str(),
+                self.chains.solana.poll_interval_ms,
+                self.chains.solana.timeout_ms,
+            ),
+        ];
+        for (chain, enabled, rpc_url, poll_interval_ms, timeout_ms) in nodes {
+            if !enabled {
+                continue;
+            }
+            match url::Url::parse(rpc_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => bad(
+                    &format!("chains.{chain}.rpc_url"),
+                    format!("scheme must be http or https, not `{}`", url.scheme()),
+                ),
+                Err(err) => bad(
+                    &format!("chains.{chain}.rpc_url"),
+                    format!("not a valid URL: {err}"),
+                ),
+            }
+            if poll_interval_ms == 0 {
+                bad(
+                    &format!("chains.{chain}.poll_interval_ms"),
+                    "must be at least 1".into(),
+                );
+            }
+            if timeout_ms == 0 {
+                bad(
+                    &format!("chains.{chain}.timeout_ms"),
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if btc.enabled {
+            if btc.cookie_file.is_some() && (btc.rpc_user.is_some() || btc.rpc_password.is_some()) {
+                bad(
+                    "chains.bitcoin.cookie_file",
+                    "set either cookie_file or rpc_user/rpc_password, not both".into(),
+                );
+            }
+            if btc.rpc_user.is_some() != btc.rpc_password.is_some() {
+                bad(
+                    "chains.bitcoin.rpc_password",
+                    "rpc_user and rpc_password must be set together".into(),
+                );
+            }
+        }
+        if self.grpc.enabled
+            && self.metrics.enabled
+            && self.grpc.listen == self.metrics.listen
+            && self.grpc.listen.port() != 0
+        {
+            bad(
+                "metrics.listen",
+                format!("same address as grpc.listen ({})", self.grpc.listen),
+            );
+        }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { issues })
+        }
+    }
+
+    /// The effective settings as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|err| format!("# cannot render settings: {err}\n"))
+    }
+
+    pub fn database_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.database.acquire_timeout_ms)
+    }
+}
+
+fn issue_from_figment(err: figment::Error) -> ConfigIssue {
+    use figment::error::Kind;
+    let mut path = err.path.clone();
+    let message = match &err.kind {
+        Kind::UnknownField(field, expected) => {
+            path.push(field.clone());
+            format!(
+                "unknown key `{field}`; expected one of: {}",
+                expected.join(", ")
+            )
+        }
+        Kind::MissingField(field) => {
+            path.push(field.to_string());
+            format!("missing key `{field}`")
+        }
+        other => other.to_string(),
+    };
+    let origin = err.metadata.as_ref().map(|meta| match &meta.source {
+        Some(source) => format!("{} {source}", meta.name),
+        None => meta.name.to_string(),
+    });
+    let key = if path.is_empty() {
+        "(top level)".to_owned()
+    } else {
+        path.join(".")
+    };
+    ConfigIssue {
+        key,
+        message,
+        origin,
+    }
+}

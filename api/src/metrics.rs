@@ -1,0 +1,76 @@
+//! The process-wide Prometheus recorder and the daemon's own metrics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics::{Unit, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+
+pub const BUILD_INFO: &str = "coffer_build_info";
+pub const UPTIME: &str = "coffer_uptime_seconds";
+pub const DB_UP: &str = "coffer_db_up";
+pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
+pub const DB_POOL_MAX_CONNECTIONS: &str = "coffer_db_pool_max_connections";
+
+/// Installs the recorder once per process and returns its handle.
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed, in which case
+            // this handle still renders whatever is recorded through it.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            indexer::metrics::describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(BUILD_INFO, "Always 1; labels carry the build's version.");
+    describe_gauge!(
+        UPTIME,
+        Unit::Seconds,
+        "Seconds since this process started serving."
+    );
+    describe_gauge!(
+        DB_UP,
+        "1 once PostgreSQL is connected and migrated, else 0."
+    );
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        Unit::Count,
+        "Open PostgreSQL connections in the pool, by state: idle or in_use."
+    );
+    describe_gauge!(
+        DB_POOL_MAX_CONNECTIONS,
+        Unit::Count,
+        "The pool's configured maximum number of connections."
+    );
+}
+
+/// Refreshes the gauges that are read at scrape time rather than pushed.
+pub fn refresh(started: Instant, pool: Option<&PgPool>, max_connections: u32) {
+    gauge!(UPTIME).set(started.elapsed().as_secs_f64());
+    gauge!(DB_POOL_MAX_CONNECTIONS).set(f64::from(max_connections));
+    match pool {
+        Some(pool) => {
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+            let open = pool.size();
+            gauge!(DB_UP).set(if pool.is_closed() { 0.0 } else { 1.0 });
+            gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
+            gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
+                .set(f64::from(open.saturating_sub(idle)));
+        }
+        None => {
+            gauge!(DB_UP).set(0.0);
+            gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(0.0);
+            gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(0.0);
+        }
+    }
+}

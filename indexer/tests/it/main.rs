@@ -1,0 +1,4 @@
+//! Integration tests on a real PostgreSQL and a real Kafka broker.
+
+mod db;
+mod kafka;

@@ -119,7 +119,7 @@ pub struct BitcoinSettings {
     pub rpc_url: String,
     pub rpc_user: Option<String>,
     pub rpc_password: Option<Secret>,
-    /// Bitcoin Core's `.cookie` file, instead of `rpc_user`/`rpc_password`.
+    /// Bitcoin Core's `.cookie` file; when set it replaces `rpc_user`/`rpc_password`.
     pub cookie_file: Option<PathBuf>,
     pub poll_interval_ms: u64,
     pub timeout_ms: u64,
@@ -218,7 +218,7 @@ impl Serialize for Secret {
 /// One problem with the configuration, tied to the key it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigIssue {
-    /// Dotted key, such as `database.url`.
+    /// Dotted key, such as `database.url`; empty for a file that does not parse.
     pub key: String,
     pub message: String,
     /// Where the offending value came from (a file or an environment variable), if known.
@@ -227,7 +227,11 @@ pub struct ConfigIssue {
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config key `{}`: {}", self.key, self.message)?;
+        if self.key.is_empty() {
+            f.write_str(&self.message)?;
+        } else {
+            write!(f, "config key `{}`: {}", self.key, self.message)?;
+        }
         if let Some(origin) = &self.origin {
             write!(f, " (from {origin})")?;
         }
@@ -281,7 +285,13 @@ impl Settings {
                 origin: None,
             })
         };
-        if let Err(err) = sqlx::postgres::PgConnectOptions::from_str(self.database.url.expose()) {
+        let url = self.database.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            bad(
+                "database.url",
+                "must start with postgres:// or postgresql://".into(),
+            );
+        } else if let Err(err) = sqlx::postgres::PgConnectOptions::from_str(url) {
             bad("database.url", format!("not a valid PostgreSQL URL: {err}"));
         }
         if self.database.max_connections == 0 {
@@ -346,10 +356,12 @@ impl Settings {
             }
         }
         if btc.enabled {
-            if btc.cookie_file.is_some() && (btc.rpc_user.is_some() || btc.rpc_password.is_some()) {
+            if let Some(path) = &btc.cookie_file
+                && !path.is_file()
+            {
                 bad(
                     "chains.bitcoin.cookie_file",
-                    "set either cookie_file or rpc_user/rpc_password, not both".into(),
+                    format!("{} is not a readable file", path.display()),
                 );
             }
             if btc.rpc_user.is_some() != btc.rpc_password.is_some() {
@@ -392,19 +404,29 @@ fn issue_from_figment(err: figment::Error) -> ConfigIssue {
     let mut path = err.path.clone();
     let message = match &err.kind {
         Kind::UnknownField(field, expected) => {
-            path.push(field.clone());
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
             format!(
                 "unknown key `{field}`; expected one of: {}",
                 expected.join(", ")
             )
         }
         Kind::MissingField(field) => {
-            path.push(field.to_string());
+            if path.last().map(String::as_str) != Some(field.as_ref()) {
+                path.push(field.to_string());
+            }
             format!("missing key `{field}`")
         }
         other => other.to_string(),
     };
     let origin = err.metadata.as_ref().map(|meta| match &meta.source {
+        _ if meta.name.contains("environment") && !path.is_empty() => {
+            format!(
+                "environment variable {ENV_PREFIX}{}",
+                path.join("__").to_uppercase()
+            )
+        }
         Some(source) => format!("{} {source}", meta.name),
         None => meta.name.to_string(),
     });

@@ -1,1 +1,7 @@
-//! Integration tests of the `coffer` daemon.
+//! Integration tests of the `coffer` daemon: the binary's configuration
+//! handling, and a real server on 127.0.0.1:0 against real PostgreSQL and
+//! real local nodes.
+
+mod config;
+mod daemon;
+mod support;

@@ -10,8 +10,6 @@ use crate::bitcoin::{BitcoinAuth, BitcoinClient};
 
 const RPC_USER: &str = "coffer";
 const RPC_PASSWORD: &str = "coffer-devnet";
-/// `mining_address()` as text; `scripts/lib.sh` mines the devnet to it too.
-pub const MINING_ADDRESS: &str = "bcrt1ql3e9pgs3mmwuwrh95fecme0s0qtn2880hlwwpw";
 /// A fixed, public test key: coinbase rewards go to it so tests can spend them.
 const MINING_SECRET: [u8; 32] = [0x11; 32];
 
@@ -25,6 +23,9 @@ pub struct Btcd {
 }
 
 impl Btcd {
+    /// `mining_address()` as text; `scripts/lib.sh` mines the devnet to it too.
+    pub const MINING_ADDRESS: &str = "bcrt1ql3e9pgs3mmwuwrh95fecme0s0qtn2880hlwwpw";
+
     pub async fn spawn() -> Result<Self> {
         let binary = locate_tool("btcd")?;
         let dir = node_dir("btcd")?;
@@ -125,8 +126,8 @@ mod tests {
 
     #[test]
     fn mining_address_matches_the_devnet_scripts() {
-        assert_eq!(Btcd::mining_address().to_string(), MINING_ADDRESS);
+        assert_eq!(Btcd::mining_address().to_string(), Btcd::MINING_ADDRESS);
         let lib = include_str!("../../../scripts/lib.sh");
-        assert!(lib.contains(&format!("BTCD_MINING_ADDRESS=\"{MINING_ADDRESS}\"")));
+        assert!(lib.contains(&format!("BTCD_MINING_ADDRESS=\"{}\"", Btcd::MINING_ADDRESS)));
     }
 }

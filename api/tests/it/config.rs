@@ -1,0 +1,213 @@
+//! `coffer check-config` as a user runs it: the real binary, real files, real
+//! environment variables.
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+fn coffer(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    cmd.args(args);
+    // Start from an environment without the caller's COFFER__ overrides.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("COFFER__") || key == "COFFER_CONFIG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run coffer")
+}
+
+fn config_file(contents: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("temp file");
+    file.write_all(contents.as_bytes()).expect("write config");
+    file
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn defaults_need_no_file_and_never_print_secrets() {
+    let output = coffer(&["check-config"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:50051\""),
+        "{printed}"
+    );
+    assert!(printed.contains("listen = \"127.0.0.1:9464\""), "{printed}");
+    assert!(
+        printed.contains("rpc_url = \"http://127.0.0.1:18334\""),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("rpc_url = \"http://127.0.0.1:8545\""),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("rpc_url = \"http://127.0.0.1:8899\""),
+        "{printed}"
+    );
+    assert!(printed.contains("[REDACTED]"), "{printed}");
+    assert!(
+        !printed.contains("coffer-devnet"),
+        "the bitcoin RPC password must not print: {printed}"
+    );
+    assert!(
+        !printed.contains("postgres://"),
+        "the database URL is a secret: {printed}"
+    );
+}
+
+#[test]
+fn file_and_environment_override_defaults_in_that_order() {
+    let file = config_file(
+        r#"
+[grpc]
+listen = "127.0.0.1:6001"
+
+[chains.solana]
+enabled = false
+"#,
+    );
+    let path = file.path().to_str().expect("utf-8 path");
+    let output = coffer(
+        &["--config", path, "check-config"],
+        &[
+            ("COFFER__GRPC__LISTEN", "127.0.0.1:6002"),
+            ("COFFER__CHAINS__BITCOIN__RPC_PASSWORD", "12345"),
+            ("COFFER__LOG__FORMAT", "json"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:6002\""),
+        "env beats file: {printed}"
+    );
+    assert!(printed.contains("format = \"json\""), "{printed}");
+    assert!(
+        !printed.contains("12345"),
+        "a numeric secret from the environment is still a secret"
+    );
+    let solana = printed
+        .split("[chains.solana]")
+        .nth(1)
+        .expect("solana section");
+    assert!(solana.contains("enabled = false"), "{printed}");
+    assert!(
+        solana.contains("rpc_url = \"http://127.0.0.1:8899\""),
+        "partial sections keep their own defaults: {printed}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_named() {
+    let file = config_file("[database]\nurll = \"postgres://x@y/z\"\n");
+    let output = coffer(
+        &[
+            "--config",
+            file.path().to_str().expect("utf-8"),
+            "check-config",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `database.urll`: unknown key `urll`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(file.path().to_str().expect("utf-8")),
+        "names the file: {err}"
+    );
+}
+
+#[test]
+fn unknown_keys_in_the_environment_are_named() {
+    let output = coffer(
+        &["check-config"],
+        &[("COFFER__CHAINS__ETHEREUM__RPC_URLL", "http://x")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `chains.ethereum.rpc_urll`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("COFFER__CHAINS__ETHEREUM__RPC_URLL") || err.contains("environment"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_values_are_named() {
+    let cases = [
+        ("[grpc]\nlisten = \"not-an-address\"\n", "grpc.listen"),
+        (
+            "[database]\nmax_connections = -3\n",
+            "database.max_connections",
+        ),
+        (
+            "[database]\nmax_connections = 0\n",
+            "database.max_connections",
+        ),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+        (
+            "[chains.ethereum]\nrpc_url = \"ftp://127.0.0.1\"\n",
+            "chains.ethereum.rpc_url",
+        ),
+        (
+            "[chains.solana]\nrpc_url = \"not a url\"\n",
+            "chains.solana.rpc_url",
+        ),
+        (
+            "[chains.bitcoin]\npoll_interval_ms = 0\n",
+            "chains.bitcoin.poll_interval_ms",
+        ),
+        (
+            "[chains.bitcoin]\ncookie_file = \"/nonexistent/.cookie\"\n",
+            "chains.bitcoin.cookie_file",
+        ),
+        ("[database]\nurl = \"mysql://nope\"\n", "database.url"),
+        ("chains = 3\n", "chains"),
+        ("[grpc\nlisten = 1\n", "TOML parse error at line 1"),
+    ];
+    for (contents, key) in cases {
+        let file = config_file(contents);
+        let output = coffer(
+            &[
+                "--config",
+                file.path().to_str().expect("utf-8"),
+                "check-config",
+            ],
+            &[],
+        );
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{contents:?} must be refused: {err}"
+        );
+        let named = err.contains(&format!("config key `{key}`"))
+            || (key.starts_with("TOML") && err.contains(key));
+        assert!(named, "{contents:?} must name `{key}`: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let output = coffer(
+        &["--config", "/nonexistent/coffer.toml", "check-config"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("/nonexistent/coffer.toml does not exist"));
+}

@@ -8,4 +8,42 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Chain(#[from] chains::Error),
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    #[error("idempotency key `{key}` was already used for a different request")]
+    IdempotencyConflict { key: String },
+    #[error("an entry with reference `{0}` already exists")]
+    DuplicateReference(String),
+    #[error("unbalanced entry: {0}")]
+    Unbalanced(String),
+    #[error("unknown asset: {0}")]
+    UnknownAsset(String),
+    #[error("asset `{0}` is already registered with different properties")]
+    AssetConflict(String),
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("hold {0} not found")]
+    HoldNotFound(i64),
+    #[error("hold {id} is already {status:?}")]
+    HoldFinalized {
+        id: i64,
+        status: crate::ledger::HoldStatus,
+    },
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Serialization failures and deadlocks: the transaction did nothing and
+    /// may simply run again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! Coffer's PostgreSQL side: connecting with retry, applying the schema in
-//! `migrations/`, and the per-chain watch loops that follow each node's tip
-//! and record it. The ledger, deposit matching and withdrawal pipeline grow
-//! here. This crate never speaks gRPC or protobuf.
+//! `migrations/`, the double-entry [`ledger`], and the per-chain watch loops
+//! that follow each node's tip and record it. Deposit matching and the
+//! withdrawal pipeline grow here. This crate never speaks gRPC or protobuf.
 //!
 //! Feature `devnet`: test helpers that create a fresh, migrated database per
 //! test on the devnet PostgreSQL and spawn a real Kafka broker.
 
 pub mod db;
 mod error;
+pub mod ledger;
 pub mod metrics;
 pub mod watch;
 

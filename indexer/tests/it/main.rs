@@ -2,3 +2,4 @@
 
 mod db;
 mod kafka;
+mod ledger;

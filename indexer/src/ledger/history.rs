@@ -1,0 +1,97 @@
+//! A user's history: entries that touched their accounts, newest first, with
+//! keyset pagination on the entry id.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::{
+    AccountPurpose, BalanceChange, EntryKind, HistoryFilter, HistoryItem, HistoryPage, OwnerId,
+    SignedAmount,
+};
+use crate::{Error, Result};
+
+pub const MAX_PAGE_SIZE: u32 = 500;
+
+type Row = (
+    i64,
+    EntryKind,
+    String,
+    serde_json::Value,
+    DateTime<Utc>,
+    String,
+    AccountPurpose,
+    String,
+);
+
+pub async fn page(
+    pool: &PgPool,
+    owner: OwnerId,
+    filter: &HistoryFilter,
+    page_size: u32,
+    cursor: Option<i64>,
+) -> Result<HistoryPage> {
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(Error::InvalidRequest(format!(
+            "page size must be 1 to {MAX_PAGE_SIZE}, not {page_size}"
+        )));
+    }
+    // One more than asked for tells whether another page exists.
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH page AS (
+             SELECT DISTINCT p.entry_id FROM postings p
+             JOIN entries e ON e.id = p.entry_id
+             WHERE p.owner_id = $1
+               AND ($2::text IS NULL OR p.asset = $2)
+               AND ($3::entry_kind IS NULL OR e.kind = $3)
+               AND ($4::bigint IS NULL OR p.entry_id < $4)
+             ORDER BY p.entry_id DESC
+             LIMIT $5
+         )
+         SELECT e.id, e.kind, e.reference, e.metadata, e.created_at, p.asset, a.purpose, p.amount::text
+         FROM page
+         JOIN entries e ON e.id = page.entry_id
+         JOIN postings p ON p.entry_id = e.id AND p.owner_id = $1
+         JOIN accounts a ON a.id = p.account_id
+         ORDER BY e.id DESC, p.id",
+    )
+    .bind(owner)
+    .bind(&filter.asset)
+    .bind(filter.kind)
+    .bind(cursor)
+    .bind(i64::from(page_size) + 1)
+    .fetch_all(pool)
+    .await?;
+
+    let mut items: BTreeMap<std::cmp::Reverse<i64>, HistoryItem> = BTreeMap::new();
+    for (id, kind, reference, metadata, created_at, asset, purpose, amount) in rows {
+        let amount = SignedAmount::parse(&amount)
+            .map_err(|e| Error::Corrupt(format!("posting amount {amount}: {e}")))?;
+        items
+            .entry(std::cmp::Reverse(id))
+            .or_insert_with(|| HistoryItem {
+                entry_id: id,
+                kind,
+                reference,
+                metadata,
+                created_at,
+                changes: Vec::new(),
+            })
+            .changes
+            .push(BalanceChange {
+                asset,
+                purpose,
+                amount,
+            });
+    }
+    let mut items: Vec<HistoryItem> = items.into_values().collect();
+    let more = items.len() > page_size as usize;
+    items.truncate(page_size as usize);
+    let next_cursor = if more {
+        items.last().map(|item| item.entry_id)
+    } else {
+        None
+    };
+    Ok(HistoryPage { items, next_cursor })
+}

@@ -1,0 +1,747 @@
+//! The double-entry ledger on PostgreSQL.
+//!
+//! Every write runs in one transaction that also records the client's
+//! idempotency key, so a retried request returns the stored response instead
+//! of acting twice. The schema (`migrations/0002_ledger.sql`) enforces the
+//! invariants on its own: entries balance per asset at commit, user balances
+//! never go negative, postings are append-only. Rust checks the same rules
+//! first to fail fast with a precise error.
+//!
+//! Hot system accounts (custody, external, fees, suspense) keep no maintained
+//! balance row, so writers never queue behind one row lock; their balance is
+//! the sum of their postings. User accounts keep one row each, updated by the
+//! posting trigger, which is what serializes two spenders of the same funds.
+
+mod amount;
+mod history;
+mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+pub use amount::{Amount, AmountError, SignedAmount};
+pub use types::*;
+
+use crate::{Error, Result};
+
+/// Attempts per operation when PostgreSQL reports a serialization failure or
+/// a deadlock; both mean "try again", never "wrong".
+const MAX_ATTEMPTS: u32 = 8;
+/// Account ids are immutable once created; the cache only needs a bound.
+const ACCOUNT_CACHE_LIMIT: usize = 1_000_000;
+
+type HoldRow = (i64, OwnerId, String, String, HoldStatus, i64, Option<i64>);
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pool: PgPool,
+    accounts: Arc<RwLock<HashMap<AccountRef, i64>>>,
+}
+
+impl Ledger {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            accounts: Arc::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Registers an asset. Registering the same asset again is a no-op;
+    /// registering a different one under a taken code or contract is refused.
+    pub async fn register_asset(&self, asset: &Asset) -> Result<()> {
+        validate_asset(asset)?;
+        sqlx::query(
+            "INSERT INTO assets (code, chain, decimals, contract) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&asset.code)
+        .bind(asset.chain.as_str())
+        .bind(i16::from(asset.decimals))
+        .bind(&asset.contract)
+        .execute(&self.pool)
+        .await?;
+        match self.asset(&asset.code).await? {
+            Some(stored) if stored == *asset => Ok(()),
+            _ => Err(Error::AssetConflict(asset.code.clone())),
+        }
+    }
+
+    pub async fn asset(&self, code: &str) -> Result<Option<Asset>> {
+        let row: Option<(String, String, i16, Option<String>)> =
+            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
+                .bind(code)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(code, chain, decimals, contract)| {
+            Ok(Asset {
+                code,
+                chain: chain.parse()?,
+                decimals: u8::try_from(decimals)
+                    .map_err(|_| Error::Corrupt(format!("asset decimals {decimals}")))?,
+                contract,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn assets(&self) -> Result<Vec<Asset>> {
+        let codes: Vec<String> = sqlx::query_scalar("SELECT code FROM assets ORDER BY code")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut assets = Vec::with_capacity(codes.len());
+        for code in codes {
+            assets.extend(self.asset(&code).await?);
+        }
+        Ok(assets)
+    }
+
+    /// Posts an entry, once per idempotency key.
+    pub async fn post(&self, key: &IdempotencyKey, entry: &NewEntry) -> Result<PostedEntry> {
+        validate_entry(entry)?;
+        let ids = self
+            .account_ids(entry.legs.iter().map(|leg| &leg.account))
+            .await?;
+        let hash = request_hash(key, "post", entry)?;
+        retry_transient(|| self.try_post(key, &hash, entry, &ids)).await
+    }
+
+    async fn try_post(
+        &self,
+        key: &IdempotencyKey,
+        hash: &[u8; 32],
+        entry: &NewEntry,
+        ids: &AccountIds,
+    ) -> Result<PostedEntry> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(replayed) = claim_key(&mut tx, key, "post", hash).await? {
+            return Ok(replayed);
+        }
+        let posted = insert_entry(&mut tx, entry, ids).await?;
+        complete_key(tx, key, &posted).await?;
+        Ok(posted)
+    }
+
+    /// Moves `amount` of the owner's available funds to held.
+    pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
+        if request.amount.is_zero() {
+            return Err(Error::InvalidAmount(
+                "a hold amount must be positive".into(),
+            ));
+        }
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs: vec![
+                Leg::decrease(
+                    AccountRef::available(request.owner, &request.asset),
+                    request.amount,
+                ),
+                Leg::increase(
+                    AccountRef::user(request.owner, &request.asset, AccountPurpose::Held),
+                    request.amount,
+                ),
+            ],
+        };
+        validate_entry(&entry)?;
+        let ids = self
+            .account_ids(entry.legs.iter().map(|leg| &leg.account))
+            .await?;
+        let hash = request_hash(key, "place_hold", request)?;
+        retry_transient(|| self.try_place_hold(key, &hash, request, &entry, &ids)).await
+    }
+
+    async fn try_place_hold(
+        &self,
+        key: &IdempotencyKey,
+        hash: &[u8; 32],
+        request: &PlaceHold,
+        entry: &NewEntry,
+        ids: &AccountIds,
+    ) -> Result<Hold> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(replayed) = claim_key(&mut tx, key, "place_hold", hash).await? {
+            return Ok(replayed);
+        }
+        let posted = insert_entry(&mut tx, entry, ids).await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+        )
+        .bind(request.owner)
+        .bind(&request.asset)
+        .bind(request.amount.to_string())
+        .bind(posted.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let hold = Hold {
+            id,
+            owner: request.owner,
+            asset: request.asset.clone(),
+            amount: request.amount,
+            status: HoldStatus::Held,
+            place_entry_id: posted.id,
+            final_entry_id: None,
+        };
+        complete_key(tx, key, &hold).await?;
+        Ok(hold)
+    }
+
+    /// Settles a hold to its destinations, exactly once.
+    pub async fn settle_hold(&self, key: &IdempotencyKey, request: &SettleHold) -> Result<Hold> {
+        let hold = self
+            .hold(request.hold_id)
+            .await?
+            .ok_or(Error::HoldNotFound(request.hold_id))?;
+        let mut legs = vec![Leg::decrease(
+            AccountRef::user(hold.owner, &hold.asset, AccountPurpose::Held),
+            hold.amount,
+        )];
+        legs.extend(
+            request
+                .destinations
+                .iter()
+                .map(|(account, amount)| Leg::increase(account.clone(), *amount)),
+        );
+        self.finish_hold(
+            key,
+            "settle_hold",
+            request,
+            hold,
+            HoldStatus::Settled,
+            legs,
+            request.kind,
+            &request.reference,
+            &request.metadata,
+        )
+        .await
+    }
+
+    /// Returns a hold's amount to the owner's available funds, exactly once.
+    pub async fn release_hold(&self, key: &IdempotencyKey, request: &ReleaseHold) -> Result<Hold> {
+        let hold = self
+            .hold(request.hold_id)
+            .await?
+            .ok_or(Error::HoldNotFound(request.hold_id))?;
+        let legs = vec![
+            Leg::decrease(
+                AccountRef::user(hold.owner, &hold.asset, AccountPurpose::Held),
+                hold.amount,
+            ),
+            Leg::increase(AccountRef::available(hold.owner, &hold.asset), hold.amount),
+        ];
+        self.finish_hold(
+            key,
+            "release_hold",
+            request,
+            hold,
+            HoldStatus::Released,
+            legs,
+            request.kind,
+            &request.reference,
+            &request.metadata,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_hold<R: Serialize>(
+        &self,
+        key: &IdempotencyKey,
+        operation: &'static str,
+        request: &R,
+        hold: Hold,
+        status: HoldStatus,
+        legs: Vec<Leg>,
+        kind: EntryKind,
+        reference: &str,
+        metadata: &serde_json::Value,
+    ) -> Result<Hold> {
+        let entry = NewEntry {
+            kind,
+            reference: reference.to_owned(),
+            metadata: metadata.clone(),
+            legs,
+        };
+        validate_entry(&entry)?;
+        let ids = self
+            .account_ids(entry.legs.iter().map(|leg| &leg.account))
+            .await?;
+        let hash = request_hash(key, operation, request)?;
+        retry_transient(|| self.try_finish_hold(key, operation, &hash, &hold, status, &entry, &ids))
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_finish_hold(
+        &self,
+        key: &IdempotencyKey,
+        operation: &'static str,
+        hash: &[u8; 32],
+        hold: &Hold,
+        status: HoldStatus,
+        entry: &NewEntry,
+        ids: &AccountIds,
+    ) -> Result<Hold> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(replayed) = claim_key(&mut tx, key, operation, hash).await? {
+            return Ok(replayed);
+        }
+        // The row lock is the exactly-once gate: of two racing finishers, the
+        // second waits here, then sees the hold no longer `held`.
+        let current: HoldStatus =
+            sqlx::query_scalar("SELECT status FROM holds WHERE id = $1 FOR UPDATE")
+                .bind(hold.id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if current != HoldStatus::Held {
+            return Err(Error::HoldFinalized {
+                id: hold.id,
+                status: current,
+            });
+        }
+        let posted = insert_entry(&mut tx, entry, ids).await?;
+        sqlx::query(
+            "UPDATE holds SET status = $2, final_entry_id = $3, finalized_at = now() WHERE id = $1",
+        )
+        .bind(hold.id)
+        .bind(status)
+        .bind(posted.id)
+        .execute(&mut *tx)
+        .await?;
+        let finished = Hold {
+            status,
+            final_entry_id: Some(posted.id),
+            ..hold.clone()
+        };
+        complete_key(tx, key, &finished).await?;
+        Ok(finished)
+    }
+
+    pub async fn hold(&self, id: i64) -> Result<Option<Hold>> {
+        let row: Option<HoldRow> = sqlx::query_as(
+            "SELECT id, owner_id, asset, amount::text, status, place_entry_id, final_entry_id FROM holds WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(
+            |(id, owner, asset, amount, status, place_entry_id, final_entry_id)| {
+                Ok(Hold {
+                    id,
+                    owner,
+                    asset,
+                    amount: parse_stored(&amount)?,
+                    status,
+                    place_entry_id,
+                    final_entry_id,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// The owner's balances in every asset they hold accounts in, read from
+    /// the maintained rows (O(assets), no posting scan).
+    pub async fn balances(&self, owner: OwnerId) -> Result<Vec<Balance>> {
+        let rows: Vec<(String, AccountPurpose, String)> = sqlx::query_as(
+            "SELECT asset, purpose, balance::text FROM balances WHERE owner_id = $1 ORDER BY asset",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_asset: BTreeMap<String, Balance> = BTreeMap::new();
+        for (asset, purpose, amount) in rows {
+            let amount = parse_stored(&amount)?;
+            let balance = by_asset.entry(asset.clone()).or_insert_with(|| Balance {
+                asset,
+                ..Balance::default()
+            });
+            match purpose {
+                AccountPurpose::Available => balance.available = amount,
+                AccountPurpose::Pending => balance.pending = amount,
+                AccountPurpose::Held => balance.held = amount,
+                other => {
+                    return Err(Error::Corrupt(format!(
+                        "balance row for a {other:?} account"
+                    )));
+                }
+            }
+        }
+        Ok(by_asset.into_values().collect())
+    }
+
+    /// The owner's balance in one asset (zero if they have no accounts in it).
+    pub async fn balance(&self, owner: OwnerId, asset: &str) -> Result<Balance> {
+        Ok(self
+            .balances(owner)
+            .await?
+            .into_iter()
+            .find(|b| b.asset == asset)
+            .unwrap_or_else(|| Balance {
+                asset: asset.to_owned(),
+                ..Balance::default()
+            }))
+    }
+
+    /// Any account's balance as the sum of its postings; for system accounts
+    /// this is the only balance there is.
+    pub async fn account_balance(&self, account: &AccountRef) -> Result<SignedAmount> {
+        let sum: String = sqlx::query_scalar(
+            "SELECT coalesce(sum(p.amount), 0)::text FROM postings p
+             JOIN accounts a ON a.id = p.account_id
+             WHERE a.owner_id IS NOT DISTINCT FROM $1 AND a.asset = $2 AND a.purpose = $3",
+        )
+        .bind(account.owner)
+        .bind(&account.asset)
+        .bind(account.purpose)
+        .fetch_one(&self.pool)
+        .await?;
+        SignedAmount::parse(&sum).map_err(|e| Error::Corrupt(format!("posting sum {sum}: {e}")))
+    }
+
+    pub async fn history(
+        &self,
+        owner: OwnerId,
+        filter: &HistoryFilter,
+        page_size: u32,
+        cursor: Option<i64>,
+    ) -> Result<HistoryPage> {
+        history::page(&self.pool, owner, filter, page_size, cursor).await
+    }
+
+    /// Resolves (creating if needed) account ids. Creation commits on its own:
+    /// an account that exists without postings is harmless, and only
+    /// committed ids may enter the cache.
+    async fn account_ids<'a>(
+        &self,
+        accounts: impl Iterator<Item = &'a AccountRef>,
+    ) -> Result<HashMap<AccountRef, i64>> {
+        let mut ids = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self
+                .accounts
+                .read()
+                .map_err(|_| Error::Corrupt("account cache poisoned".into()))?;
+            for account in accounts {
+                match cache.get(account) {
+                    Some(id) => {
+                        ids.insert(account.clone(), *id);
+                    }
+                    None => missing.push(account.clone()),
+                }
+            }
+        }
+        for account in missing {
+            let id = self.ensure_account(&account).await?;
+            ids.insert(account.clone(), id);
+            let mut cache = self
+                .accounts
+                .write()
+                .map_err(|_| Error::Corrupt("account cache poisoned".into()))?;
+            if cache.len() >= ACCOUNT_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(account, id);
+        }
+        Ok(ids)
+    }
+
+    async fn ensure_account(&self, account: &AccountRef) -> Result<i64> {
+        if account.purpose.is_user() != account.owner.is_some() {
+            return Err(Error::InvalidRequest(format!(
+                "a {:?} account {} an owner",
+                account.purpose,
+                if account.purpose.is_user() {
+                    "needs"
+                } else {
+                    "cannot have"
+                }
+            )));
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO accounts (owner_id, asset, purpose) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(account.owner)
+        .bind(&account.asset)
+        .bind(account.purpose)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| map_db_error(e, None))?;
+        let id = match inserted {
+            Some(id) => {
+                if let Some(owner) = account.owner {
+                    sqlx::query("INSERT INTO balances (account_id, owner_id, asset, purpose) VALUES ($1, $2, $3, $4)")
+                        .bind(id)
+                        .bind(owner)
+                        .bind(&account.asset)
+                        .bind(account.purpose)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                id
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM accounts WHERE owner_id IS NOT DISTINCT FROM $1 AND asset = $2 AND purpose = $3",
+                )
+                .bind(account.owner)
+                .bind(&account.asset)
+                .bind(account.purpose)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+type AccountIds = HashMap<AccountRef, i64>;
+
+/// Runs `attempt` again while PostgreSQL reports a serialization failure or a
+/// deadlock: both mean the transaction did nothing and may simply run again.
+async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(err) if err.is_transient() && tries < MAX_ATTEMPTS => {
+                tracing::debug!(error = %err, tries, "retrying ledger transaction");
+                tokio::time::sleep(Duration::from_millis(u64::from(tries) * 5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Claims the idempotency key inside `tx`. A concurrent request with the same
+/// key waits on the key's row until the first commits, then finds it: the
+/// stored response is returned (and `tx` rolled back) if the request is the
+/// same, and the request refused if it differs. A claim rolls back with a
+/// failed effect, so a refused request leaves its key unused.
+async fn claim_key<R: DeserializeOwned>(
+    tx: &mut Transaction<'static, Postgres>,
+    key: &IdempotencyKey,
+    operation: &str,
+    hash: &[u8; 32],
+) -> Result<Option<R>> {
+    let claimed = sqlx::query(
+        "INSERT INTO idempotency_keys (scope, key, operation, request_hash) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(operation)
+    .bind(&hash[..])
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(None);
+    }
+    let (stored_hash, response): (Vec<u8>, Option<serde_json::Value>) = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
+    )
+    .bind(&key.scope)
+    .bind(&key.key)
+    .fetch_one(&mut **tx)
+    .await?;
+    if stored_hash != hash {
+        return Err(Error::IdempotencyConflict {
+            key: key.key.clone(),
+        });
+    }
+    let response =
+        response.ok_or_else(|| Error::Corrupt("idempotency key without a response".into()))?;
+    serde_json::from_value(response)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("stored idempotent response: {e}")))
+}
+
+/// Stores the response under the claimed key and commits.
+async fn complete_key<R: Serialize>(
+    mut tx: Transaction<'static, Postgres>,
+    key: &IdempotencyKey,
+    response: &R,
+) -> Result<()> {
+    let stored =
+        serde_json::to_value(response).map_err(|e| Error::Corrupt(format!("response: {e}")))?;
+    sqlx::query("UPDATE idempotency_keys SET response = $3 WHERE scope = $1 AND key = $2")
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(stored)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await.map_err(|e| map_db_error(e, None))
+}
+
+fn request_hash<R: Serialize>(
+    key: &IdempotencyKey,
+    operation: &str,
+    request: &R,
+) -> Result<[u8; 32]> {
+    validate_key(key)?;
+    hash_request(operation, request)
+}
+
+/// Inserts the entry and its postings (one statement, in account-id order so
+/// concurrent entries lock balance rows in the same order and cannot deadlock).
+async fn insert_entry(
+    tx: &mut PgConnection,
+    entry: &NewEntry,
+    ids: &AccountIds,
+) -> Result<PostedEntry> {
+    let (id, created_at): (i64, DateTime<Utc>) =
+        sqlx::query_as("INSERT INTO entries (kind, reference, metadata) VALUES ($1, $2, $3) RETURNING id, created_at")
+            .bind(entry.kind)
+            .bind(&entry.reference)
+            .bind(&entry.metadata)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| map_db_error(e, Some(&entry.reference)))?;
+    let mut legs: Vec<(i64, String)> = entry
+        .legs
+        .iter()
+        .map(|leg| {
+            let account = ids
+                .get(&leg.account)
+                .copied()
+                .ok_or_else(|| Error::Corrupt("unresolved account".into()))?;
+            Ok((account, leg.amount.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    legs.sort();
+    let (accounts, amounts): (Vec<i64>, Vec<String>) = legs.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO postings (entry_id, account_id, amount)
+         SELECT $1, account_id, amount::numeric FROM unnest($2::bigint[], $3::text[]) AS legs(account_id, amount)",
+    )
+    .bind(id)
+    .bind(&accounts)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| map_db_error(e, Some(&entry.reference)))?;
+    Ok(PostedEntry {
+        id,
+        kind: entry.kind,
+        reference: entry.reference.clone(),
+        created_at,
+    })
+}
+
+fn hash_request<R: Serialize>(operation: &str, request: &R) -> Result<[u8; 32]> {
+    let body = serde_json::to_vec(request)
+        .map_err(|e| Error::InvalidRequest(format!("unserializable request: {e}")))?;
+    let mut hasher = Sha256::new();
+    hasher.update(operation.as_bytes());
+    hasher.update([0]);
+    hasher.update(&body);
+    Ok(hasher.finalize().into())
+}
+
+fn parse_stored(text: &str) -> Result<Amount> {
+    Amount::parse(text).map_err(|e| Error::Corrupt(format!("stored amount {text}: {e}")))
+}
+
+fn validate_key(key: &IdempotencyKey) -> Result<()> {
+    if key.key.is_empty() || key.key.len() > 200 {
+        return Err(Error::InvalidRequest(
+            "idempotency key must be 1 to 200 bytes".into(),
+        ));
+    }
+    if key.scope.is_empty() {
+        return Err(Error::InvalidRequest(
+            "idempotency scope must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_asset(asset: &Asset) -> Result<()> {
+    let code_ok = (2..=16).contains(&asset.code.len())
+        && asset
+            .code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if !code_ok {
+        return Err(Error::InvalidRequest(format!(
+            "asset code `{}` must be 2 to 16 characters of A-Z and 0-9",
+            asset.code
+        )));
+    }
+    if asset.decimals > 38 {
+        return Err(Error::InvalidRequest(format!(
+            "asset decimals {} exceed 38",
+            asset.decimals
+        )));
+    }
+    Ok(())
+}
+
+/// Checks what the database will check again at commit, for a precise error.
+fn validate_entry(entry: &NewEntry) -> Result<()> {
+    if entry.reference.is_empty() || entry.reference.len() > 200 {
+        return Err(Error::InvalidRequest(
+            "entry reference must be 1 to 200 bytes".into(),
+        ));
+    }
+    if entry.legs.len() < 2 {
+        return Err(Error::Unbalanced(format!(
+            "entry `{}` needs at least two legs",
+            entry.reference
+        )));
+    }
+    let mut sums: BTreeMap<&str, (Amount, Amount)> = BTreeMap::new();
+    for leg in &entry.legs {
+        if leg.amount.magnitude.is_zero() {
+            return Err(Error::InvalidAmount("a leg amount must not be zero".into()));
+        }
+        let (up, down) = sums.entry(leg.account.asset.as_str()).or_default();
+        let side = if leg.amount.negative { down } else { up };
+        *side = side
+            .checked_add(leg.amount.magnitude)
+            .ok_or_else(|| Error::InvalidAmount("leg amounts overflow".into()))?;
+    }
+    match sums.into_iter().find(|(_, (up, down))| up != down) {
+        Some((asset, _)) => Err(Error::Unbalanced(format!(
+            "entry `{}` does not sum to zero in {asset}",
+            entry.reference
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Turns constraint violations into the errors callers act on.
+fn map_db_error(err: sqlx::Error, reference: Option<&str>) -> Error {
+    if let sqlx::Error::Database(db) = &err {
+        match db.constraint() {
+            Some("balances_non_negative") => return Error::InsufficientFunds,
+            Some("entries_reference_unique") => {
+                return Error::DuplicateReference(reference.unwrap_or_default().to_owned());
+            }
+            Some("entries_balanced") => return Error::Unbalanced(db.message().to_owned()),
+            Some("accounts_asset_fkey") => return Error::UnknownAsset(db.message().to_owned()),
+            _ => {}
+        }
+    }
+    Error::Database(err)
+}

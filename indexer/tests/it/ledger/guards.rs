@@ -1,0 +1,132 @@
+//! The database refuses to break the ledger even when Rust is bypassed.
+
+use indexer::devnet::TestDb;
+use uuid::Uuid;
+
+use super::{assert_invariants, fund, ledger_with_assets, transfer};
+use indexer::ledger::IdempotencyKey;
+
+async fn sql_fails(pool: &sqlx::PgPool, statements: &[&str]) -> String {
+    let mut tx = pool.begin().await.expect("begin");
+    for statement in statements {
+        if let Err(err) = sqlx::query(statement).execute(&mut *tx).await {
+            return err.to_string();
+        }
+    }
+    match tx.commit().await {
+        Err(err) => err.to_string(),
+        Ok(()) => panic!("{statements:?} succeeded"),
+    }
+}
+
+#[tokio::test]
+async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
+    let db = TestDb::new().await.expect("database");
+    let ledger = ledger_with_assets(db.pool()).await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    fund(&ledger, alice, "BTC", 100).await;
+    ledger
+        .post(
+            &IdempotencyKey::new("guards", "g1"),
+            &transfer(alice, bob, "BTC", 40, "g1"),
+        )
+        .await
+        .expect("transfer");
+    let pool = db.pool();
+
+    let err = sql_fails(pool, &["UPDATE postings SET amount = amount * 2"]).await;
+    assert!(err.contains("postings is append-only: UPDATE"), "{err}");
+    let err = sql_fails(pool, &["DELETE FROM postings"]).await;
+    assert!(err.contains("postings is append-only: DELETE"), "{err}");
+    let err = sql_fails(pool, &["TRUNCATE postings CASCADE"]).await;
+    assert!(err.contains("append-only"), "{err}");
+    let err = sql_fails(pool, &["UPDATE entries SET reference = 'forged'"]).await;
+    assert!(err.contains("entries is append-only"), "{err}");
+    let err = sql_fails(pool, &["DELETE FROM entries"]).await;
+    assert!(err.contains("entries is append-only"), "{err}");
+    let err = sql_fails(pool, &["UPDATE balances SET balance = balance + 1000000"]).await;
+    assert!(
+        err.contains("balances change only through postings"),
+        "{err}"
+    );
+    let err = sql_fails(pool, &["DELETE FROM balances"]).await;
+    assert!(
+        err.contains("balances change only through postings"),
+        "{err}"
+    );
+
+    let alice_available: i64 =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE owner_id = $1 AND purpose = 'available'")
+            .bind(alice)
+            .fetch_one(pool)
+            .await
+            .expect("account");
+    let bob_available: i64 =
+        sqlx::query_scalar("SELECT id FROM accounts WHERE owner_id = $1 AND purpose = 'available'")
+            .bind(bob)
+            .fetch_one(pool)
+            .await
+            .expect("account");
+
+    // One leg only: committed alone, the entry cannot balance.
+    let one_leg = format!(
+        "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'forged-1') RETURNING id)
+         INSERT INTO postings (entry_id, account_id, amount) SELECT id, {bob_available}, 1000 FROM e"
+    );
+    let err = sql_fails(pool, &[&one_leg]).await;
+    assert!(err.contains("at least two are required"), "{err}");
+
+    // Two legs that do not sum to zero.
+    let lopsided = format!(
+        "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'forged-2') RETURNING id)
+         INSERT INTO postings (entry_id, account_id, amount)
+         SELECT id, {alice_available}, -10 FROM e UNION ALL SELECT id, {bob_available}, 11 FROM e"
+    );
+    let err = sql_fails(pool, &[&lopsided]).await;
+    assert!(err.contains("does not balance in BTC"), "{err}");
+
+    // An entry with no postings at all.
+    let err = sql_fails(
+        pool,
+        &["INSERT INTO entries (kind, reference) VALUES ('adjustment', 'forged-3')"],
+    )
+    .await;
+    assert!(err.contains("has 0 posting(s)"), "{err}");
+
+    // A balanced entry that overdraws a user account.
+    let overdraw = format!(
+        "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'forged-4') RETURNING id)
+         INSERT INTO postings (entry_id, account_id, amount)
+         SELECT id, {alice_available}, -61 FROM e UNION ALL SELECT id, {bob_available}, 61 FROM e"
+    );
+    let err = sql_fails(pool, &[&overdraw]).await;
+    assert!(err.contains("balances_non_negative"), "{err}");
+
+    // A balance row that appears with money in it.
+    let err = sql_fails(
+        pool,
+        &["INSERT INTO balances (account_id, owner_id, asset, purpose, balance)
+           SELECT id, owner_id, asset, 'held', 500 FROM accounts WHERE purpose = 'available' LIMIT 1"],
+    )
+    .await;
+    assert!(
+        err.contains("balances change only through postings"),
+        "{err}"
+    );
+
+    // Postings cannot claim another asset or owner than their account's.
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(&format!(
+        "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'stamped') RETURNING id)
+         INSERT INTO postings (entry_id, account_id, asset, owner_id, amount)
+         SELECT id, {alice_available}, 'ETH', gen_random_uuid(), -1 FROM e UNION ALL
+         SELECT id, {bob_available}, 'ETH', gen_random_uuid(), 1 FROM e"
+    ))
+    .execute(&mut *tx)
+    .await
+    .expect("insert");
+    tx.commit()
+        .await
+        .expect("a balanced, stamped entry commits");
+    assert_invariants(pool).await;
+}

@@ -127,8 +127,9 @@ impl Ledger {
         if let Some(replayed) = claim_key(&mut tx, key, "post", hash).await? {
             return Ok(replayed);
         }
-        let posted = insert_entry(&mut tx, entry, ids).await?;
-        complete_key(tx, key, &posted).await?;
+        // The insert stored the response under the key already.
+        let posted = insert_entry(&mut tx, entry, ids, Some(key)).await?;
+        tx.commit().await.map_err(|e| map_db_error(e, None))?;
         Ok(posted)
     }
 
@@ -174,7 +175,7 @@ impl Ledger {
         if let Some(replayed) = claim_key(&mut tx, key, "place_hold", hash).await? {
             return Ok(replayed);
         }
-        let posted = insert_entry(&mut tx, entry, ids).await?;
+        let posted = insert_entry(&mut tx, entry, ids, None).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
         )
@@ -310,7 +311,7 @@ impl Ledger {
                 status: current,
             });
         }
-        let posted = insert_entry(&mut tx, entry, ids).await?;
+        let posted = insert_entry(&mut tx, entry, ids, None).await?;
         sqlx::query(
             "UPDATE holds SET status = $2, final_entry_id = $3, finalized_at = now() WHERE id = $1",
         )
@@ -602,21 +603,16 @@ fn request_hash<R: Serialize>(
     hash_request(operation, request)
 }
 
-/// Inserts the entry and its postings (one statement, in account-id order so
-/// concurrent entries lock balance rows in the same order and cannot deadlock).
+/// Inserts the entry and its postings in one statement, postings in
+/// account-id order so concurrent entries lock balance rows in the same order
+/// and cannot deadlock. With `respond_to`, the same statement stores the
+/// resulting [`PostedEntry`] as that idempotency key's response.
 async fn insert_entry(
     tx: &mut PgConnection,
     entry: &NewEntry,
     ids: &AccountIds,
+    respond_to: Option<&IdempotencyKey>,
 ) -> Result<PostedEntry> {
-    let (id, created_at): (i64, DateTime<Utc>) =
-        sqlx::query_as("INSERT INTO entries (kind, reference, metadata) VALUES ($1, $2, $3) RETURNING id, created_at")
-            .bind(entry.kind)
-            .bind(&entry.reference)
-            .bind(&entry.metadata)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| map_db_error(e, Some(&entry.reference)))?;
     let mut legs: Vec<(i64, String)> = entry
         .legs
         .iter()
@@ -630,14 +626,31 @@ async fn insert_entry(
         .collect::<Result<_>>()?;
     legs.sort();
     let (accounts, amounts): (Vec<i64>, Vec<String>) = legs.into_iter().unzip();
-    sqlx::query(
-        "INSERT INTO postings (entry_id, account_id, amount)
-         SELECT $1, account_id, amount::numeric FROM unnest($2::bigint[], $3::text[]) AS legs(account_id, amount)",
+    let (id, created_at): (i64, DateTime<Utc>) = sqlx::query_as(
+        "WITH entry AS (
+             INSERT INTO entries (kind, reference, metadata) VALUES ($1, $2, $3)
+             RETURNING id, kind, reference, created_at
+         ), legs AS (
+             INSERT INTO postings (entry_id, account_id, amount)
+             SELECT entry.id, leg.account_id, leg.amount::numeric
+             FROM entry, unnest($4::bigint[], $5::text[]) WITH ORDINALITY AS leg(account_id, amount, position)
+             ORDER BY leg.position
+         ), response AS (
+             UPDATE idempotency_keys SET response = jsonb_build_object(
+                 'id', entry.id, 'kind', entry.kind, 'reference', entry.reference, 'created_at', entry.created_at)
+             FROM entry WHERE $6::boolean AND scope = $7 AND key = $8
+         )
+         SELECT id, created_at FROM entry",
     )
-    .bind(id)
+    .bind(entry.kind)
+    .bind(&entry.reference)
+    .bind(&entry.metadata)
     .bind(&accounts)
     .bind(&amounts)
-    .execute(&mut *tx)
+    .bind(respond_to.is_some())
+    .bind(respond_to.map(|k| k.scope.as_str()))
+    .bind(respond_to.map(|k| k.key.as_str()))
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| map_db_error(e, Some(&entry.reference)))?;
     Ok(PostedEntry {

@@ -85,6 +85,28 @@ async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
     let err = sql_fails(pool, &[&lopsided]).await;
     assert!(err.contains("does not balance in BTC"), "{err}");
 
+    // A leg appended to an entry that already balanced.
+    let appended = format!(
+        "INSERT INTO postings (entry_id, account_id, amount)
+         SELECT max(id), {bob_available}, 5 FROM entries"
+    );
+    let err = sql_fails(pool, &[&appended]).await;
+    assert!(err.contains("does not balance in BTC"), "{err}");
+
+    // Two statements, each adding one leg of a balanced pair, then one more.
+    let first = format!(
+        "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'forged-5') RETURNING id)
+         INSERT INTO postings (entry_id, account_id, amount) SELECT id, {alice_available}, -1 FROM e"
+    );
+    let second = format!(
+        "INSERT INTO postings (entry_id, account_id, amount) SELECT id, {bob_available}, 1 FROM entries WHERE reference = 'forged-5'"
+    );
+    let third = format!(
+        "INSERT INTO postings (entry_id, account_id, amount) SELECT id, {bob_available}, 1 FROM entries WHERE reference = 'forged-5'"
+    );
+    let err = sql_fails(pool, &[&first, &second, &third]).await;
+    assert!(err.contains("does not balance in BTC"), "{err}");
+
     // An entry with no postings at all.
     let err = sql_fails(
         pool,

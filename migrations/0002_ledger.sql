@@ -79,16 +79,20 @@ CREATE FUNCTION postings_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     account accounts%ROWTYPE;
 BEGIN
-    SELECT * INTO account FROM accounts WHERE id = NEW.account_id;
-    NEW.asset := account.asset;
-    NEW.owner_id := account.owner_id;
-    IF account.owner_id IS NOT NULL THEN
-        UPDATE balances SET balance = balance + NEW.amount, updated_at = now()
-        WHERE account_id = NEW.account_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'user account % has no balance row', NEW.account_id;
-        END IF;
+    -- User accounts, the common case, need one statement: the balance row
+    -- carries the account's asset and owner.
+    UPDATE balances SET balance = balance + NEW.amount, updated_at = now()
+    WHERE account_id = NEW.account_id
+    RETURNING asset, owner_id INTO NEW.asset, NEW.owner_id;
+    IF FOUND THEN
+        RETURN NEW;
     END IF;
+    SELECT * INTO account FROM accounts WHERE id = NEW.account_id;
+    IF account.owner_id IS NOT NULL THEN
+        RAISE EXCEPTION 'user account % has no balance row', NEW.account_id;
+    END IF;
+    NEW.asset := account.asset;
+    NEW.owner_id := NULL;
     RETURN NEW;
 END $$;
 CREATE TRIGGER postings_apply BEFORE INSERT ON postings
@@ -159,7 +163,15 @@ CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
 -- Balances move only through postings.
 CREATE FUNCTION balances_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF (TG_OP = 'UPDATE' AND pg_trigger_depth() > 1) OR (TG_OP = 'INSERT' AND NEW.balance = 0) THEN
+    IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    END IF;
+    -- A new row starts at zero and describes its own user account exactly:
+    -- postings take their asset and owner from it.
+    IF TG_OP = 'INSERT' AND NEW.balance = 0 AND EXISTS (
+        SELECT 1 FROM accounts
+        WHERE id = NEW.account_id AND owner_id = NEW.owner_id AND asset = NEW.asset AND purpose = NEW.purpose
+    ) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'balances change only through postings: % is not allowed', TG_OP

@@ -136,6 +136,18 @@ async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
         "{err}"
     );
 
+    // A zero balance row for a system account, or one naming another owner.
+    let err = sql_fails(
+        pool,
+        &["INSERT INTO balances (account_id, owner_id, asset, purpose)
+           SELECT id, gen_random_uuid(), asset, 'available' FROM accounts WHERE owner_id IS NULL LIMIT 1"],
+    )
+    .await;
+    assert!(
+        err.contains("balances change only through postings"),
+        "{err}"
+    );
+
     // Postings cannot claim another asset or owner than their account's.
     let mut tx = pool.begin().await.expect("begin");
     sqlx::query(&format!(

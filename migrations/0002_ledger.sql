@@ -15,6 +15,9 @@ CREATE TABLE assets (
     CONSTRAINT assets_chain_contract_unique UNIQUE NULLS NOT DISTINCT (chain, contract)
 );
 
+-- The chains' native assets; tokens are registered from configuration.
+INSERT INTO assets (code, chain, decimals) VALUES ('BTC', 'bitcoin', 8), ('ETH', 'ethereum', 18), ('SOL', 'solana', 9);
+
 CREATE TYPE account_purpose AS ENUM (
     'available', 'pending', 'held',                 -- per user and asset
     'custody', 'external', 'fees', 'suspense'       -- system, per asset

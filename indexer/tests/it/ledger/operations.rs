@@ -455,5 +455,21 @@ async fn assets_register_idempotently_and_refuse_conflicts() {
         .register_asset(&super::asset("btc", chains::Chain::Bitcoin, 8))
         .await;
     assert!(matches!(bad_code, Err(Error::InvalidRequest(_))));
-    assert_eq!(ledger.assets().await.expect("assets").len(), 3);
+    let codes: Vec<String> = ledger
+        .assets()
+        .await
+        .expect("assets")
+        .into_iter()
+        .map(|a| a.code)
+        .collect();
+    assert_eq!(
+        codes,
+        ["BTC", "ETH", "SOL", "USDC"],
+        "native assets come with the schema"
+    );
+    let sol = ledger.asset("SOL").await.expect("read").expect("seeded");
+    assert_eq!(
+        (sol.chain, sol.decimals, sol.contract),
+        (chains::Chain::Solana, 9, None)
+    );
 }

@@ -116,6 +116,8 @@ impl Ledger {
         retry_transient(|| self.try_post(key, &hash, entry, &ids)).await
     }
 
+    /// One round trip: `ledger_post` claims the key, inserts the entry and
+    /// stores the response inside the statement's own transaction.
     async fn try_post(
         &self,
         key: &IdempotencyKey,
@@ -123,14 +125,30 @@ impl Ledger {
         entry: &NewEntry,
         ids: &AccountIds,
     ) -> Result<PostedEntry> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(replayed) = claim_key(&mut tx, key, "post", hash).await? {
-            return Ok(replayed);
+        let (accounts, amounts) = ordered_legs(entry, ids)?;
+        let (outcome, response): (String, Option<serde_json::Value>) = sqlx::query_as(
+            "SELECT outcome, response FROM ledger_post($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&hash[..])
+        .bind(entry.kind)
+        .bind(&entry.reference)
+        .bind(&entry.metadata)
+        .bind(&accounts)
+        .bind(&amounts)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_db_error(e, Some(&entry.reference)))?;
+        if outcome == "conflict" {
+            return Err(Error::IdempotencyConflict {
+                key: key.key.clone(),
+            });
         }
-        // The insert stored the response under the key already.
-        let posted = insert_entry(&mut tx, entry, ids, Some(key)).await?;
-        tx.commit().await.map_err(|e| map_db_error(e, None))?;
-        Ok(posted)
+        let response =
+            response.ok_or_else(|| Error::Corrupt("idempotency key without a response".into()))?;
+        serde_json::from_value(response)
+            .map_err(|e| Error::Corrupt(format!("posted entry response: {e}")))
     }
 
     /// Moves `amount` of the owner's available funds to held.
@@ -175,7 +193,7 @@ impl Ledger {
         if let Some(replayed) = claim_key(&mut tx, key, "place_hold", hash).await? {
             return Ok(replayed);
         }
-        let posted = insert_entry(&mut tx, entry, ids, None).await?;
+        let posted = insert_entry(&mut tx, entry, ids).await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
         )
@@ -311,7 +329,7 @@ impl Ledger {
                 status: current,
             });
         }
-        let posted = insert_entry(&mut tx, entry, ids, None).await?;
+        let posted = insert_entry(&mut tx, entry, ids).await?;
         sqlx::query(
             "UPDATE holds SET status = $2, final_entry_id = $3, finalized_at = now() WHERE id = $1",
         )
@@ -399,8 +417,8 @@ impl Ledger {
     /// this is the only balance there is.
     pub async fn account_balance(&self, account: &AccountRef) -> Result<SignedAmount> {
         let sum: String = sqlx::query_scalar(
-            "SELECT coalesce(sum(p.amount), 0)::text FROM postings p
-             JOIN accounts a ON a.id = p.account_id
+            "SELECT coalesce(sum(p.amount), 0)::text FROM accounts a
+             JOIN postings p ON p.account_id = a.id AND p.owner_id IS NOT DISTINCT FROM a.owner_id
              WHERE a.owner_id IS NOT DISTINCT FROM $1 AND a.asset = $2 AND a.purpose = $3",
         )
         .bind(account.owner)
@@ -603,16 +621,9 @@ fn request_hash<R: Serialize>(
     hash_request(operation, request)
 }
 
-/// Inserts the entry and its postings in one statement, postings in
-/// account-id order so concurrent entries lock balance rows in the same order
-/// and cannot deadlock. With `respond_to`, the same statement stores the
-/// resulting [`PostedEntry`] as that idempotency key's response.
-async fn insert_entry(
-    tx: &mut PgConnection,
-    entry: &NewEntry,
-    ids: &AccountIds,
-    respond_to: Option<&IdempotencyKey>,
-) -> Result<PostedEntry> {
+/// The legs as parallel arrays in account-id order, so concurrent entries
+/// lock balance rows in the same order and cannot deadlock.
+fn ordered_legs(entry: &NewEntry, ids: &AccountIds) -> Result<(Vec<i64>, Vec<String>)> {
     let mut legs: Vec<(i64, String)> = entry
         .legs
         .iter()
@@ -625,20 +636,24 @@ async fn insert_entry(
         })
         .collect::<Result<_>>()?;
     legs.sort();
-    let (accounts, amounts): (Vec<i64>, Vec<String>) = legs.into_iter().unzip();
+    Ok(legs.into_iter().unzip())
+}
+
+/// Inserts the entry and its postings in one statement, inside `tx`.
+async fn insert_entry(
+    tx: &mut PgConnection,
+    entry: &NewEntry,
+    ids: &AccountIds,
+) -> Result<PostedEntry> {
+    let (accounts, amounts) = ordered_legs(entry, ids)?;
     let (id, created_at): (i64, DateTime<Utc>) = sqlx::query_as(
         "WITH entry AS (
-             INSERT INTO entries (kind, reference, metadata) VALUES ($1, $2, $3)
-             RETURNING id, kind, reference, created_at
+             INSERT INTO entries (kind, reference, metadata) VALUES ($1, $2, $3) RETURNING id, created_at
          ), legs AS (
              INSERT INTO postings (entry_id, account_id, amount)
              SELECT entry.id, leg.account_id, leg.amount::numeric
              FROM entry, unnest($4::bigint[], $5::text[]) WITH ORDINALITY AS leg(account_id, amount, position)
              ORDER BY leg.position
-         ), response AS (
-             UPDATE idempotency_keys SET response = jsonb_build_object(
-                 'id', entry.id, 'kind', entry.kind, 'reference', entry.reference, 'created_at', entry.created_at)
-             FROM entry WHERE $6::boolean AND scope = $7 AND key = $8
          )
          SELECT id, created_at FROM entry",
     )
@@ -647,9 +662,6 @@ async fn insert_entry(
     .bind(&entry.metadata)
     .bind(&accounts)
     .bind(&amounts)
-    .bind(respond_to.is_some())
-    .bind(respond_to.map(|k| k.scope.as_str()))
-    .bind(respond_to.map(|k| k.key.as_str()))
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| map_db_error(e, Some(&entry.reference)))?;

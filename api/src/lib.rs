@@ -6,6 +6,7 @@
 //! No feature flags.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod telemetry;

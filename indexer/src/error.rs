@@ -31,6 +31,8 @@ pub enum Error {
         id: i64,
         status: crate::ledger::HoldStatus,
     },
+    #[error("a user with this email already exists")]
+    EmailTaken,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

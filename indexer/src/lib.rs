@@ -1,6 +1,7 @@
 //! Coffer's PostgreSQL side: connecting with retry, applying the schema in
 //! `migrations/`, the double-entry [`ledger`], and the per-chain watch loops
-//! that follow each node's tip and record it. Deposit matching and the
+//! that follow each node's tip and record it, and the users and
+//! refresh-token store behind authentication. Deposit matching and the
 //! withdrawal pipeline grow here. This crate never speaks gRPC or protobuf.
 //!
 //! Feature `devnet`: test helpers that create a fresh, migrated database per
@@ -10,6 +11,7 @@ pub mod db;
 mod error;
 pub mod ledger;
 pub mod metrics;
+pub mod users;
 pub mod watch;
 
 #[cfg(feature = "devnet")]

@@ -3,3 +3,4 @@
 mod db;
 mod kafka;
 mod ledger;
+mod users;

@@ -28,7 +28,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::auth::tokens::AccessTokens;
 use crate::config::Settings;
+use crate::grpc::Shared;
+use crate::grpc::auth::AuthApi;
+use crate::grpc::pb::{self, auth_service_server::AuthServiceServer};
+use crate::grpc::throttle::LoginThrottle;
 
 /// How long shutdown waits for tasks to finish in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -37,6 +42,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct App {
     settings: Settings,
+    tokens: Arc<AccessTokens>,
     grpc: Option<TcpListener>,
     metrics: Option<TcpListener>,
 }
@@ -61,8 +67,23 @@ impl App {
             ),
             false => None,
         };
+        let auth = &settings.auth;
+        let keys: Vec<(String, Vec<u8>)> = auth
+            .keys
+            .iter()
+            .map(|key| (key.kid.clone(), key.secret.expose().as_bytes().to_vec()))
+            .collect();
+        let tokens = AccessTokens::new(
+            &auth.issuer,
+            &auth.audience,
+            auth.access_ttl_secs,
+            &auth.active_kid,
+            &keys,
+        )
+        .context("config section `auth`")?;
         Ok(Self {
             settings,
+            tokens: Arc::new(tokens),
             grpc,
             metrics,
         })
@@ -104,14 +125,29 @@ impl App {
             tracing::info!(address = %listener.local_addr()?, "gRPC server listening");
             let reflection_v1 = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .build_v1()?;
             let reflection_v1alpha = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .build_v1alpha()?;
+            let shared = Shared::new(Arc::clone(&pool_cell), Arc::clone(&self.tokens));
+            let auth = &self.settings.auth;
+            let throttle = LoginThrottle::new(
+                auth.login_failures_per_account_and_client,
+                auth.login_failures_per_client,
+                Duration::from_secs(auth.login_window_secs),
+            );
+            let auth_api = AuthApi::new(
+                shared,
+                Duration::from_secs(auth.refresh_ttl_days * 86_400),
+                throttle,
+            );
             let router = tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection_v1)
-                .add_service(reflection_v1alpha);
+                .add_service(reflection_v1alpha)
+                .add_service(AuthServiceServer::new(auth_api));
             let shutdown = cancel.clone();
             tasks.spawn(async move {
                 router

@@ -20,11 +20,72 @@ pub const ENV_PREFIX: &str = "COFFER__";
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// `devnet`, `testnet` or `mainnet`. On mainnet, the built-in devnet
+    /// secrets are refused.
+    pub network: Network,
     pub database: DatabaseSettings,
     pub grpc: ListenerSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    pub auth: AuthSettings,
     pub chains: ChainsSettings,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    Devnet,
+    Testnet,
+    Mainnet,
+}
+
+/// The built-in access-token key. PUBLIC AND INSECURE: it lets `coffer run`
+/// work on the devnet with no setup, and is refused on mainnet.
+pub const INSECURE_DEVNET_JWT_SECRET: &str = "coffer-devnet-insecure-jwt-signing-key-0001";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_days: u64,
+    /// The `kid` that signs new access tokens; every key in `keys` verifies.
+    pub active_kid: String,
+    pub keys: Vec<JwtKey>,
+    /// Failed logins allowed per account and client address in `login_window_secs`.
+    pub login_failures_per_account_and_client: u32,
+    /// Failed logins allowed per client address, over all accounts.
+    pub login_failures_per_client: u32,
+    pub login_window_secs: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    pub kid: String,
+    /// At least 32 bytes.
+    pub secret: Secret,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "coffer".into(),
+            audience: "coffer-api".into(),
+            access_ttl_secs: 900,
+            refresh_ttl_days: 30,
+            active_kid: "devnet".into(),
+            keys: vec![JwtKey {
+                kid: "devnet".into(),
+                secret: Secret::from(INSECURE_DEVNET_JWT_SECRET),
+            }],
+            login_failures_per_account_and_client: 5,
+            login_failures_per_client: 50,
+            login_window_secs: 300,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -302,6 +363,40 @@ impl Settings {
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             bad("log.filter", format!("not a valid filter directive: {err}"));
+        }
+        let auth = &self.auth;
+        if !auth.keys.iter().any(|k| k.kid == auth.active_kid) {
+            bad(
+                "auth.active_kid",
+                format!("no key in auth.keys has kid `{}`", auth.active_kid),
+            );
+        }
+        for (index, key) in auth.keys.iter().enumerate() {
+            if key.secret.expose().len() < crate::auth::tokens::MIN_KEY_BYTES {
+                bad(
+                    &format!("auth.keys[{index}].secret"),
+                    format!(
+                        "must be at least {} bytes",
+                        crate::auth::tokens::MIN_KEY_BYTES
+                    ),
+                );
+            }
+            if self.network == Network::Mainnet && key.secret.expose() == INSECURE_DEVNET_JWT_SECRET
+            {
+                bad(
+                    &format!("auth.keys[{index}].secret"),
+                    "the built-in devnet key is refused on mainnet".into(),
+                );
+            }
+        }
+        if auth.access_ttl_secs == 0 || auth.access_ttl_secs > 3_600 {
+            bad("auth.access_ttl_secs", "must be 1 to 3600".into());
+        }
+        if auth.refresh_ttl_days == 0 || auth.refresh_ttl_days > 90 {
+            bad("auth.refresh_ttl_days", "must be 1 to 90".into());
+        }
+        if auth.login_window_secs == 0 {
+            bad("auth.login_window_secs", "must be at least 1".into());
         }
         let btc = &self.chains.bitcoin;
         let nodes = [

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod grpc;
 pub mod metrics;
 pub mod telemetry;
 

@@ -177,6 +177,14 @@ fn malformed_values_are_named() {
         ),
         ("[database]\nurl = \"mysql://nope\"\n", "database.url"),
         ("chains = 3\n", "chains"),
+        ("[auth]\nactive_kid = \"nope\"\n", "auth.active_kid"),
+        (
+            "[auth]\nactive_kid = \"k\"\n[[auth.keys]]\nkid = \"k\"\nsecret = \"short\"\n",
+            "auth.keys[0].secret",
+        ),
+        ("network = \"mainnet\"\n", "auth.keys[0].secret"),
+        ("network = \"moonnet\"\n", "network"),
+        ("[auth]\naccess_ttl_secs = 86400\n", "auth.access_ttl_secs"),
         ("[grpc\nlisten = 1\n", "TOML parse error at line 1"),
     ];
     for (contents, key) in cases {

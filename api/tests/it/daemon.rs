@@ -114,6 +114,7 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
     for expected in [
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        "coffer.v1.AuthService",
     ] {
         assert!(
             services.iter().any(|s| s == expected),

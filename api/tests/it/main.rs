@@ -2,6 +2,7 @@
 //! handling, and a real server on 127.0.0.1:0 against real PostgreSQL and
 //! real local nodes.
 
+mod auth;
 mod config;
 mod daemon;
 mod support;

@@ -6,7 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .file_descriptor_set_path(out_dir.join("coffer_descriptor.bin"))
-        .compile_protos(&["proto/coffer/v1/auth.proto"], &["proto"])
+        .compile_protos(
+            &[
+                "proto/coffer/v1/auth.proto",
+                "proto/coffer/v1/wallet.proto",
+                "proto/coffer/v1/history.proto",
+            ],
+            &["proto"],
+        )
         .map_err(|err| format!("{err}; is protoc installed? run ./scripts/devnet install"))?;
     Ok(())
 }

@@ -32,8 +32,13 @@ use crate::auth::tokens::AccessTokens;
 use crate::config::Settings;
 use crate::grpc::Shared;
 use crate::grpc::auth::AuthApi;
-use crate::grpc::pb::{self, auth_service_server::AuthServiceServer};
+use crate::grpc::history::HistoryApi;
+use crate::grpc::pb::{
+    self, auth_service_server::AuthServiceServer, history_service_server::HistoryServiceServer,
+    wallet_service_server::WalletServiceServer,
+};
 use crate::grpc::throttle::LoginThrottle;
+use crate::grpc::wallet::WalletApi;
 
 /// How long shutdown waits for tasks to finish in-flight work.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -43,6 +48,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct App {
     settings: Settings,
     tokens: Arc<AccessTokens>,
+    deposit_keys: Arc<signer::DepositKeys>,
     grpc: Option<TcpListener>,
     metrics: Option<TcpListener>,
 }
@@ -81,9 +87,11 @@ impl App {
             &keys,
         )
         .context("config section `auth`")?;
+        let deposit_keys = Arc::new(load_deposit_keys(&settings)?);
         Ok(Self {
             settings,
             tokens: Arc::new(tokens),
+            deposit_keys,
             grpc,
             metrics,
         })
@@ -131,7 +139,11 @@ impl App {
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
                 .build_v1alpha()?;
-            let shared = Shared::new(Arc::clone(&pool_cell), Arc::clone(&self.tokens));
+            let shared = Shared::new(
+                Arc::clone(&pool_cell),
+                Arc::clone(&self.tokens),
+                Arc::clone(&self.deposit_keys),
+            );
             let auth = &self.settings.auth;
             let throttle = LoginThrottle::new(
                 auth.login_failures_per_account_and_client,
@@ -139,7 +151,7 @@ impl App {
                 Duration::from_secs(auth.login_window_secs),
             );
             let auth_api = AuthApi::new(
-                shared,
+                shared.clone(),
                 Duration::from_secs(auth.refresh_ttl_days * 86_400),
                 throttle,
             );
@@ -147,7 +159,9 @@ impl App {
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
-                .add_service(AuthServiceServer::new(auth_api));
+                .add_service(AuthServiceServer::new(auth_api))
+                .add_service(WalletServiceServer::new(WalletApi::new(shared.clone())))
+                .add_service(HistoryServiceServer::new(HistoryApi::new(shared)));
             let shutdown = cancel.clone();
             tasks.spawn(async move {
                 router
@@ -344,4 +358,34 @@ async fn render_metrics(State(state): State<MetricsState>) -> impl IntoResponse 
         )],
         state.prometheus.render(),
     )
+}
+
+/// Loads the custody seed named by `[signer]` (the public devnet phrase when
+/// none is named, which `Settings::validate` refuses on mainnet).
+pub fn load_deposit_keys(settings: &Settings) -> anyhow::Result<signer::DepositKeys> {
+    use signer::{HdSeed, SeedPhrase, SeedSource};
+    let source = match (&settings.signer.seed_file, &settings.signer.seed_env) {
+        (Some(path), _) => Some(SeedSource::File(path.clone())),
+        (None, Some(var)) => Some(SeedSource::Env(var.clone())),
+        (None, None) => None,
+    };
+    let phrase = match source {
+        Some(source) => SeedPhrase::load(&source).context("config section `signer`")?,
+        None => {
+            tracing::warn!(
+                "no signer.seed_file or signer.seed_env: using the PUBLIC devnet seed phrase; never hold real funds"
+            );
+            SeedPhrase::from_words(signer::INSECURE_DEVNET_MNEMONIC)
+        }
+    };
+    let mainnet = settings.network == crate::config::Network::Mainnet;
+    HdSeed::check_allowed(&phrase, mainnet).context("config section `signer`")?;
+    let seed = HdSeed::from_phrase(&phrase, "").context("config section `signer`")?;
+    let network = match settings.chains.bitcoin.network {
+        crate::config::BitcoinNetwork::Bitcoin => signer::BitcoinNetwork::Bitcoin,
+        crate::config::BitcoinNetwork::Testnet => signer::BitcoinNetwork::Testnet,
+        crate::config::BitcoinNetwork::Signet => signer::BitcoinNetwork::Signet,
+        crate::config::BitcoinNetwork::Regtest => signer::BitcoinNetwork::Regtest,
+    };
+    Ok(signer::DepositKeys::new(seed, network)?)
 }

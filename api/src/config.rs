@@ -28,7 +28,28 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub signer: SignerSettings,
     pub chains: ChainsSettings,
+}
+
+/// Where the custody seed phrase comes from. With neither set, the public
+/// devnet phrase is used (refused on mainnet). Never a command-line argument.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignerSettings {
+    pub seed_file: Option<PathBuf>,
+    /// The name of an environment variable holding the phrase.
+    pub seed_env: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BitcoinNetwork {
+    Bitcoin,
+    Testnet,
+    Signet,
+    #[default]
+    Regtest,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -177,6 +198,8 @@ pub struct ChainsSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct BitcoinSettings {
     pub enabled: bool,
+    /// Address format and BIP84 coin type: `bitcoin` (mainnet), `testnet`, `signet`, `regtest`.
+    pub network: BitcoinNetwork,
     pub rpc_url: String,
     pub rpc_user: Option<String>,
     pub rpc_password: Option<Secret>,
@@ -190,6 +213,7 @@ impl Default for BitcoinSettings {
     fn default() -> Self {
         Self {
             enabled: true,
+            network: BitcoinNetwork::Regtest,
             rpc_url: "http://127.0.0.1:18334".into(),
             rpc_user: Some("coffer".into()),
             rpc_password: Some(Secret::from("coffer-devnet")),
@@ -397,6 +421,26 @@ impl Settings {
         }
         if auth.login_window_secs == 0 {
             bad("auth.login_window_secs", "must be at least 1".into());
+        }
+        if self.signer.seed_file.is_some() && self.signer.seed_env.is_some() {
+            bad(
+                "signer.seed_env",
+                "set either signer.seed_file or signer.seed_env, not both".into(),
+            );
+        }
+        if self.network == Network::Mainnet {
+            if self.signer.seed_file.is_none() && self.signer.seed_env.is_none() {
+                bad(
+                    "signer.seed_file",
+                    "mainnet needs a seed (signer.seed_file or signer.seed_env)".into(),
+                );
+            }
+            if self.chains.bitcoin.network != BitcoinNetwork::Bitcoin {
+                bad(
+                    "chains.bitcoin.network",
+                    "must be `bitcoin` on mainnet".into(),
+                );
+            }
         }
         let btc = &self.chains.bitcoin;
         let nodes = [

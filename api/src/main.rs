@@ -42,6 +42,11 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
+        // The seed is part of the configuration: it must load and be allowed.
+        if let Err(err) = api::app::load_deposit_keys(&settings) {
+            eprintln!("coffer: invalid configuration:\n{err:#}");
+            return ExitCode::from(2);
+        }
         print!("{}", settings.to_redacted_toml());
         eprintln!("coffer: configuration OK");
         return ExitCode::SUCCESS;

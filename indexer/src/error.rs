@@ -33,6 +33,8 @@ pub enum Error {
     },
     #[error("a user with this email already exists")]
     EmailTaken,
+    #[error("the user already has a wallet on this chain")]
+    WalletExists,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

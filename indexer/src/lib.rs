@@ -12,6 +12,7 @@ mod error;
 pub mod ledger;
 pub mod metrics;
 pub mod users;
+pub mod wallets;
 pub mod watch;
 
 #[cfg(feature = "devnet")]

@@ -13,6 +13,7 @@ pub mod solana;
 
 use std::path::PathBuf;
 
+pub use ::bitcoin::Network as BitcoinNetwork;
 pub use seed::{HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase, SeedSource};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,4 +36,68 @@ pub enum Error {
     InsecureSeedOnMainnet,
     #[error("key derivation failed: {0}")]
     Derivation(String),
+}
+
+/// Derives deposit addresses for every chain from one seed.
+pub struct DepositKeys {
+    seed: HdSeed,
+    bitcoin_network: ::bitcoin::Network,
+    bitcoin_account: ::bitcoin::bip32::Xpub,
+}
+
+impl std::fmt::Debug for DepositKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DepositKeys")
+            .field("bitcoin_network", &self.bitcoin_network)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An address and the path of the key behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepositAddress {
+    pub address: String,
+    pub derivation_path: String,
+}
+
+impl DepositKeys {
+    pub fn new(seed: HdSeed, bitcoin_network: ::bitcoin::Network) -> Result<Self> {
+        let bitcoin_account = bitcoin::bip84_account_xpub(&seed, bitcoin_network, 0)?;
+        Ok(Self {
+            seed,
+            bitcoin_network,
+            bitcoin_account,
+        })
+    }
+
+    /// The deposit address with HD index `index` on `chain`.
+    pub fn address(&self, chain: chains::Chain, index: u32) -> Result<DepositAddress> {
+        Ok(match chain {
+            chains::Chain::Bitcoin => {
+                let coin = if self.bitcoin_network == ::bitcoin::Network::Bitcoin {
+                    0
+                } else {
+                    1
+                };
+                DepositAddress {
+                    address: bitcoin::p2wpkh_address(
+                        &self.bitcoin_account,
+                        self.bitcoin_network,
+                        false,
+                        index,
+                    )?
+                    .to_string(),
+                    derivation_path: format!("m/84'/{coin}'/0'/0/{index}"),
+                }
+            }
+            chains::Chain::Ethereum => DepositAddress {
+                address: ethereum::checksummed(&ethereum::address(&self.seed, index)?),
+                derivation_path: format!("m/44'/60'/0'/0/{index}"),
+            },
+            chains::Chain::Solana => DepositAddress {
+                address: solana::address(&self.seed, index)?.to_string(),
+                derivation_path: format!("m/44'/501'/{index}'/0'"),
+            },
+        })
+    }
 }

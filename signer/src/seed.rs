@@ -56,11 +56,12 @@ fn read_file(path: &Path) -> Result<String> {
     })
 }
 
-/// The devnet's seed phrase. PUBLIC AND INSECURE: anyone can derive every key
-/// from it. It exists so `coffer run` works with no setup; it is refused on
-/// mainnet.
+/// The devnet's seed phrase (BIP39's first test vector). PUBLIC AND
+/// INSECURE: anyone can derive every key from it. It exists so `coffer run`
+/// works with no setup, and is refused on mainnet. It differs from anvil's
+/// phrase so deposit addresses never coincide with anvil's dev accounts.
 pub const INSECURE_DEVNET_MNEMONIC: &str =
-    "test test test test test test test test test test test junk";
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 
 /// The 64-byte BIP39 seed: redacted in `Debug`, wiped on drop.
 #[derive(Zeroize, ZeroizeOnDrop)]

@@ -2,7 +2,9 @@
 //! the mapping of library errors to `tonic::Status`.
 
 pub mod auth;
+pub mod history;
 pub mod throttle;
+pub mod wallet;
 
 use std::sync::{Arc, OnceLock};
 
@@ -32,11 +34,31 @@ pub mod pb {
 pub struct Shared {
     pool: Arc<OnceLock<PgPool>>,
     pub tokens: Arc<AccessTokens>,
+    pub deposit_keys: Arc<signer::DepositKeys>,
 }
 
 impl Shared {
-    pub fn new(pool: Arc<OnceLock<PgPool>>, tokens: Arc<AccessTokens>) -> Self {
-        Self { pool, tokens }
+    pub fn new(
+        pool: Arc<OnceLock<PgPool>>,
+        tokens: Arc<AccessTokens>,
+        deposit_keys: Arc<signer::DepositKeys>,
+    ) -> Self {
+        Self {
+            pool,
+            tokens,
+            deposit_keys,
+        }
+    }
+
+    pub fn wallets(&self) -> Result<indexer::wallets::Wallets, Status> {
+        Ok(indexer::wallets::Wallets::new(
+            self.pool()?.clone(),
+            Arc::clone(&self.deposit_keys),
+        ))
+    }
+
+    pub fn ledger(&self) -> Result<indexer::ledger::Ledger, Status> {
+        Ok(indexer::ledger::Ledger::new(self.pool()?.clone()))
     }
 
     /// The pool, or UNAVAILABLE while the daemon is still connecting.
@@ -103,4 +125,31 @@ pub fn internal(err: impl std::fmt::Display) -> Status {
 
 pub fn parse_user_id(field: &'static str, value: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(value.trim()).map_err(|_| FieldError::new(field, "must be a UUID").into())
+}
+
+/// What a request does with the data of the user it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// The user a request acts for: the caller, or the `user_id` it names. Only
+/// `service` and `admin` may act for another user; `operator` may read any
+/// user's data but change none.
+pub fn acting_for(caller: &User, requested: Option<&str>, access: Access) -> Result<Uuid, Status> {
+    let Some(text) = requested.filter(|text| !text.trim().is_empty()) else {
+        return Ok(caller.id);
+    };
+    let id = parse_user_id("user_id", text)?;
+    let allowed = id == caller.id
+        || matches!(caller.role, Role::Service | Role::Admin)
+        || (caller.role == Role::Operator && access == Access::Read);
+    if allowed {
+        Ok(id)
+    } else {
+        Err(Status::permission_denied(
+            "user_id: only the service and admin roles may act for another user (operator may only read)",
+        ))
+    }
 }

@@ -15,9 +15,9 @@ use tonic::{Code, Request};
 
 use crate::support::wait_serving;
 
-struct Server {
-    db: TestDb,
-    grpc: SocketAddr,
+pub struct Server {
+    pub db: TestDb,
+    pub grpc: SocketAddr,
     cancel: CancellationToken,
 }
 
@@ -27,7 +27,7 @@ impl Drop for Server {
     }
 }
 
-async fn server() -> Server {
+pub async fn server() -> Server {
     let db = TestDb::new().await.expect("database");
     let mut settings = Settings::default();
     settings.database.url = db.url().as_str().into();
@@ -44,13 +44,13 @@ async fn server() -> Server {
     Server { db, grpc, cancel }
 }
 
-async fn client(server: &Server) -> AuthServiceClient<Channel> {
+pub async fn client(server: &Server) -> AuthServiceClient<Channel> {
     AuthServiceClient::connect(format!("http://{}", server.grpc))
         .await
         .expect("connect")
 }
 
-fn bearer<T>(message: T, token: &str) -> Request<T> {
+pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "authorization",
@@ -59,7 +59,7 @@ fn bearer<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-async fn register_and_login(
+pub async fn register_and_login(
     client: &mut AuthServiceClient<Channel>,
     email: &str,
     password: &str,
@@ -74,7 +74,7 @@ async fn register_and_login(
     login(client, email, password).await.expect("login")
 }
 
-async fn login(
+pub async fn login(
     client: &mut AuthServiceClient<Channel>,
     email: &str,
     password: &str,
@@ -100,7 +100,7 @@ async fn refresh(
         .map(|r| r.into_inner())
 }
 
-async fn who_am_i(
+pub async fn who_am_i(
     client: &mut AuthServiceClient<Channel>,
     access: &str,
 ) -> Result<pb::WhoAmIResponse, tonic::Status> {
@@ -443,6 +443,84 @@ async fn bad_credentials_and_malformed_input_get_the_right_codes() {
         assert!(
             err.code() == Code::InvalidArgument && err.message().starts_with("role:"),
             "{err:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_auth_rpc_names_the_bad_field() {
+    let server = server().await;
+    let mut client = client(&server).await;
+    let pair = register_and_login(&mut client, "fields@example.com", "correct horse battery").await;
+    let hash = api::auth::password::hash_password("admin passphrase").expect("hash");
+    Users::new(server.db.pool().clone())
+        .create("boss@example.com", &hash, indexer::users::Role::Admin)
+        .await
+        .expect("admin");
+    let admin = login(&mut client, "boss@example.com", "admin passphrase")
+        .await
+        .expect("admin");
+    let mut outcomes = vec![
+        (
+            "email",
+            login(&mut client, "not an email", "whatever!!")
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "refresh_token",
+            client
+                .logout(pb::LogoutRequest {
+                    refresh_token: " ".into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "new_password",
+            client
+                .change_password(bearer(
+                    pb::ChangePasswordRequest {
+                        current_password: "correct horse battery".into(),
+                        new_password: "123".into(),
+                    },
+                    &pair.access_token,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "current_password",
+            client
+                .change_password(bearer(
+                    pb::ChangePasswordRequest {
+                        current_password: String::new(),
+                        new_password: "a brand new passphrase".into(),
+                    },
+                    &pair.access_token,
+                ))
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    outcomes.push((
+        "user_id",
+        client
+            .disable_user(bearer(
+                pb::DisableUserRequest {
+                    user_id: "x".into(),
+                },
+                &admin.access_token,
+            ))
+            .await
+            .map(|_| ()),
+    ));
+    for (field, outcome) in outcomes {
+        let err = outcome.expect_err(field);
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
+        assert!(
+            err.message().starts_with(&format!("{field}:")),
+            "{field}: {err:?}"
         );
     }
 }

@@ -219,3 +219,62 @@ fn a_missing_config_file_is_an_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("/nonexistent/coffer.toml does not exist"));
 }
+
+#[test]
+fn the_seed_is_checked_and_the_devnet_phrase_refused_on_mainnet() {
+    let seed = config_file("abandon abandon abandon\n");
+    let bad = config_file(&format!(
+        "[signer]\nseed_file = \"{}\"\n",
+        seed.path().display()
+    ));
+    let output = coffer(
+        &[
+            "--config",
+            bad.path().to_str().expect("utf-8"),
+            "check-config",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config section `signer`") && err.contains("12, 15, 18, 21 or 24 words"),
+        "{err}"
+    );
+    assert!(!err.contains("abandon"), "the phrase never prints: {err}");
+
+    let devnet = config_file(&format!("{}\n", signer::INSECURE_DEVNET_MNEMONIC));
+    let mainnet = config_file(&format!(
+        "network = \"mainnet\"\n[signer]\nseed_file = \"{}\"\n[chains.bitcoin]\nnetwork = \"bitcoin\"\n[auth]\nactive_kid = \"k\"\n[[auth.keys]]\nkid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        devnet.path().display()
+    ));
+    let output = coffer(
+        &[
+            "--config",
+            mainnet.path().to_str().expect("utf-8"),
+            "check-config",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("insecure devnet mnemonic is refused on mainnet"),
+        "{}",
+        stderr(&output)
+    );
+
+    let no_seed = config_file("network = \"mainnet\"\n");
+    let output = coffer(
+        &[
+            "--config",
+            no_seed.path().to_str().expect("utf-8"),
+            "check-config",
+        ],
+        &[],
+    );
+    assert!(
+        stderr(&output).contains("config key `signer.seed_file`: mainnet needs a seed"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -6,3 +6,4 @@ mod auth;
 mod config;
 mod daemon;
 mod support;
+mod wallets;

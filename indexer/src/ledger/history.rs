@@ -95,3 +95,39 @@ pub async fn page(
     };
     Ok(HistoryPage { items, next_cursor })
 }
+
+/// One entry, if it touched `owner`'s accounts.
+pub async fn item(pool: &PgPool, owner: OwnerId, entry_id: i64) -> Result<Option<HistoryItem>> {
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT e.id, e.kind, e.reference, e.metadata, e.created_at, p.asset, a.purpose, p.amount::text
+         FROM entries e
+         JOIN postings p ON p.entry_id = e.id AND p.owner_id = $1
+         JOIN accounts a ON a.id = p.account_id
+         WHERE e.id = $2
+         ORDER BY p.id",
+    )
+    .bind(owner)
+    .bind(entry_id)
+    .fetch_all(pool)
+    .await?;
+    let mut item: Option<HistoryItem> = None;
+    for (id, kind, reference, metadata, created_at, asset, purpose, amount) in rows {
+        let amount = SignedAmount::parse(&amount)
+            .map_err(|e| Error::Corrupt(format!("posting amount {amount}: {e}")))?;
+        item.get_or_insert_with(|| HistoryItem {
+            entry_id: id,
+            kind,
+            reference,
+            metadata,
+            created_at,
+            changes: Vec::new(),
+        })
+        .changes
+        .push(BalanceChange {
+            asset,
+            purpose,
+            amount,
+        });
+    }
+    Ok(item)
+}

@@ -13,7 +13,7 @@
 //! posting trigger, which is what serializes two spenders of the same funds.
 
 mod amount;
-mod history;
+pub mod history;
 mod types;
 
 use std::collections::{BTreeMap, HashMap};
@@ -427,6 +427,11 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         SignedAmount::parse(&sum).map_err(|e| Error::Corrupt(format!("posting sum {sum}: {e}")))
+    }
+
+    /// One entry of the owner's history; `None` if it did not touch their accounts.
+    pub async fn history_item(&self, owner: OwnerId, entry_id: i64) -> Result<Option<HistoryItem>> {
+        history::item(&self.pool, owner, entry_id).await
     }
 
     pub async fn history(

@@ -71,6 +71,55 @@ impl EntryKind {
     ];
 }
 
+impl std::str::FromStr for EntryKind {
+    type Err = String;
+
+    /// The snake_case names the database and the API use, such as `deposit_credit`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+            let names: Vec<String> = EntryKind::ALL
+                .iter()
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            format!(
+                "unknown kind `{text}`; expected one of {}",
+                names.join(", ")
+            )
+        })
+    }
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::DepositPending => "deposit_pending",
+            EntryKind::DepositCredit => "deposit_credit",
+            EntryKind::DepositReversal => "deposit_reversal",
+            EntryKind::WithdrawalHold => "withdrawal_hold",
+            EntryKind::WithdrawalSettle => "withdrawal_settle",
+            EntryKind::WithdrawalRelease => "withdrawal_release",
+            EntryKind::Transfer => "transfer",
+            EntryKind::Trade => "trade",
+            EntryKind::Fee => "fee",
+            EntryKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+impl AccountPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountPurpose::Available => "available",
+            AccountPurpose::Pending => "pending",
+            AccountPurpose::Held => "held",
+            AccountPurpose::Custody => "custody",
+            AccountPurpose::External => "external",
+            AccountPurpose::Fees => "fees",
+            AccountPurpose::Suspense => "suspense",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "hold_status", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]

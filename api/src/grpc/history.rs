@@ -1,0 +1,128 @@
+//! `coffer.v1.HistoryService`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use indexer::ledger::history::MAX_PAGE_SIZE;
+use indexer::ledger::{EntryKind, HistoryFilter, HistoryItem};
+use tonic::{Request, Response, Status};
+
+use super::pb::{self, history_service_server::HistoryService};
+use super::wallet::timestamp;
+use super::{Access, Shared, acting_for, internal};
+use crate::auth::FieldError;
+
+const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Page tokens are opaque to clients; the prefix versions their format.
+const TOKEN_PREFIX: &str = "v1:";
+
+#[derive(Debug)]
+pub struct HistoryApi {
+    shared: Shared,
+}
+
+impl HistoryApi {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn encode_token(entry_id: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{entry_id}"))
+}
+
+fn decode_token(token: &str) -> Result<Option<i64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(TOKEN_PREFIX)?.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .map(Some)
+        .ok_or_else(|| FieldError::new("page_token", "is not a token this server issued").into())
+}
+
+fn transaction_to_pb(item: HistoryItem) -> pb::Transaction {
+    pb::Transaction {
+        id: item.entry_id.to_string(),
+        kind: item.kind.as_str().to_owned(),
+        reference: item.reference,
+        metadata_json: item.metadata.to_string(),
+        created_at: Some(timestamp(item.created_at)),
+        changes: item
+            .changes
+            .into_iter()
+            .map(|change| pb::BalanceChange {
+                asset: change.asset,
+                bucket: change.purpose.as_str().to_owned(),
+                amount: change.amount.to_string(),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl HistoryService for HistoryApi {
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let caller = self.shared.caller(&request).await?;
+        let body = request.into_inner();
+        let user = acting_for(&caller, body.user_id.as_deref(), Access::Read)?;
+        let kind = match body.kind.as_deref().filter(|k| !k.is_empty()) {
+            Some(text) => Some(
+                text.parse::<EntryKind>()
+                    .map_err(|e| FieldError::new("kind", e))?,
+            ),
+            None => None,
+        };
+        let asset = body.asset.filter(|a| !a.is_empty());
+        if let Some(code) = &asset
+            && !(2..=16).contains(&code.len())
+        {
+            return Err(FieldError::new("asset", "must be an asset code such as BTC").into());
+        }
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let cursor = decode_token(&body.page_token)?;
+        let page = self
+            .shared
+            .ledger()?
+            .history(user, &HistoryFilter { asset, kind }, page_size, cursor)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: page.items.into_iter().map(transaction_to_pb).collect(),
+            next_page_token: page.next_cursor.map(encode_token).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<pb::GetTransactionRequest>,
+    ) -> Result<Response<pb::Transaction>, Status> {
+        let caller = self.shared.caller(&request).await?;
+        let body = request.into_inner();
+        let user = acting_for(&caller, body.user_id.as_deref(), Access::Read)?;
+        let id: i64 = body
+            .id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| Status::from(FieldError::new("id", "must be a transaction id")))?;
+        let item = self
+            .shared
+            .ledger()?
+            .history_item(user, id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("id: no such transaction"))?;
+        Ok(Response::new(transaction_to_pb(item)))
+    }
+}

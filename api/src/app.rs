@@ -131,37 +131,7 @@ impl App {
             .await;
         if let Some(listener) = self.grpc.take() {
             tracing::info!(address = %listener.local_addr()?, "gRPC server listening");
-            let reflection_v1 = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .build_v1()?;
-            let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .build_v1alpha()?;
-            let shared = Shared::new(
-                Arc::clone(&pool_cell),
-                Arc::clone(&self.tokens),
-                Arc::clone(&self.deposit_keys),
-            );
-            let auth = &self.settings.auth;
-            let throttle = LoginThrottle::new(
-                auth.login_failures_per_account_and_client,
-                auth.login_failures_per_client,
-                Duration::from_secs(auth.login_window_secs),
-            );
-            let auth_api = AuthApi::new(
-                shared.clone(),
-                Duration::from_secs(auth.refresh_ttl_days * 86_400),
-                throttle,
-            );
-            let router = tonic::transport::Server::builder()
-                .add_service(health_service)
-                .add_service(reflection_v1)
-                .add_service(reflection_v1alpha)
-                .add_service(AuthServiceServer::new(auth_api))
-                .add_service(WalletServiceServer::new(WalletApi::new(shared.clone())))
-                .add_service(HistoryServiceServer::new(HistoryApi::new(shared)));
+            let router = self.grpc_router(health_service, &pool_cell)?;
             let shutdown = cancel.clone();
             tasks.spawn(async move {
                 router
@@ -239,6 +209,49 @@ impl App {
         }
         tracing::info!("stopped");
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Every gRPC service. They share the pool through `pool_cell`, which is
+    /// empty (calls answer UNAVAILABLE) until the database is migrated.
+    fn grpc_router(
+        &self,
+        health_service: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+        pool_cell: &Arc<OnceLock<PgPool>>,
+    ) -> anyhow::Result<tonic::transport::server::Router> {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let shared = Shared::new(
+            Arc::clone(pool_cell),
+            Arc::clone(&self.tokens),
+            Arc::clone(&self.deposit_keys),
+        );
+        let auth = &self.settings.auth;
+        let throttle = LoginThrottle::new(
+            auth.login_failures_per_account_and_client,
+            auth.login_failures_per_client,
+            Duration::from_secs(auth.login_window_secs),
+        );
+        let auth_api = AuthApi::new(
+            shared.clone(),
+            Duration::from_secs(auth.refresh_ttl_days * 86_400),
+            throttle,
+        );
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(AuthServiceServer::new(auth_api))
+            .add_service(WalletServiceServer::new(WalletApi::new(shared.clone())))
+            .add_service(HistoryServiceServer::new(HistoryApi::new(shared)));
+        Ok(router)
     }
 
     async fn start_with_database(

@@ -64,28 +64,7 @@ pub async fn page(
     .fetch_all(pool)
     .await?;
 
-    let mut items: BTreeMap<std::cmp::Reverse<i64>, HistoryItem> = BTreeMap::new();
-    for (id, kind, reference, metadata, created_at, asset, purpose, amount) in rows {
-        let amount = SignedAmount::parse(&amount)
-            .map_err(|e| Error::Corrupt(format!("posting amount {amount}: {e}")))?;
-        items
-            .entry(std::cmp::Reverse(id))
-            .or_insert_with(|| HistoryItem {
-                entry_id: id,
-                kind,
-                reference,
-                metadata,
-                created_at,
-                changes: Vec::new(),
-            })
-            .changes
-            .push(BalanceChange {
-                asset,
-                purpose,
-                amount,
-            });
-    }
-    let mut items: Vec<HistoryItem> = items.into_values().collect();
+    let mut items = group(rows)?;
     let more = items.len() > page_size as usize;
     items.truncate(page_size as usize);
     let next_cursor = if more {
@@ -110,24 +89,32 @@ pub async fn item(pool: &PgPool, owner: OwnerId, entry_id: i64) -> Result<Option
     .bind(entry_id)
     .fetch_all(pool)
     .await?;
-    let mut item: Option<HistoryItem> = None;
+    Ok(group(rows)?.into_iter().next())
+}
+
+/// Folds posting rows (ordered by entry id descending, then posting id) into
+/// one item per entry, newest first.
+fn group(rows: Vec<Row>) -> Result<Vec<HistoryItem>> {
+    let mut items: BTreeMap<std::cmp::Reverse<i64>, HistoryItem> = BTreeMap::new();
     for (id, kind, reference, metadata, created_at, asset, purpose, amount) in rows {
         let amount = SignedAmount::parse(&amount)
             .map_err(|e| Error::Corrupt(format!("posting amount {amount}: {e}")))?;
-        item.get_or_insert_with(|| HistoryItem {
-            entry_id: id,
-            kind,
-            reference,
-            metadata,
-            created_at,
-            changes: Vec::new(),
-        })
-        .changes
-        .push(BalanceChange {
-            asset,
-            purpose,
-            amount,
-        });
+        items
+            .entry(std::cmp::Reverse(id))
+            .or_insert_with(|| HistoryItem {
+                entry_id: id,
+                kind,
+                reference,
+                metadata,
+                created_at,
+                changes: Vec::new(),
+            })
+            .changes
+            .push(BalanceChange {
+                asset,
+                purpose,
+                amount,
+            });
     }
-    Ok(item)
+    Ok(items.into_values().collect())
 }

@@ -35,8 +35,9 @@ use crate::grpc::auth::AuthApi;
 use crate::grpc::history::HistoryApi;
 use crate::grpc::pb::{
     self, auth_service_server::AuthServiceServer, history_service_server::HistoryServiceServer,
-    wallet_service_server::WalletServiceServer,
+    settlement_service_server::SettlementServiceServer, wallet_service_server::WalletServiceServer,
 };
+use crate::grpc::settlement::SettlementApi;
 use crate::grpc::throttle::LoginThrottle;
 use crate::grpc::wallet::WalletApi;
 
@@ -250,7 +251,11 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(AuthServiceServer::new(auth_api))
             .add_service(WalletServiceServer::new(WalletApi::new(shared.clone())))
-            .add_service(HistoryServiceServer::new(HistoryApi::new(shared)));
+            .add_service(HistoryServiceServer::new(HistoryApi::new(shared.clone())))
+            .add_service(SettlementServiceServer::new(SettlementApi::new(
+                shared,
+                self.settings.settlement.trade_fee_bps,
+            )));
         Ok(router)
     }
 
@@ -268,6 +273,7 @@ impl App {
         tracing::info!("database migrated");
         let _ = pool_cell.set(pool.clone());
         self.spawn_watchers(&pool, tasks, cancel)?;
+        tasks.spawn(expire_offers(pool.clone(), cancel.clone()));
         health.set_service_status("", ServingStatus::Serving).await;
         Ok(())
     }
@@ -401,4 +407,21 @@ pub fn load_deposit_keys(settings: &Settings) -> anyhow::Result<signer::DepositK
         crate::config::BitcoinNetwork::Regtest => signer::BitcoinNetwork::Regtest,
     };
     Ok(signer::DepositKeys::new(seed, network)?)
+}
+
+/// Releases the holds of expired offers, once a second. Several processes
+/// may run it: each offer's row lock lets exactly one finish it.
+async fn expire_offers(pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
+    let ledger = indexer::ledger::Ledger::new(pool);
+    loop {
+        match ledger.expire_offers(chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "offers expired"),
+            Err(err) => tracing::warn!(error = %err, "expiring offers failed; retrying"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = cancel.cancelled() => return Ok(()),
+        }
+    }
 }

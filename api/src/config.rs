@@ -29,7 +29,16 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub signer: SignerSettings,
+    pub settlement: SettlementSettings,
     pub chains: ChainsSettings,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettlementSettings {
+    /// Fee on P2P trades, in basis points of the sell amount the taker
+    /// receives, credited to the asset's fee account. 0 disables it.
+    pub trade_fee_bps: u32,
 }
 
 /// Where the custody seed phrase comes from. With neither set, the public
@@ -418,6 +427,12 @@ impl Settings {
         }
         if auth.refresh_ttl_days == 0 || auth.refresh_ttl_days > 90 {
             bad("auth.refresh_ttl_days", "must be 1 to 90".into());
+        }
+        if self.settlement.trade_fee_bps > 1_000 {
+            bad(
+                "settlement.trade_fee_bps",
+                "must be at most 1000 (10%)".into(),
+            );
         }
         if auth.login_window_secs == 0 {
             bad("auth.login_window_secs", "must be at least 1".into());

@@ -35,6 +35,10 @@ pub enum Error {
     EmailTaken,
     #[error("the user already has a wallet on this chain")]
     WalletExists,
+    #[error("offer not found")]
+    OfferNotFound,
+    #[error("the offer is {0:?}, not open")]
+    OfferNotOpen(crate::ledger::settlement::OfferStatus),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod history;
+pub mod settlement;
 pub mod throttle;
 pub mod wallet;
 

@@ -5,5 +5,6 @@
 mod auth;
 mod config;
 mod daemon;
+mod settlement;
 mod support;
 mod wallets;

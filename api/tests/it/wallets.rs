@@ -28,7 +28,7 @@ async fn history(server: &Server) -> HistoryServiceClient<Channel> {
 }
 
 /// Credits `amount` of `asset` to the user from the outside world.
-async fn credit(server: &Server, user: Uuid, asset: &str, amount: u64) -> i64 {
+pub async fn credit(server: &Server, user: Uuid, asset: &str, amount: u64) -> i64 {
     let reference = format!("credit-{}", Uuid::new_v4());
     let entry = NewEntry {
         kind: EntryKind::DepositCredit,
@@ -50,7 +50,7 @@ async fn credit(server: &Server, user: Uuid, asset: &str, amount: u64) -> i64 {
 }
 
 /// A user with `role`, logged in; returns (id, access token).
-async fn user_with_role(server: &Server, email: &str, role: Role) -> (Uuid, String) {
+pub async fn user_with_role(server: &Server, email: &str, role: Role) -> (Uuid, String) {
     let hash = api::auth::password::hash_password("role passphrase").expect("hash");
     let id = Users::new(server.db.pool().clone())
         .create(email, &hash, role)

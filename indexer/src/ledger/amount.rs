@@ -46,6 +46,16 @@ impl Amount {
         self.0.checked_sub(other.0).map(Amount)
     }
 
+    /// `self * numerator / denominator`, rounded down; `None` on overflow or
+    /// a zero denominator. For fees in basis points.
+    pub fn checked_mul_div(self, numerator: u64, denominator: u64) -> Option<Amount> {
+        if denominator == 0 {
+            return None;
+        }
+        let product = self.0.checked_mul(U256::from(numerator))?;
+        Some(Amount(product / U256::from(denominator)))
+    }
+
     pub fn as_u256(self) -> U256 {
         self.0
     }
@@ -220,6 +230,20 @@ mod tests {
             Amount::from_u64(7).checked_sub(Amount::from_u64(2)),
             Some(Amount::from_u64(5))
         );
+    }
+
+    #[test]
+    fn basis_points_round_down() {
+        assert_eq!(
+            Amount::from_u64(10_000).checked_mul_div(25, 10_000),
+            Some(Amount::from_u64(25))
+        );
+        assert_eq!(
+            Amount::from_u64(399).checked_mul_div(25, 10_000),
+            Some(Amount::ZERO)
+        );
+        assert_eq!(Amount::MAX.checked_mul_div(2, 1), None);
+        assert_eq!(Amount::from_u64(1).checked_mul_div(1, 0), None);
     }
 
     #[test]

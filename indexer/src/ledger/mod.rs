@@ -14,6 +14,7 @@
 
 mod amount;
 pub mod history;
+pub mod settlement;
 mod types;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,7 @@ mod concurrency;
 mod guards;
 mod model;
 mod operations;
+mod settlement;
 
 use chains::Chain;
 use indexer::ledger::{

@@ -1,0 +1,474 @@
+//! `SettlementService` end to end: the classic double-spend hunts over a
+//! real server.
+
+use std::time::Duration;
+
+use api::grpc::pb::history_service_client::HistoryServiceClient;
+use api::grpc::pb::settlement_service_client::SettlementServiceClient;
+use api::grpc::pb::wallet_service_client::WalletServiceClient;
+use api::grpc::pb::{self, OfferStatus, transfer_request::Recipient};
+use indexer::users::Role;
+use tonic::Code;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::auth::{Server, bearer, server};
+use crate::wallets::{credit, user_with_role};
+
+async fn settlement(server: &Server) -> SettlementServiceClient<Channel> {
+    SettlementServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect")
+}
+
+async fn available(server: &Server, token: &str, asset: &str) -> String {
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let balances = wallets
+        .get_balances(bearer(pb::GetBalancesRequest { user_id: None }, token))
+        .await
+        .expect("balances")
+        .into_inner()
+        .balances;
+    balances
+        .into_iter()
+        .find(|b| b.asset == asset)
+        .map(|b| b.available)
+        .unwrap_or_else(|| "0".into())
+}
+
+fn transfer_to(to: Uuid, asset: &str, amount: &str, key: &str) -> pb::TransferRequest {
+    pb::TransferRequest {
+        recipient: Some(Recipient::ToUserId(to.to_string())),
+        asset: asset.into(),
+        amount: amount.into(),
+        idempotency_key: key.into(),
+        memo: Some("lunch".into()),
+        user_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_transfers_of_a_balance_worth_a_hundred() {
+    let server = server().await;
+    let (alice, alice_token) = user_with_role(&server, "alice@example.com", Role::User).await;
+    let (bob, bob_token) = user_with_role(&server, "bob@example.com", Role::User).await;
+    credit(&server, alice, "BTC", 100).await;
+    let client = settlement(&server).await;
+    let mut tasks = Vec::new();
+    for i in 0..1_000 {
+        let (mut client, token) = (client.clone(), alice_token.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .transfer(bearer(
+                    transfer_to(bob, "BTC", "1", &format!("flexcoin-{i}")),
+                    &token,
+                ))
+                .await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert!(
+                    status.message().starts_with("amount: insufficient"),
+                    "{status:?}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (100, 900));
+    assert_eq!(available(&server, &alice_token, "BTC").await, "0");
+    assert_eq!(available(&server, &bob_token, "BTC").await, "100");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_are_idempotent_and_refuse_bad_requests() {
+    let server = server().await;
+    let (alice, alice_token) = user_with_role(&server, "alice@example.com", Role::User).await;
+    let (bob, bob_token) = user_with_role(&server, "bob@example.com", Role::User).await;
+    let (_, service) = user_with_role(&server, "backend@example.com", Role::Service).await;
+    credit(&server, alice, "ETH", 1_000).await;
+    let mut client = settlement(&server).await;
+
+    let first = client
+        .transfer(bearer(transfer_to(bob, "ETH", "300", "k1"), &alice_token))
+        .await
+        .expect("transfer")
+        .into_inner();
+    let replay = client
+        .transfer(bearer(transfer_to(bob, "ETH", "300", "k1"), &alice_token))
+        .await
+        .expect("replay")
+        .into_inner();
+    assert_eq!(first, replay);
+    let conflict = client
+        .transfer(bearer(transfer_to(bob, "ETH", "301", "k1"), &alice_token))
+        .await
+        .expect_err("conflict");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    let by_email = pb::TransferRequest {
+        recipient: Some(Recipient::ToEmail("BOB@example.com".into())),
+        ..transfer_to(bob, "ETH", "200", "k2")
+    };
+    client
+        .transfer(bearer(by_email, &alice_token))
+        .await
+        .expect("by email");
+    assert_eq!(available(&server, &bob_token, "ETH").await, "500");
+
+    // A service acts for alice; a user cannot act for someone else.
+    let on_behalf = pb::TransferRequest {
+        user_id: Some(alice.to_string()),
+        ..transfer_to(bob, "ETH", "1", "k3")
+    };
+    client
+        .transfer(bearer(on_behalf.clone(), &service))
+        .await
+        .expect("service acts for alice");
+    let denied = client
+        .transfer(bearer(on_behalf, &bob_token))
+        .await
+        .expect_err("bob is not alice");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // Offers follow the same rules: service for anyone, operator and user only for themselves.
+    let (_, operator) = user_with_role(&server, "ops@example.com", Role::Operator).await;
+    let offer_for_alice = pb::CreateOfferRequest {
+        sell_asset: "ETH".into(),
+        sell_amount: "5".into(),
+        buy_asset: "BTC".into(),
+        buy_amount: "1".into(),
+        expires_at: None,
+        idempotency_key: "svc-offer".into(),
+        user_id: Some(alice.to_string()),
+    };
+    let made = client
+        .create_offer(bearer(offer_for_alice.clone(), &service))
+        .await
+        .expect("service makes an offer for alice");
+    assert_eq!(made.into_inner().maker_user_id, alice.to_string());
+    for token in [&operator, &bob_token] {
+        let err = client
+            .create_offer(bearer(offer_for_alice.clone(), token))
+            .await
+            .expect_err("not for alice");
+        assert_eq!(err.code(), Code::PermissionDenied);
+    }
+
+    let (carol, _) = user_with_role(&server, "carol@example.com", Role::User).await;
+    indexer::users::Users::new(server.db.pool().clone())
+        .disable(carol)
+        .await
+        .expect("disable");
+    let err = client
+        .transfer(bearer(
+            transfer_to(carol, "ETH", "1", "to-disabled"),
+            &alice_token,
+        ))
+        .await
+        .expect_err("disabled");
+    assert!(
+        err.code() == Code::FailedPrecondition && err.message().starts_with("to_user_id:"),
+        "{err:?}"
+    );
+
+    let cases: Vec<(pb::TransferRequest, Code, &str)> = vec![
+        (
+            transfer_to(bob, "ETH", "0", "z"),
+            Code::InvalidArgument,
+            "amount:",
+        ),
+        (
+            transfer_to(bob, "ETH", "-5", "z"),
+            Code::InvalidArgument,
+            "amount:",
+        ),
+        (
+            transfer_to(bob, "ETH", "1.5", "z"),
+            Code::InvalidArgument,
+            "amount:",
+        ),
+        (
+            transfer_to(bob, "ETH", "ten", "z"),
+            Code::InvalidArgument,
+            "amount:",
+        ),
+        (
+            transfer_to(bob, "DOGE", "1", "z"),
+            Code::InvalidArgument,
+            "asset:",
+        ),
+        (
+            transfer_to(bob, "ETH", "1", ""),
+            Code::InvalidArgument,
+            "idempotency_key:",
+        ),
+        (
+            transfer_to(alice, "ETH", "1", "z"),
+            Code::InvalidArgument,
+            "to_user_id:",
+        ),
+        (
+            transfer_to(Uuid::new_v4(), "ETH", "1", "z"),
+            Code::NotFound,
+            "to_user_id:",
+        ),
+        (
+            pb::TransferRequest {
+                recipient: None,
+                ..transfer_to(bob, "ETH", "1", "z")
+            },
+            Code::InvalidArgument,
+            "to_user_id",
+        ),
+        (
+            pb::TransferRequest {
+                recipient: Some(Recipient::ToEmail("nope".into())),
+                ..transfer_to(bob, "ETH", "1", "z")
+            },
+            Code::InvalidArgument,
+            "to_email:",
+        ),
+        (
+            transfer_to(bob, "ETH", "100000", "z"),
+            Code::FailedPrecondition,
+            "amount:",
+        ),
+    ];
+    for (request, code, prefix) in cases {
+        let err = client
+            .transfer(bearer(request.clone(), &alice_token))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{request:?}: {err:?}");
+        assert!(err.message().starts_with(prefix), "{request:?}: {err:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_trade_appear_in_both_histories_and_expire() {
+    let server = server().await;
+    let (maker, maker_token) = user_with_role(&server, "maker@example.com", Role::User).await;
+    let (taker, taker_token) = user_with_role(&server, "taker@example.com", Role::User).await;
+    credit(&server, maker, "BTC", 50).await;
+    credit(&server, taker, "ETH", 5_000).await;
+    let mut client = settlement(&server).await;
+    let create = |key: &str, expires_at: Option<prost_types::Timestamp>| pb::CreateOfferRequest {
+        sell_asset: "BTC".into(),
+        sell_amount: "10".into(),
+        buy_asset: "ETH".into(),
+        buy_amount: "1000".into(),
+        expires_at,
+        idempotency_key: key.into(),
+        user_id: None,
+    };
+    let offer = client
+        .create_offer(bearer(create("o1", None), &maker_token))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(offer.status(), OfferStatus::Open);
+    assert_eq!(
+        available(&server, &maker_token, "BTC").await,
+        "40",
+        "the sell amount is held"
+    );
+
+    let seen_by_taker = client
+        .list_offers(bearer(
+            pb::ListOffersRequest {
+                sell_asset: Some("BTC".into()),
+                ..Default::default()
+            },
+            &taker_token,
+        ))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(seen_by_taker.offers.len(), 1);
+    let seen_by_maker = client
+        .list_offers(bearer(pb::ListOffersRequest::default(), &maker_token))
+        .await
+        .expect("list");
+    assert!(
+        seen_by_maker.into_inner().offers.is_empty(),
+        "makers do not see their own offers"
+    );
+
+    let accept = pb::AcceptOfferRequest {
+        offer_id: offer.id.clone(),
+        idempotency_key: "a1".into(),
+        user_id: None,
+    };
+    let filled = client
+        .accept_offer(bearer(accept.clone(), &taker_token))
+        .await
+        .expect("accept")
+        .into_inner();
+    assert_eq!(
+        (filled.status(), filled.taker_user_id.as_str()),
+        (OfferStatus::Filled, taker.to_string().as_str())
+    );
+    assert_eq!(
+        client
+            .accept_offer(bearer(accept, &taker_token))
+            .await
+            .expect("replay")
+            .into_inner(),
+        filled
+    );
+    assert_eq!(available(&server, &taker_token, "BTC").await, "10");
+    assert_eq!(available(&server, &maker_token, "ETH").await, "1000");
+    let late = client
+        .cancel_offer(bearer(
+            pb::CancelOfferRequest {
+                offer_id: offer.id.clone(),
+                idempotency_key: "c1".into(),
+                user_id: None,
+            },
+            &maker_token,
+        ))
+        .await
+        .expect_err("already filled");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+
+    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    for token in [&maker_token, &taker_token] {
+        let trades = history
+            .list_transactions(bearer(
+                pb::ListTransactionsRequest {
+                    kind: Some("trade".into()),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .expect("history")
+            .into_inner()
+            .transactions;
+        assert!(
+            trades
+                .iter()
+                .any(|t| t.reference == format!("offer:{}:trade", offer.id)),
+            "{trades:?}"
+        );
+    }
+
+    // Expiry by the daemon's own task releases the hold.
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1_500);
+    let expiring = client
+        .create_offer(bearer(
+            create(
+                "o2",
+                Some(prost_types::Timestamp {
+                    seconds: soon.timestamp(),
+                    nanos: 0,
+                }),
+            ),
+            &maker_token,
+        ))
+        .await
+        .expect("create")
+        .into_inner();
+    assert_eq!(available(&server, &maker_token, "BTC").await, "30");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let current = client
+            .get_offer(bearer(
+                pb::GetOfferRequest {
+                    offer_id: expiring.id.clone(),
+                },
+                &maker_token,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        if current.status() == OfferStatus::Expired {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the offer never expired: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(available(&server, &maker_token, "BTC").await, "40");
+
+    for (request, prefix) in [
+        (
+            pb::CreateOfferRequest {
+                sell_amount: "0".into(),
+                ..create("bad", None)
+            },
+            "sell_amount:",
+        ),
+        (
+            pb::CreateOfferRequest {
+                buy_asset: "BTC".into(),
+                ..create("bad", None)
+            },
+            "buy_asset:",
+        ),
+        (
+            pb::CreateOfferRequest {
+                sell_asset: "XYZ".into(),
+                ..create("bad", None)
+            },
+            "sell_asset:",
+        ),
+        (
+            create(
+                "bad",
+                Some(prost_types::Timestamp {
+                    seconds: 1,
+                    nanos: 0,
+                }),
+            ),
+            "expires_at:",
+        ),
+    ] {
+        let err = client
+            .create_offer(bearer(request, &maker_token))
+            .await
+            .expect_err("invalid");
+        assert!(
+            err.code() == Code::InvalidArgument && err.message().starts_with(prefix),
+            "{err:?}"
+        );
+    }
+    let err = client
+        .accept_offer(bearer(
+            pb::AcceptOfferRequest {
+                offer_id: "x".into(),
+                idempotency_key: "k".into(),
+                user_id: None,
+            },
+            &taker_token,
+        ))
+        .await
+        .expect_err("invalid");
+    assert!(
+        err.code() == Code::InvalidArgument && err.message().starts_with("offer_id:"),
+        "{err:?}"
+    );
+    let missing = client
+        .accept_offer(bearer(
+            pb::AcceptOfferRequest {
+                offer_id: Uuid::new_v4().to_string(),
+                idempotency_key: "k".into(),
+                user_id: None,
+            },
+            &taker_token,
+        ))
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.code(), Code::NotFound);
+}

@@ -1,0 +1,488 @@
+//! P2P trade offers on the ledger. The maker's sell amount is held when the
+//! offer is created; accepting settles both legs in one entry, cancelling
+//! or expiring releases the hold. Each transition takes the offer's row
+//! lock and finishes the offer and its hold together, so of any two racing
+//! transitions exactly one wins.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{
+    AccountIds, AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg,
+    NewEntry, OwnerId, claim_key, complete_key, insert_entry, parse_stored, request_hash,
+    retry_transient, validate_entry,
+};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "offer_status", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum OfferStatus {
+    Open,
+    Filled,
+    Cancelled,
+    Expired,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOffer {
+    pub maker: OwnerId,
+    pub sell_asset: String,
+    pub sell_amount: Amount,
+    pub buy_asset: String,
+    pub buy_amount: Amount,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub id: Uuid,
+    pub maker: OwnerId,
+    pub sell_asset: String,
+    pub sell_amount: Amount,
+    pub buy_asset: String,
+    pub buy_amount: Amount,
+    pub status: OfferStatus,
+    pub taker: Option<OwnerId>,
+    pub trade_entry_id: Option<i64>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+type OfferRow = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    String,
+    String,
+    OfferStatus,
+    Option<Uuid>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+    i64,
+);
+
+const OFFER_COLUMNS: &str = "id, maker_id, sell_asset, sell_amount::text, buy_asset, buy_amount::text, status, \
+                             taker_id, trade_entry_id, expires_at, created_at, hold_id";
+
+fn to_offer(row: OfferRow) -> Result<(Offer, i64)> {
+    let (
+        id,
+        maker,
+        sell_asset,
+        sell_amount,
+        buy_asset,
+        buy_amount,
+        status,
+        taker,
+        trade_entry_id,
+        expires_at,
+        created_at,
+        hold_id,
+    ) = row;
+    Ok((
+        Offer {
+            id,
+            maker,
+            sell_asset,
+            sell_amount: parse_stored(&sell_amount)?,
+            buy_asset,
+            buy_amount: parse_stored(&buy_amount)?,
+            status,
+            taker,
+            trade_entry_id,
+            expires_at,
+            created_at,
+        },
+        hold_id,
+    ))
+}
+
+/// Locks the offer row for the rest of the transaction.
+async fn lock_offer(tx: &mut PgConnection, id: Uuid) -> Result<Option<(Offer, i64)>> {
+    let row: Option<OfferRow> = sqlx::query_as(&format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    row.map(to_offer).transpose()
+}
+
+/// A request to take an offer, as hashed for idempotency.
+#[derive(Serialize)]
+struct AcceptRequest {
+    offer: Uuid,
+    taker: OwnerId,
+    fee_bps: u32,
+}
+
+impl Ledger {
+    /// Places the hold on the maker's sell amount and opens the offer.
+    pub async fn create_offer(&self, key: &IdempotencyKey, request: &NewOffer) -> Result<Offer> {
+        if request.sell_amount.is_zero() || request.buy_amount.is_zero() {
+            return Err(Error::InvalidAmount(
+                "offer amounts must be positive".into(),
+            ));
+        }
+        if request.sell_asset == request.buy_asset {
+            return Err(Error::InvalidRequest(
+                "an offer trades two different assets".into(),
+            ));
+        }
+        let held = AccountRef::user(request.maker, &request.sell_asset, AccountPurpose::Held);
+        let available = AccountRef::available(request.maker, &request.sell_asset);
+        let ids = self.account_ids([&held, &available].into_iter()).await?;
+        // Both assets must exist before the offer refers to them.
+        self.account_ids([&AccountRef::available(request.maker, &request.buy_asset)].into_iter())
+            .await?;
+        let hash = request_hash(key, "create_offer", request)?;
+        retry_transient(|| async {
+            let mut tx = self.pool.begin().await?;
+            if let Some(replayed) = claim_key(&mut tx, key, "create_offer", &hash).await? {
+                return Ok(replayed);
+            }
+            let id = Uuid::new_v4();
+            let entry = NewEntry {
+                kind: EntryKind::Trade,
+                reference: format!("offer:{id}:hold"),
+                metadata: serde_json::json!({ "offer_id": id, "phase": "hold" }),
+                legs: vec![
+                    Leg::decrease(available.clone(), request.sell_amount),
+                    Leg::increase(held.clone(), request.sell_amount),
+                ],
+            };
+            let posted = insert_entry(&mut tx, &entry, &ids).await?;
+            let hold_id: i64 = sqlx::query_scalar(
+                "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+            )
+            .bind(request.maker)
+            .bind(&request.sell_asset)
+            .bind(request.sell_amount.to_string())
+            .bind(posted.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let created_at: DateTime<Utc> = sqlx::query_scalar(
+                "INSERT INTO offers (id, maker_id, sell_asset, sell_amount, buy_asset, buy_amount, hold_id, expires_at)
+                 VALUES ($1, $2, $3, $4::numeric, $5, $6::numeric, $7, $8) RETURNING created_at",
+            )
+            .bind(id)
+            .bind(request.maker)
+            .bind(&request.sell_asset)
+            .bind(request.sell_amount.to_string())
+            .bind(&request.buy_asset)
+            .bind(request.buy_amount.to_string())
+            .bind(hold_id)
+            .bind(request.expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            let offer = Offer {
+                id,
+                maker: request.maker,
+                sell_asset: request.sell_asset.clone(),
+                sell_amount: request.sell_amount,
+                buy_asset: request.buy_asset.clone(),
+                buy_amount: request.buy_amount,
+                status: OfferStatus::Open,
+                taker: None,
+                trade_entry_id: None,
+                expires_at: request.expires_at,
+                created_at,
+            };
+            complete_key(tx, key, &offer).await?;
+            Ok(offer)
+        })
+        .await
+    }
+
+    /// Settles both legs in one entry: the maker's held sell amount to the
+    /// taker (less `fee_bps` basis points to the fee account), the taker's
+    /// buy amount to the maker.
+    pub async fn accept_offer(
+        &self,
+        key: &IdempotencyKey,
+        offer_id: Uuid,
+        taker: OwnerId,
+        fee_bps: u32,
+    ) -> Result<Offer> {
+        let request = AcceptRequest {
+            offer: offer_id,
+            taker,
+            fee_bps,
+        };
+        let hash = request_hash(key, "accept_offer", &request)?;
+        let Some((preview, _)) = self.offer_with_hold(offer_id).await? else {
+            return Err(Error::OfferNotFound);
+        };
+        let fee = preview
+            .sell_amount
+            .checked_mul_div(u64::from(fee_bps), 10_000)
+            .ok_or_else(|| Error::InvalidAmount("fee overflows".into()))?;
+        let received = preview
+            .sell_amount
+            .checked_sub(fee)
+            .ok_or_else(|| Error::InvalidAmount("fee exceeds the amount".into()))?;
+        let mut legs = vec![
+            Leg::decrease(
+                AccountRef::user(preview.maker, &preview.sell_asset, AccountPurpose::Held),
+                preview.sell_amount,
+            ),
+            Leg::decrease(
+                AccountRef::available(taker, &preview.buy_asset),
+                preview.buy_amount,
+            ),
+            Leg::increase(
+                AccountRef::available(preview.maker, &preview.buy_asset),
+                preview.buy_amount,
+            ),
+        ];
+        if !received.is_zero() {
+            legs.push(Leg::increase(
+                AccountRef::available(taker, &preview.sell_asset),
+                received,
+            ));
+        }
+        if !fee.is_zero() {
+            legs.push(Leg::increase(
+                AccountRef::system(&preview.sell_asset, AccountPurpose::Fees),
+                fee,
+            ));
+        }
+        let entry = NewEntry {
+            kind: EntryKind::Trade,
+            reference: format!("offer:{offer_id}:trade"),
+            metadata: serde_json::json!({ "offer_id": offer_id, "phase": "trade", "maker": preview.maker, "taker": taker }),
+            legs,
+        };
+        validate_entry(&entry)?;
+        let ids = self
+            .account_ids(entry.legs.iter().map(|leg| &leg.account))
+            .await?;
+        retry_transient(|| async {
+            let mut tx = self.pool.begin().await?;
+            if let Some(replayed) = claim_key(&mut tx, key, "accept_offer", &hash).await? {
+                return Ok(replayed);
+            }
+            let (offer, hold_id) = lock_offer(&mut tx, offer_id)
+                .await?
+                .ok_or(Error::OfferNotFound)?;
+            check_open(&offer, Utc::now())?;
+            if offer.maker == taker {
+                return Err(Error::InvalidRequest(
+                    "a maker cannot take their own offer".into(),
+                ));
+            }
+            let posted = insert_entry(&mut tx, &entry, &ids).await?;
+            finish(
+                &mut tx,
+                &offer,
+                hold_id,
+                OfferStatus::Filled,
+                posted.id,
+                Some(taker),
+            )
+            .await?;
+            let filled = Offer {
+                status: OfferStatus::Filled,
+                taker: Some(taker),
+                trade_entry_id: Some(posted.id),
+                ..offer
+            };
+            complete_key(tx, key, &filled).await?;
+            Ok(filled)
+        })
+        .await
+    }
+
+    /// The maker withdraws an open offer; its hold returns to available.
+    pub async fn cancel_offer(
+        &self,
+        key: &IdempotencyKey,
+        offer_id: Uuid,
+        maker: OwnerId,
+    ) -> Result<Offer> {
+        let hash = request_hash(key, "cancel_offer", &(offer_id, maker))?;
+        retry_transient(|| async {
+            let mut tx = self.pool.begin().await?;
+            if let Some(replayed) = claim_key(&mut tx, key, "cancel_offer", &hash).await? {
+                return Ok(replayed);
+            }
+            let (offer, hold_id) = lock_offer(&mut tx, offer_id)
+                .await?
+                .filter(|(offer, _)| offer.maker == maker)
+                .ok_or(Error::OfferNotFound)?;
+            if offer.status != OfferStatus::Open {
+                return Err(Error::OfferNotOpen(offer.status));
+            }
+            let cancelled = self
+                .release(&mut tx, offer, hold_id, OfferStatus::Cancelled)
+                .await?;
+            complete_key(tx, key, &cancelled).await?;
+            Ok(cancelled)
+        })
+        .await
+    }
+
+    /// Expires every open offer whose time has come, releasing its hold.
+    /// Safe to run from several processes at once.
+    pub async fn expire_offers(&self, now: DateTime<Utc>) -> Result<usize> {
+        let due: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM offers WHERE status = 'open' AND expires_at <= $1 ORDER BY expires_at LIMIT 500",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut expired = 0;
+        for id in due {
+            let done = retry_transient(|| async {
+                let mut tx = self.pool.begin().await?;
+                let Some((offer, hold_id)) = lock_offer(&mut tx, id).await? else {
+                    return Ok(false);
+                };
+                if offer.status != OfferStatus::Open || offer.expires_at.is_none_or(|at| at > now) {
+                    return Ok(false);
+                }
+                self.release(&mut tx, offer, hold_id, OfferStatus::Expired)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            })
+            .await?;
+            expired += usize::from(done);
+        }
+        Ok(expired)
+    }
+
+    /// Returns the hold to the maker and closes the offer with `status`.
+    async fn release(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        offer: Offer,
+        hold_id: i64,
+        status: OfferStatus,
+    ) -> Result<Offer> {
+        let held = AccountRef::user(offer.maker, &offer.sell_asset, AccountPurpose::Held);
+        let available = AccountRef::available(offer.maker, &offer.sell_asset);
+        let ids: AccountIds = self.account_ids([&held, &available].into_iter()).await?;
+        let phase = match status {
+            OfferStatus::Expired => "expire",
+            _ => "cancel",
+        };
+        let entry = NewEntry {
+            kind: EntryKind::Trade,
+            reference: format!("offer:{}:{phase}", offer.id),
+            metadata: serde_json::json!({ "offer_id": offer.id, "phase": phase }),
+            legs: vec![
+                Leg::decrease(held, offer.sell_amount),
+                Leg::increase(available, offer.sell_amount),
+            ],
+        };
+        let posted = insert_entry(tx, &entry, &ids).await?;
+        finish(tx, &offer, hold_id, status, posted.id, None).await?;
+        Ok(Offer { status, ..offer })
+    }
+
+    pub async fn offer(&self, id: Uuid) -> Result<Option<Offer>> {
+        Ok(self.offer_with_hold(id).await?.map(|(offer, _)| offer))
+    }
+
+    async fn offer_with_hold(&self, id: Uuid) -> Result<Option<(Offer, i64)>> {
+        let row: Option<OfferRow> =
+            sqlx::query_as(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(to_offer).transpose()
+    }
+
+    /// Open offers of makers other than `viewer`, newest first; `after` is
+    /// the last offer of the previous page.
+    pub async fn open_offers(
+        &self,
+        viewer: OwnerId,
+        sell_asset: Option<&str>,
+        buy_asset: Option<&str>,
+        page_size: u32,
+        after: Option<Uuid>,
+    ) -> Result<(Vec<Offer>, Option<Uuid>)> {
+        let rows: Vec<OfferRow> = sqlx::query_as(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers
+             WHERE status = 'open' AND maker_id <> $1
+               AND ($2::text IS NULL OR sell_asset = $2) AND ($3::text IS NULL OR buy_asset = $3)
+               AND (expires_at IS NULL OR expires_at > now())
+               AND ($4::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM offers WHERE id = $4))
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .bind(viewer)
+        .bind(sell_asset)
+        .bind(buy_asset)
+        .bind(after)
+        .bind(i64::from(page_size) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut offers = rows
+            .into_iter()
+            .map(|row| to_offer(row).map(|(offer, _)| offer))
+            .collect::<Result<Vec<_>>>()?;
+        let more = offers.len() > page_size as usize;
+        offers.truncate(page_size as usize);
+        let next = if more {
+            offers.last().map(|o| o.id)
+        } else {
+            None
+        };
+        Ok((offers, next))
+    }
+}
+
+fn check_open(offer: &Offer, now: DateTime<Utc>) -> Result<()> {
+    if offer.status != OfferStatus::Open {
+        return Err(Error::OfferNotOpen(offer.status));
+    }
+    if offer.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::OfferNotOpen(OfferStatus::Expired));
+    }
+    Ok(())
+}
+
+/// Closes the offer and its hold with the entry that finished them.
+async fn finish(
+    tx: &mut PgConnection,
+    offer: &Offer,
+    hold_id: i64,
+    status: OfferStatus,
+    entry_id: i64,
+    taker: Option<OwnerId>,
+) -> Result<()> {
+    let hold_status = if status == OfferStatus::Filled {
+        "settled"
+    } else {
+        "released"
+    };
+    let held = sqlx::query(
+        "UPDATE holds SET status = $2::hold_status, final_entry_id = $3, finalized_at = now() WHERE id = $1 AND status = 'held'",
+    )
+    .bind(hold_id)
+    .bind(hold_status)
+    .bind(entry_id)
+    .execute(&mut *tx)
+    .await?;
+    if held.rows_affected() != 1 {
+        return Err(Error::Corrupt(format!(
+            "offer {} has no open hold",
+            offer.id
+        )));
+    }
+    sqlx::query("UPDATE offers SET status = $2, taker_id = $3, trade_entry_id = $4, finished_at = now() WHERE id = $1")
+        .bind(offer.id)
+        .bind(status)
+        .bind(taker)
+        .bind(if status == OfferStatus::Filled { Some(entry_id) } else { None })
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

@@ -274,6 +274,17 @@ impl App {
         let _ = pool_cell.set(pool.clone());
         self.spawn_watchers(&pool, tasks, cancel)?;
         tasks.spawn(expire_offers(pool.clone(), cancel.clone()));
+        let events = &self.settings.events;
+        if events.enabled {
+            let relay =
+                indexer::events::EventRelay::new(pool.clone(), &events.brokers, &events.topic)
+                    .context("config section `events`")?;
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                relay.run(cancel).await;
+                Ok(())
+            });
+        }
         health.set_service_status("", ServingStatus::Serving).await;
         Ok(())
     }

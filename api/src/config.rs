@@ -30,7 +30,28 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub signer: SignerSettings,
     pub settlement: SettlementSettings,
+    pub events: EventsSettings,
     pub chains: ChainsSettings,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Publish every ledger entry to Kafka from the outbox.
+    pub enabled: bool,
+    /// `bootstrap.servers`, comma-separated `host:port`.
+    pub brokers: String,
+    pub topic: String,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            brokers: "127.0.0.1:9092".into(),
+            topic: "coffer.ledger.entries".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -427,6 +448,12 @@ impl Settings {
         }
         if auth.refresh_ttl_days == 0 || auth.refresh_ttl_days > 90 {
             bad("auth.refresh_ttl_days", "must be 1 to 90".into());
+        }
+        if self.events.enabled && self.events.brokers.trim().is_empty() {
+            bad("events.brokers", "must name at least one broker".into());
+        }
+        if self.events.enabled && self.events.topic.trim().is_empty() {
+            bad("events.topic", "must not be empty".into());
         }
         if self.settlement.trade_fee_bps > 1_000 {
             bad(

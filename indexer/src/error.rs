@@ -39,6 +39,8 @@ pub enum Error {
     OfferNotFound,
     #[error("the offer is {0:?}, not open")]
     OfferNotOpen(crate::ledger::settlement::OfferStatus),
+    #[error("ledger events: {0}")]
+    Events(String),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
 }

@@ -9,6 +9,7 @@
 
 pub mod db;
 mod error;
+pub mod events;
 pub mod ledger;
 pub mod metrics;
 pub mod users;

@@ -5,6 +5,8 @@ use metrics::{Unit, describe_counter, describe_gauge};
 pub const CHAIN_TIP_HEIGHT: &str = "coffer_chain_tip_height";
 pub const CHAIN_UP: &str = "coffer_chain_up";
 pub const CHAIN_RPC_ERRORS: &str = "coffer_chain_rpc_errors_total";
+pub const EVENTS_PUBLISHED: &str = "coffer_events_published_total";
+pub const EVENTS_PUBLISH_ERRORS: &str = "coffer_events_publish_errors_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -21,5 +23,15 @@ pub fn describe() {
         CHAIN_RPC_ERRORS,
         Unit::Count,
         "Failed calls to a chain node, by kind: transport or malformed."
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        Unit::Count,
+        "Ledger events published to Kafka."
+    );
+    describe_counter!(
+        EVENTS_PUBLISH_ERRORS,
+        Unit::Count,
+        "Failed attempts to publish a batch of ledger events (retried)."
     );
 }

@@ -33,6 +33,7 @@ pub async fn server() -> Server {
     settings.database.url = db.url().as_str().into();
     settings.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.metrics.enabled = false;
+    settings.events.enabled = false;
     settings.chains.bitcoin.enabled = false;
     settings.chains.ethereum.enabled = false;
     settings.chains.solana.enabled = false;

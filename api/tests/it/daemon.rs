@@ -27,6 +27,7 @@ fn test_settings(db: &TestDb) -> Settings {
     settings.database.url = db.url().as_str().into();
     settings.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    settings.events.enabled = false;
     settings
 }
 
@@ -271,6 +272,7 @@ async fn binary_retries_until_postgres_answers_then_stops_on_sigterm() {
         .env("COFFER__DATABASE__URL", &url)
         .env("COFFER__GRPC__LISTEN", format!("127.0.0.1:{grpc_port}"))
         .env("COFFER__METRICS__ENABLED", "false")
+        .env("COFFER__EVENTS__ENABLED", "false")
         .env("COFFER__CHAINS__BITCOIN__ENABLED", "false")
         .env("COFFER__CHAINS__ETHEREUM__ENABLED", "false")
         .env("COFFER__CHAINS__SOLANA__ENABLED", "false")
@@ -352,4 +354,81 @@ async fn binary_retries_until_postgres_answers_then_stops_on_sigterm() {
         log.contains("SIGTERM received") && log.contains("stopped"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_publishes_ledger_entries_to_kafka() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+
+    let broker = indexer::devnet::KafkaBroker::spawn()
+        .await
+        .expect("start Kafka");
+    let db = TestDb::new().await.expect("database");
+    let mut settings = test_settings(&db);
+    settings.events.enabled = true;
+    settings.events.brokers = broker.bootstrap_servers().to_owned();
+    settings.events.topic = "coffer.daemon.test".into();
+    settings.chains.bitcoin.enabled = false;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    let app = App::bind(settings).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+    wait_serving(grpc, Duration::from_secs(30)).await;
+
+    let ledger = indexer::ledger::Ledger::new(db.pool().clone());
+    let user = uuid::Uuid::new_v4();
+    let entry = indexer::ledger::NewEntry {
+        kind: indexer::ledger::EntryKind::DepositCredit,
+        reference: "kafka-e2e".into(),
+        metadata: serde_json::json!({ "txid": "abc" }),
+        legs: vec![
+            indexer::ledger::Leg::decrease(
+                indexer::ledger::AccountRef::system(
+                    "SOL",
+                    indexer::ledger::AccountPurpose::Custody,
+                ),
+                indexer::ledger::Amount::from_u64(7),
+            ),
+            indexer::ledger::Leg::increase(
+                indexer::ledger::AccountRef::available(user, "SOL"),
+                indexer::ledger::Amount::from_u64(7),
+            ),
+        ],
+    };
+    let posted = ledger
+        .post(
+            &indexer::ledger::IdempotencyKey::new("e2e", "kafka"),
+            &entry,
+        )
+        .await
+        .expect("post");
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "coffer-daemon-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&["coffer.daemon.test"])
+        .expect("subscribe");
+    let message = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+        .await
+        .expect("the daemon publishes within 60 s")
+        .expect("consume");
+    let event: serde_json::Value =
+        serde_json::from_slice(message.payload().expect("payload")).expect("json");
+    assert_eq!(event["entry_id"], posted.id);
+    assert_eq!(event["reference"], "kafka-e2e");
+    assert_eq!(event["metadata"]["txid"], "abc");
+
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok(), "{stopped:?}");
 }

@@ -131,6 +131,14 @@ pub async fn assert_invariants(pool: &PgPool) {
         "balance rows differing from their postings: {drifted:?}"
     );
 
+    let without_event: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM entries e LEFT JOIN outbox o ON o.entry_id = e.id WHERE o.id IS NULL",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("outbox");
+    assert_eq!(without_event, 0, "entries without their outbox event");
+
     let mismatched: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM postings p JOIN accounts a ON a.id = p.account_id
          WHERE p.asset <> a.asset OR p.owner_id IS DISTINCT FROM a.owner_id",

@@ -140,7 +140,8 @@ fn unique_name() -> String {
 /// `./scripts/devnet install` fetched from Maven Central.
 #[derive(Debug)]
 pub struct KafkaBroker {
-    process: NodeProcess,
+    /// Held for its drop, which kills the node.
+    _process: NodeProcess,
     bootstrap: String,
 }
 
@@ -217,16 +218,15 @@ impl KafkaBroker {
                 async move { TcpStream::connect(addr) }
             })
             .await?;
-        Ok(Self { process, bootstrap })
+        Ok(Self {
+            _process: process,
+            bootstrap,
+        })
     }
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
-    }
-
-    pub fn process(&self) -> &NodeProcess {
-        &self.process
     }
 }
 

@@ -134,15 +134,4 @@ impl Wallets {
             created_at,
         })
     }
-
-    /// Whether `address` on `chain` is watched, and for which user.
-    pub async fn watcher_of(&self, chain: Chain, address: &str) -> Result<Option<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "SELECT user_id FROM watched_addresses WHERE chain = $1 AND address = $2",
-        )
-        .bind(chain.as_str())
-        .bind(address)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
 }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::pb::{self, auth_service_server::AuthService};
 use super::throttle::LoginThrottle;
-use super::{Shared, internal, parse_user_id, require_role};
+use super::{Shared, internal, parse_uuid, require_role};
 use crate::auth::FieldError;
 use crate::auth::password::{
     hash_password, normalize_email, validate_new_password, verify_password,
@@ -53,6 +53,7 @@ impl AuthApi {
     }
 }
 
+/// Token expiries are whole seconds, as in the tokens themselves.
 fn timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
@@ -257,7 +258,7 @@ impl AuthService for AuthApi {
         let caller = self.shared.caller(&request).await?;
         require_role(&caller, &[Role::Admin])?;
         let body = request.into_inner();
-        let user = parse_user_id("user_id", &body.user_id)?;
+        let user = parse_uuid("user_id", &body.user_id)?;
         let role = role_from_pb(body.role)?;
         if !self
             .shared
@@ -277,7 +278,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<pb::DisableUserResponse>, Status> {
         let caller = self.shared.caller(&request).await?;
         require_role(&caller, &[Role::Admin])?;
-        let user = parse_user_id("user_id", &request.into_inner().user_id)?;
+        let user = parse_uuid("user_id", &request.into_inner().user_id)?;
         if !self.shared.users()?.disable(user).await.map_err(internal)? {
             return Err(Status::not_found("user_id: no such user"));
         }

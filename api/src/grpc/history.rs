@@ -7,8 +7,7 @@ use indexer::ledger::{EntryKind, HistoryFilter, HistoryItem};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, history_service_server::HistoryService};
-use super::wallet::timestamp;
-use super::{Access, Shared, acting_for, internal};
+use super::{Access, Shared, acting_for, internal, timestamp};
 use crate::auth::FieldError;
 
 const DEFAULT_PAGE_SIZE: u32 = 50;

@@ -34,6 +34,8 @@ pub mod pb {
 #[derive(Clone, Debug)]
 pub struct Shared {
     pool: Arc<OnceLock<PgPool>>,
+    /// One ledger for the process, so its account-id cache is shared.
+    ledger: Arc<OnceLock<indexer::ledger::Ledger>>,
     pub tokens: Arc<AccessTokens>,
     pub deposit_keys: Arc<signer::DepositKeys>,
 }
@@ -46,6 +48,7 @@ impl Shared {
     ) -> Self {
         Self {
             pool,
+            ledger: Arc::default(),
             tokens,
             deposit_keys,
         }
@@ -58,8 +61,11 @@ impl Shared {
         ))
     }
 
-    pub fn ledger(&self) -> Result<indexer::ledger::Ledger, Status> {
-        Ok(indexer::ledger::Ledger::new(self.pool()?.clone()))
+    pub fn ledger(&self) -> Result<&indexer::ledger::Ledger, Status> {
+        let pool = self.pool()?;
+        Ok(self
+            .ledger
+            .get_or_init(|| indexer::ledger::Ledger::new(pool.clone())))
     }
 
     /// The pool, or UNAVAILABLE while the daemon is still connecting.
@@ -118,13 +124,20 @@ impl From<FieldError> for Status {
     }
 }
 
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
 /// Logs the detail and tells the client only that something failed.
 pub fn internal(err: impl std::fmt::Display) -> Status {
     tracing::error!(error = %err, "request failed");
     Status::internal("internal error")
 }
 
-pub fn parse_user_id(field: &'static str, value: &str) -> Result<Uuid, Status> {
+pub fn parse_uuid(field: &'static str, value: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(value.trim()).map_err(|_| FieldError::new(field, "must be a UUID").into())
 }
 
@@ -142,7 +155,7 @@ pub fn acting_for(caller: &User, requested: Option<&str>, access: Access) -> Res
     let Some(text) = requested.filter(|text| !text.trim().is_empty()) else {
         return Ok(caller.id);
     };
-    let id = parse_user_id("user_id", text)?;
+    let id = parse_uuid("user_id", text)?;
     let allowed = id == caller.id
         || matches!(caller.role, Role::Service | Role::Admin)
         || (caller.role == Role::Operator && access == Access::Read);

@@ -7,8 +7,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::pb::{self, settlement_service_server::SettlementService};
-use super::wallet::timestamp;
-use super::{Access, Shared, acting_for, internal, parse_user_id};
+use super::{Access, Shared, acting_for, internal, parse_uuid, timestamp};
 use crate::auth::FieldError;
 use crate::auth::password::normalize_email;
 
@@ -127,7 +126,7 @@ impl SettlementService for SettlementApi {
         let users = self.shared.users()?;
         let recipient = match body.recipient {
             Some(pb::transfer_request::Recipient::ToUserId(id)) => {
-                users.by_id(parse_user_id("to_user_id", &id)?).await
+                users.by_id(parse_uuid("to_user_id", &id)?).await
             }
             Some(pb::transfer_request::Recipient::ToEmail(email)) => {
                 users.by_email(&normalize_email("to_email", &email)?).await

@@ -8,7 +8,7 @@ use indexer::wallets::Wallet;
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, wallet_service_server::WalletService};
-use super::{Access, Shared, acting_for, internal, parse_user_id};
+use super::{Access, Shared, acting_for, internal, parse_uuid, timestamp};
 use crate::auth::FieldError;
 
 #[derive(Debug)]
@@ -37,13 +37,6 @@ fn chain_to_pb(chain: Chain) -> pb::Chain {
         Chain::Bitcoin => pb::Chain::Bitcoin,
         Chain::Ethereum => pb::Chain::Ethereum,
         Chain::Solana => pb::Chain::Solana,
-    }
-}
-
-pub(crate) fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -108,7 +101,7 @@ impl WalletService for WalletApi {
         request: Request<pb::NewDepositAddressRequest>,
     ) -> Result<Response<pb::DepositAddress>, Status> {
         let caller = self.shared.caller(&request).await?;
-        let wallet_id = parse_user_id("wallet_id", &request.get_ref().wallet_id)?;
+        let wallet_id = parse_uuid("wallet_id", &request.get_ref().wallet_id)?;
         let wallets = self.shared.wallets()?;
         // Another user's wallet is NOT_FOUND, exactly like a missing one.
         let wallet = wallets

@@ -10,7 +10,8 @@ use crate::ethereum::EthereumClient;
 /// An anvil node with its default, unlocked, funded dev accounts.
 #[derive(Debug)]
 pub struct Anvil {
-    process: NodeProcess,
+    /// Held for its drop, which kills the node.
+    _process: NodeProcess,
     rpc_url: String,
     client: EthereumClient,
 }
@@ -45,7 +46,7 @@ impl Anvil {
             })
             .await?;
         Ok(Self {
-            process,
+            _process: process,
             rpc_url,
             client,
         })
@@ -68,9 +69,5 @@ impl Anvil {
             .await
             .map_err(|e| super::DevnetError::Other(format!("anvil_mine: {e}")))?;
         Ok(())
-    }
-
-    pub fn process(&self) -> &NodeProcess {
-        &self.process
     }
 }

@@ -16,7 +16,8 @@ const MINING_SECRET: [u8; 32] = [0x11; 32];
 /// A btcd node in regtest mode, RPC over plain HTTP on loopback.
 #[derive(Debug)]
 pub struct Btcd {
-    process: NodeProcess,
+    /// Held for its drop, which kills the node.
+    _process: NodeProcess,
     rpc_url: String,
     p2p_addr: String,
     client: BitcoinClient,
@@ -61,7 +62,7 @@ impl Btcd {
             })
             .await?;
         Ok(Self {
-            process,
+            _process: process,
             rpc_url,
             p2p_addr,
             client,
@@ -104,19 +105,6 @@ impl Btcd {
     /// Mines `blocks` blocks to the mining address.
     pub async fn generate(&self, blocks: u32) -> Result<Vec<BlockHash>> {
         Ok(self.client.call("generate", vec![blocks.into()]).await?)
-    }
-
-    /// Connects this node to `other` as a persistent peer.
-    pub async fn connect(&self, other: &Btcd) -> Result<()> {
-        let _: serde_json::Value = self
-            .client
-            .call("addnode", vec![other.p2p_addr().into(), "add".into()])
-            .await?;
-        Ok(())
-    }
-
-    pub fn process(&self) -> &NodeProcess {
-        &self.process
     }
 }
 

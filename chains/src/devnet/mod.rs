@@ -202,14 +202,6 @@ impl NodeProcess {
         &self.name
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
     /// The last lines of the node's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();

@@ -12,7 +12,8 @@ use crate::solana::SolanaClient;
 /// shares one through [`SolanaValidator::shared`].
 #[derive(Debug)]
 pub struct SolanaValidator {
-    process: NodeProcess,
+    /// Held for its drop, which kills the node.
+    _process: NodeProcess,
     rpc_url: String,
     client: SolanaClient,
 }
@@ -62,7 +63,7 @@ impl SolanaValidator {
             })
             .await?;
         Ok(Self {
-            process,
+            _process: process,
             rpc_url,
             client,
         })
@@ -88,9 +89,5 @@ impl SolanaValidator {
             .await
             .map_err(|e| crate::solana::classify("getSignatureStatuses", e))?;
         Ok(())
-    }
-
-    pub fn process(&self) -> &NodeProcess {
-        &self.process
     }
 }

@@ -38,6 +38,18 @@ const MAX_ATTEMPTS: u32 = 8;
 /// Account ids are immutable once created; the cache only needs a bound.
 const ACCOUNT_CACHE_LIMIT: usize = 1_000_000;
 
+type AssetRow = (String, String, i16, Option<String>);
+
+fn to_asset((code, chain, decimals, contract): AssetRow) -> Result<Asset> {
+    Ok(Asset {
+        code,
+        chain: chain.parse()?,
+        decimals: u8::try_from(decimals)
+            .map_err(|_| Error::Corrupt(format!("asset decimals {decimals}")))?,
+        contract,
+    })
+}
+
 type HoldRow = (i64, OwnerId, String, String, HoldStatus, i64, Option<i64>);
 
 #[derive(Clone, Debug)]
@@ -79,32 +91,20 @@ impl Ledger {
     }
 
     pub async fn asset(&self, code: &str) -> Result<Option<Asset>> {
-        let row: Option<(String, String, i16, Option<String>)> =
+        let row: Option<AssetRow> =
             sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
                 .bind(code)
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|(code, chain, decimals, contract)| {
-            Ok(Asset {
-                code,
-                chain: chain.parse()?,
-                decimals: u8::try_from(decimals)
-                    .map_err(|_| Error::Corrupt(format!("asset decimals {decimals}")))?,
-                contract,
-            })
-        })
-        .transpose()
+        row.map(to_asset).transpose()
     }
 
     pub async fn assets(&self) -> Result<Vec<Asset>> {
-        let codes: Vec<String> = sqlx::query_scalar("SELECT code FROM assets ORDER BY code")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut assets = Vec::with_capacity(codes.len());
-        for code in codes {
-            assets.extend(self.asset(&code).await?);
-        }
-        Ok(assets)
+        let rows: Vec<AssetRow> =
+            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets ORDER BY code")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(to_asset).collect()
     }
 
     /// Posts an entry, once per idempotency key.
@@ -195,14 +195,13 @@ impl Ledger {
             return Ok(replayed);
         }
         let posted = insert_entry(&mut tx, entry, ids).await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+        let id = insert_hold(
+            &mut tx,
+            request.owner,
+            &request.asset,
+            request.amount,
+            posted.id,
         )
-        .bind(request.owner)
-        .bind(&request.asset)
-        .bind(request.amount.to_string())
-        .bind(posted.id)
-        .fetch_one(&mut *tx)
         .await?;
         let hold = Hold {
             id,
@@ -625,6 +624,25 @@ fn request_hash<R: Serialize>(
 ) -> Result<[u8; 32]> {
     validate_key(key)?;
     hash_request(operation, request)
+}
+
+/// Records a hold placed by the entry `place_entry_id`.
+async fn insert_hold(
+    tx: &mut PgConnection,
+    owner: OwnerId,
+    asset: &str,
+    amount: Amount,
+    place_entry_id: i64,
+) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+    )
+    .bind(owner)
+    .bind(asset)
+    .bind(amount.to_string())
+    .bind(place_entry_id)
+    .fetch_one(&mut *tx)
+    .await?)
 }
 
 /// The legs as parallel arrays in account-id order, so concurrent entries

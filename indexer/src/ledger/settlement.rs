@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::{
     AccountIds, AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg,
-    NewEntry, OwnerId, claim_key, complete_key, insert_entry, parse_stored, request_hash,
-    retry_transient, validate_entry,
+    NewEntry, OwnerId, claim_key, complete_key, insert_entry, insert_hold, parse_stored,
+    request_hash, retry_transient, validate_entry,
 };
 use crate::{Error, Result};
 
@@ -157,15 +157,7 @@ impl Ledger {
                 ],
             };
             let posted = insert_entry(&mut tx, &entry, &ids).await?;
-            let hold_id: i64 = sqlx::query_scalar(
-                "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
-            )
-            .bind(request.maker)
-            .bind(&request.sell_asset)
-            .bind(request.sell_amount.to_string())
-            .bind(posted.id)
-            .fetch_one(&mut *tx)
-            .await?;
+            let hold_id = insert_hold(&mut tx, request.maker, &request.sell_asset, request.sell_amount, posted.id).await?;
             let created_at: DateTime<Utc> = sqlx::query_scalar(
                 "INSERT INTO offers (id, maker_id, sell_asset, sell_amount, buy_asset, buy_amount, hold_id, expires_at)
                  VALUES ($1, $2, $3, $4::numeric, $5, $6::numeric, $7, $8) RETURNING created_at",

@@ -228,6 +228,38 @@ impl KafkaBroker {
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
     }
+
+    /// Creates `topic` with one partition, so a consumer can subscribe
+    /// before the first message: subscribing to a topic that does not exist
+    /// yet makes librdkafka report `UnknownTopicOrPartition` instead of
+    /// waiting for it.
+    pub async fn create_topic(&self, topic: &str) -> Result<(), DevnetError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+
+        let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .map_err(|e| DevnetError::Other(format!("kafka admin client: {e}")))?;
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+                &options,
+            )
+            .await
+            .map_err(|e| DevnetError::Other(format!("create topic {topic}: {e}")))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(DevnetError::Other(format!("create topic {name}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Broker logs at WARN, plus the lines that say it started.

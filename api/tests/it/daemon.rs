@@ -406,6 +406,10 @@ async fn daemon_publishes_ledger_entries_to_kafka() {
         .await
         .expect("post");
 
+    broker
+        .create_topic("coffer.daemon.test")
+        .await
+        .expect("create topic");
     let consumer: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .set("group.id", "coffer-daemon-test")

@@ -25,6 +25,7 @@ pub fn recorder() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             indexer::metrics::describe();
+            chains::metrics::describe();
             gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })

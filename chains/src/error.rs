@@ -18,6 +18,10 @@ pub enum Error {
         method: &'static str,
         detail: String,
     },
+    /// The chain moved while a multi-call fetch ran (a block vanished, or
+    /// answers came from two branches). Retrying sees one branch.
+    #[error("{chain} node answered from two branches: {detail}")]
+    Inconsistent { chain: Chain, detail: String },
     #[error("invalid {chain} client setting: {detail}")]
     Config { chain: Chain, detail: String },
     #[error("unknown chain `{0}` (expected bitcoin, ethereum or solana)")]
@@ -45,11 +49,19 @@ impl Error {
         }
     }
 
-    /// A short label for metrics: `transport`, `malformed`, `config`.
+    pub(crate) fn inconsistent(chain: Chain, detail: impl Into<String>) -> Self {
+        Error::Inconsistent {
+            chain,
+            detail: detail.into(),
+        }
+    }
+
+    /// A short label for metrics: `transport`, `malformed`, `inconsistent`, `config`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Transport { .. } => "transport",
             Error::Malformed { .. } => "malformed",
+            Error::Inconsistent { .. } => "inconsistent",
             Error::Config { .. } | Error::UnknownChain(_) => "config",
         }
     }

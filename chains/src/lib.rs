@@ -9,6 +9,7 @@
 pub mod bitcoin;
 mod error;
 pub mod ethereum;
+pub mod metrics;
 pub mod solana;
 
 #[cfg(feature = "devnet")]

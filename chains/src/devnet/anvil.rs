@@ -1,11 +1,17 @@
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use alloy::primitives::{Address, address};
+use alloy::primitives::{Address, B256, Bytes, U256, address, keccak256};
 use alloy::providers::Provider;
+use serde_json::{Value, json};
 
-use super::{NodeProcess, Result, free_port, locate_tool, node_dir};
+use super::{DevnetError, NodeProcess, Result, free_port, locate_tool, node_dir};
 use crate::ethereum::EthereumClient;
+
+/// `chains/src/devnet/contracts/TestToken.sol`, compiled by the pinned solc
+/// that `./scripts/devnet install` puts in the tool cache.
+const TEST_TOKEN_SOURCE: &str = include_str!("contracts/TestToken.sol");
 
 /// An anvil node with its default, unlocked, funded dev accounts.
 #[derive(Debug)]
@@ -60,14 +66,161 @@ impl Anvil {
         &self.client
     }
 
-    /// Mines `blocks` empty blocks at once (`anvil_mine`).
+    /// Mines `blocks` blocks at once (`anvil_mine`), taking pending
+    /// transactions into the first.
     pub async fn mine(&self, blocks: u64) -> Result<()> {
-        let _: serde_json::Value = self
-            .client
-            .provider()
-            .raw_request("anvil_mine".into(), (blocks,))
-            .await
-            .map_err(|e| super::DevnetError::Other(format!("anvil_mine: {e}")))?;
+        self.request("anvil_mine", json!([blocks])).await?;
         Ok(())
     }
+
+    /// Any JSON-RPC call, such as `anvil_reorg` or `evm_setAutomine`.
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value> {
+        self.client
+            .provider()
+            .raw_request::<_, Value>(method.to_owned().into(), params)
+            .await
+            .map_err(|e| DevnetError::Other(format!("{method}: {e}")))
+    }
+
+    /// Sends a transaction from an unlocked dev account
+    /// (`eth_sendTransaction`). `gas` set explicitly lets a transaction that
+    /// reverts be mined instead of refused at estimation.
+    pub async fn send(
+        &self,
+        from: Address,
+        to: Address,
+        value: U256,
+        data: &[u8],
+        gas: Option<u64>,
+    ) -> Result<B256> {
+        let mut tx = json!({
+            "from": from,
+            "to": to,
+            "value": value,
+            "data": Bytes::copy_from_slice(data),
+        });
+        if let Some(gas) = gas {
+            tx["gas"] = json!(format!("{gas:#x}"));
+        }
+        let hash = self.request("eth_sendTransaction", json!([tx])).await?;
+        serde_json::from_value(hash).map_err(|e| DevnetError::Other(format!("tx hash: {e}")))
+    }
+
+    /// The receipt's `status` (true on success), once mined.
+    pub async fn succeeded(&self, tx: B256) -> Result<bool> {
+        let receipt = self
+            .request("eth_getTransactionReceipt", json!([tx]))
+            .await?;
+        match receipt.get("status").and_then(Value::as_str) {
+            Some(status) => Ok(status == "0x1"),
+            None => Err(DevnetError::Other(format!("{tx} is not mined: {receipt}"))),
+        }
+    }
+
+    /// Deploys a fresh `TestToken` with `decimals` from [`Self::DEV_ACCOUNT`]
+    /// and mines it.
+    pub async fn deploy_test_token(&self, decimals: u8) -> Result<TestToken> {
+        let mut code = test_token_bytecode()?.to_vec();
+        code.extend_from_slice(&U256::from(decimals).to_be_bytes::<32>());
+        let tx = json!({
+            "from": Self::DEV_ACCOUNT,
+            "data": Bytes::from(code),
+            "gas": "0x2dc6c0",
+        });
+        let hash = self.request("eth_sendTransaction", json!([tx])).await?;
+        self.mine(1).await?;
+        let receipt = self
+            .request("eth_getTransactionReceipt", json!([hash]))
+            .await?;
+        let address = receipt
+            .get("contractAddress")
+            .cloned()
+            .and_then(|a| serde_json::from_value(a).ok())
+            .ok_or_else(|| DevnetError::Other(format!("TestToken not deployed: {receipt}")))?;
+        Ok(TestToken { address })
+    }
+}
+
+/// A deployed `TestToken`; builds call data for its functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestToken {
+    pub address: Address,
+}
+
+impl TestToken {
+    pub fn mint(to: Address, value: U256) -> Vec<u8> {
+        call(
+            "mint(address,uint256)",
+            &[to.into_word().0, value.to_be_bytes()],
+        )
+    }
+
+    pub fn transfer(to: Address, value: U256) -> Vec<u8> {
+        call(
+            "transfer(address,uint256)",
+            &[to.into_word().0, value.to_be_bytes()],
+        )
+    }
+
+    pub fn transfer_then_revert(to: Address, value: U256) -> Vec<u8> {
+        call(
+            "transferThenRevert(address,uint256)",
+            &[to.into_word().0, value.to_be_bytes()],
+        )
+    }
+
+    /// `transferEach(address[],uint256)`: one `Transfer` per recipient.
+    pub fn transfer_each(recipients: &[Address], value: U256) -> Vec<u8> {
+        let mut words = vec![
+            U256::from(64).to_be_bytes(),
+            value.to_be_bytes(),
+            U256::from(recipients.len()).to_be_bytes(),
+        ];
+        words.extend(recipients.iter().map(|r| r.into_word().0));
+        call("transferEach(address[],uint256)", &words)
+    }
+}
+
+fn call(signature: &str, words: &[[u8; 32]]) -> Vec<u8> {
+    let mut data = keccak256(signature.as_bytes())[..4].to_vec();
+    for word in words {
+        data.extend_from_slice(word);
+    }
+    data
+}
+
+/// Compiles `TestToken.sol` once per process with the cached `solcjs`.
+fn test_token_bytecode() -> Result<Bytes> {
+    static CODE: OnceLock<std::result::Result<Bytes, String>> = OnceLock::new();
+    CODE.get_or_init(|| compile_test_token().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(DevnetError::Other)
+}
+
+fn compile_test_token() -> Result<Bytes> {
+    let solc = locate_tool("solcjs")?;
+    let dir = node_dir("solc")?;
+    let source = dir.path().join("TestToken.sol");
+    std::fs::write(&source, TEST_TOKEN_SOURCE)
+        .map_err(|e| DevnetError::Other(format!("write TestToken.sol: {e}")))?;
+    let out = Command::new(solc)
+        .current_dir(dir.path())
+        .args(["--bin", "--optimize", "-o", "out", "TestToken.sol"])
+        .output()
+        .map_err(|source| DevnetError::Spawn {
+            name: "solcjs".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(DevnetError::Other(format!(
+            "solcjs failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let hex = std::fs::read_to_string(dir.path().join("out").join("TestToken_sol_TestToken.bin"))
+        .map_err(|e| DevnetError::Other(format!("solcjs output: {e}")))?;
+    alloy::primitives::hex::decode(hex.trim())
+        .map(Bytes::from)
+        .map_err(|e| DevnetError::Other(format!("solcjs output is not hex: {e}")))
 }

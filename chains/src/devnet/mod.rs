@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub use anvil::Anvil;
+pub use anvil::{Anvil, TestToken};
 pub use btcd::Btcd;
 pub use validator::SolanaValidator;
 

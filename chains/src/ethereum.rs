@@ -75,6 +75,13 @@ impl EthereumClient {
     }
 }
 
+impl EthereumClient {
+    /// The `finalized` head, `None` where the node serves none.
+    pub async fn finalized(&self) -> Result<Option<ChainHead>> {
+        self.head_at(BlockNumberOrTag::Finalized).await
+    }
+}
+
 impl HeadSource for EthereumClient {
     fn chain(&self) -> Chain {
         CHAIN

@@ -1,8 +1,16 @@
 //! Metrics the indexer records. Described once here; recorded by name.
 
-use metrics::{Unit, describe_counter, describe_gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 pub const CHAIN_TIP_HEIGHT: &str = "coffer_chain_tip_height";
+pub const CHAIN_INDEXED_HEIGHT: &str = "coffer_chain_indexed_height";
+pub const CHAIN_FINALIZED_HEIGHT: &str = "coffer_chain_finalized_height";
+pub const REORGS: &str = "coffer_reorgs_total";
+pub const REORG_DEPTH: &str = "coffer_reorg_depth_blocks";
+pub const WATCHER_HALTED: &str = "coffer_watcher_halted";
+pub const DEPOSITS: &str = "coffer_deposits_total";
+pub const DEPOSIT_REVERSALS_OF_CREDITS: &str = "coffer_deposit_credit_reversals_total";
+pub const DEPOSIT_DETECTION_LATENCY: &str = "coffer_deposit_detection_seconds";
 pub const CHAIN_UP: &str = "coffer_chain_up";
 pub const CHAIN_RPC_ERRORS: &str = "coffer_chain_rpc_errors_total";
 pub const EVENTS_PUBLISHED: &str = "coffer_events_published_total";
@@ -16,13 +24,44 @@ pub fn describe() {
         "Latest block height (Solana: confirmed slot) reported by the chain's node."
     );
     describe_gauge!(
+        CHAIN_INDEXED_HEIGHT,
+        Unit::Count,
+        "Height (Solana: slot) of the last block the deposit watcher committed."
+    );
+    describe_gauge!(
+        CHAIN_FINALIZED_HEIGHT,
+        Unit::Count,
+        "Height at or below which deposits are final and credited."
+    );
+    describe_counter!(REORGS, Unit::Count, "Reorgs the deposit watcher unwound.");
+    describe_histogram!(REORG_DEPTH, Unit::Count, "Blocks unwound per reorg.");
+    describe_gauge!(
+        WATCHER_HALTED,
+        "1 when a reorg deeper than max_reorg_depth halted the chain's deposit watcher (alert on it)."
+    );
+    describe_counter!(
+        DEPOSITS,
+        Unit::Count,
+        "Deposit transitions by status: pending (seen), credited (final), orphaned (reorged away)."
+    );
+    describe_counter!(
+        DEPOSIT_REVERSALS_OF_CREDITS,
+        Unit::Count,
+        "Credited deposits a reorg took back (each also logged at error level)."
+    );
+    describe_histogram!(
+        DEPOSIT_DETECTION_LATENCY,
+        Unit::Seconds,
+        "Block timestamp to the deposit's row being committed."
+    );
+    describe_gauge!(
         CHAIN_UP,
         "1 while the last call to the chain's node succeeded, 0 while it fails."
     );
     describe_counter!(
         CHAIN_RPC_ERRORS,
         Unit::Count,
-        "Failed calls to a chain node, by kind: transport or malformed."
+        "Failed watcher steps by kind: transport, malformed, inconsistent (node moved mid-fetch) or database."
     );
     describe_counter!(
         EVENTS_PUBLISHED,

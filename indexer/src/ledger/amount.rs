@@ -34,6 +34,10 @@ impl Amount {
         Amount(U256::from(value))
     }
 
+    pub const fn from_u256(value: U256) -> Self {
+        Amount(value)
+    }
+
     pub fn is_zero(self) -> bool {
         self.0.is_zero()
     }

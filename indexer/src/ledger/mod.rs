@@ -152,6 +152,95 @@ impl Ledger {
             .map_err(|e| Error::Corrupt(format!("posted entry response: {e}")))
     }
 
+    /// Posts several entries inside the caller's transaction in one round
+    /// trip, each once per idempotency key, so a chain watcher can commit
+    /// its deposit rows, their entries and its cursor together. Replayed
+    /// keys return their stored response; any conflict fails the batch.
+    pub async fn post_batch_in(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[(IdempotencyKey, NewEntry)],
+    ) -> Result<Vec<PostedEntry>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (_, entry) in entries {
+            validate_entry(entry)?;
+        }
+        // Collected first: a closure-built iterator held across the await
+        // would make this future not `Send` for every lifetime.
+        let accounts: Vec<&AccountRef> = entries
+            .iter()
+            .flat_map(|(_, e)| e.legs.iter().map(|l| &l.account))
+            .collect();
+        let ids = self.account_ids(accounts.into_iter()).await?;
+        let count = entries.len();
+        let (mut scopes, mut keys, mut hashes, mut kinds) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        let (mut references, mut metadata, mut accounts, mut amounts) = (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        );
+        for (key, entry) in entries {
+            let (legs, values) = ordered_legs(entry, &ids)?;
+            scopes.push(key.scope.as_str());
+            keys.push(key.key.as_str());
+            hashes.push(request_hash(key, "post", entry)?.to_vec());
+            kinds.push(entry.kind);
+            references.push(entry.reference.as_str());
+            metadata.push(&entry.metadata);
+            // Array literals, cast per row in SQL: one parameter per entry
+            // whatever its number of legs.
+            accounts.push(format!(
+                "{{{}}}",
+                legs.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            amounts.push(format!("{{{}}}", values.join(",")));
+        }
+        let rows: Vec<(String, Option<serde_json::Value>)> = sqlx::query_as(
+            "SELECT p.outcome, p.response
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::entry_kind[], $5::text[], $6::jsonb[], $7::text[], $8::text[])
+                  WITH ORDINALITY AS e(scope, key, hash, kind, reference, metadata, accounts, amounts, position)
+             CROSS JOIN LATERAL ledger_post(e.scope, e.key, e.hash, e.kind, e.reference, e.metadata,
+                                            e.accounts::bigint[], e.amounts::text[]) AS p
+             ORDER BY e.position",
+        )
+        .bind(&scopes)
+        .bind(&keys)
+        .bind(&hashes)
+        .bind(&kinds)
+        .bind(&references)
+        .bind(&metadata)
+        .bind(&accounts)
+        .bind(&amounts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| map_db_error(e, None))?;
+        rows.into_iter()
+            .zip(entries)
+            .map(|((outcome, response), (key, _))| {
+                if outcome == "conflict" {
+                    return Err(Error::IdempotencyConflict {
+                        key: key.key.clone(),
+                    });
+                }
+                let response = response
+                    .ok_or_else(|| Error::Corrupt("idempotency key without a response".into()))?;
+                serde_json::from_value(response)
+                    .map_err(|e| Error::Corrupt(format!("posted entry response: {e}")))
+            })
+            .collect()
+    }
+
     /// Moves `amount` of the owner's available funds to held.
     pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
         if request.amount.is_zero() {
@@ -467,19 +556,92 @@ impl Ledger {
                 }
             }
         }
-        for account in missing {
-            let id = self.ensure_account(&account).await?;
+        missing.sort();
+        missing.dedup();
+        let created = match missing.len() {
+            0 => Vec::new(),
+            1 => vec![(missing[0].clone(), self.ensure_account(&missing[0]).await?)],
+            _ => self.ensure_accounts(&missing).await?,
+        };
+        let mut cache = self
+            .accounts
+            .write()
+            .map_err(|_| Error::Corrupt("account cache poisoned".into()))?;
+        if cache.len() + created.len() >= ACCOUNT_CACHE_LIMIT {
+            cache.clear();
+        }
+        for (account, id) in created {
             ids.insert(account.clone(), id);
-            let mut cache = self
-                .accounts
-                .write()
-                .map_err(|_| Error::Corrupt("account cache poisoned".into()))?;
-            if cache.len() >= ACCOUNT_CACHE_LIMIT {
-                cache.clear();
-            }
             cache.insert(account, id);
         }
         Ok(ids)
+    }
+
+    /// [`Self::ensure_account`] for many accounts in one statement per
+    /// round; a round that races another creator resolves the rest in the
+    /// next one.
+    async fn ensure_accounts(&self, accounts: &[AccountRef]) -> Result<Vec<(AccountRef, i64)>> {
+        if let Some(bad) = accounts
+            .iter()
+            .find(|a| a.purpose.is_user() != a.owner.is_some())
+        {
+            return self.ensure_account(bad).await.map(|_| Vec::new());
+        }
+        let mut resolved = Vec::with_capacity(accounts.len());
+        let mut pending: Vec<&AccountRef> = accounts.iter().collect();
+        for _ in 0..MAX_ATTEMPTS {
+            let owners: Vec<Option<uuid::Uuid>> = pending.iter().map(|a| a.owner).collect();
+            let assets: Vec<&str> = pending.iter().map(|a| a.asset.as_str()).collect();
+            let purposes: Vec<AccountPurpose> = pending.iter().map(|a| a.purpose).collect();
+            let rows: Vec<(i64, Option<uuid::Uuid>, String, AccountPurpose)> = sqlx::query_as(
+                "WITH input AS (
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::account_purpose[]) AS i(owner_id, asset, purpose)
+                 ), created AS (
+                     INSERT INTO accounts (owner_id, asset, purpose) SELECT owner_id, asset, purpose FROM input
+                     ON CONFLICT DO NOTHING RETURNING id, owner_id, asset, purpose
+                 ), user_balances AS (
+                     INSERT INTO balances (account_id, owner_id, asset, purpose)
+                     SELECT id, owner_id, asset, purpose FROM created WHERE owner_id IS NOT NULL
+                 )
+                 SELECT id, owner_id, asset, purpose FROM created
+                 UNION ALL
+                 SELECT a.id, a.owner_id, a.asset, a.purpose FROM accounts a
+                 JOIN input i ON a.owner_id IS NOT DISTINCT FROM i.owner_id AND a.asset = i.asset AND a.purpose = i.purpose",
+            )
+            .bind(&owners)
+            .bind(&assets)
+            .bind(&purposes)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_db_error(e, None))?;
+            let found: HashMap<AccountRef, i64> = rows
+                .into_iter()
+                .map(|(id, owner, asset, purpose)| {
+                    (
+                        AccountRef {
+                            owner,
+                            asset,
+                            purpose,
+                        },
+                        id,
+                    )
+                })
+                .collect();
+            pending.retain(|account| match found.get(*account) {
+                Some(id) => {
+                    resolved.push(((*account).clone(), *id));
+                    false
+                }
+                None => true,
+            });
+            if pending.is_empty() {
+                return Ok(resolved);
+            }
+        }
+        Err(Error::Corrupt(format!(
+            "{} accounts could not be resolved",
+            pending.len()
+        )))
     }
 
     async fn ensure_account(&self, account: &AccountRef) -> Result<i64> {

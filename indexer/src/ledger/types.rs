@@ -140,7 +140,7 @@ pub struct Asset {
 }
 
 /// An account named by what it is rather than by its id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AccountRef {
     pub owner: Option<OwnerId>,
     pub asset: String,

@@ -1,0 +1,612 @@
+//! Deposits: the chain-independent half of every deposit watcher.
+//!
+//! A chain module turns node blocks into [`ObservedBlock`]s; the
+//! [`DepositStore`] commits each batch of them as ONE transaction (block
+//! hashes, deposit rows, their ledger entries and the cursor), credits
+//! deposits once their block is final, and unwinds deposits above a reorg's
+//! common ancestor with reversal entries. Ledger entries are keyed by
+//! deposit id, so replaying any step cannot post twice.
+
+pub mod ethereum;
+mod watched;
+
+use chains::Chain;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub use watched::WatchedAddresses;
+
+use crate::ledger::{
+    AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg, NewEntry,
+};
+use crate::metrics::{DEPOSIT_DETECTION_LATENCY, DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
+use crate::{Error, Result};
+
+/// Scope of the ledger idempotency keys the watchers use.
+const KEY_SCOPE: &str = "deposit";
+/// Blocks kept in `indexed_blocks` beyond the reorg window.
+const KEEP_MARGIN: u64 = 16;
+
+/// A block reduced to what the store needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedBlock {
+    /// Block height (Solana: slot).
+    pub height: u64,
+    pub hash: String,
+    pub parent_hash: String,
+    pub time: Option<DateTime<Utc>>,
+    pub deposits: Vec<ObservedDeposit>,
+}
+
+/// Value that arrived at a watched address in an [`ObservedBlock`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedDeposit {
+    pub tx_id: String,
+    /// Output, log or instruction index; -1 for a transaction's own value.
+    pub position: i64,
+    pub address: String,
+    pub user_id: Uuid,
+    pub asset: String,
+    pub amount: Amount,
+}
+
+/// Where a watcher stands: the last block it indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub height: u64,
+    pub hash: String,
+}
+
+/// What [`DepositStore::apply`] did with a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Every block was stored; the cursor is at the last one.
+    Advanced { deposits: usize },
+    /// The block at `height` does not extend the stored chain: a reorg.
+    /// Blocks before it in the batch were stored.
+    ParentMismatch { height: u64, deposits: usize },
+}
+
+/// What [`DepositStore::rewind`] unwound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unwound {
+    pub pending: usize,
+    pub credited: usize,
+}
+
+/// One chain's deposits and cursor in PostgreSQL.
+#[derive(Clone, Debug)]
+pub struct DepositStore {
+    ledger: Ledger,
+    chain: Chain,
+    /// Blocks kept for the walk back; deeper reorgs halt the watcher anyway.
+    keep_blocks: u64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DepositRow {
+    id: i64,
+    user_id: Uuid,
+    asset: String,
+    amount: String,
+    tx_id: String,
+    position: i64,
+    block_height: i64,
+    block_hash: String,
+    address: String,
+}
+
+impl DepositRow {
+    fn amount(&self) -> Result<Amount> {
+        Amount::parse(&self.amount)
+            .map_err(|e| Error::Corrupt(format!("deposit {} amount: {e}", self.id)))
+    }
+
+    fn metadata(&self, chain: Chain) -> serde_json::Value {
+        serde_json::json!({
+            "deposit_id": self.id,
+            "chain": chain.as_str(),
+            "tx_id": self.tx_id,
+            "position": self.position,
+            "block_height": self.block_height,
+            "block_hash": self.block_hash,
+            "address": self.address,
+        })
+    }
+}
+
+const DEPOSIT_COLUMNS: &str = "id, user_id, asset, amount::text AS amount, tx_id, position, block_height, block_hash, address";
+
+fn to_i64(height: u64) -> Result<i64> {
+    i64::try_from(height).map_err(|_| Error::Corrupt(format!("height {height} out of range")))
+}
+
+fn to_u64(height: i64) -> Result<u64> {
+    u64::try_from(height).map_err(|_| Error::Corrupt(format!("stored height {height}")))
+}
+
+impl DepositStore {
+    /// `max_reorg_depth` bounds the walk back; blocks a little deeper are
+    /// kept so a reorg just past the limit is still measured, then halts.
+    pub fn new(ledger: Ledger, chain: Chain, max_reorg_depth: u64) -> Self {
+        Self {
+            ledger,
+            chain,
+            keep_blocks: max_reorg_depth.saturating_add(KEEP_MARGIN),
+        }
+    }
+
+    pub fn chain(&self) -> Chain {
+        self.chain
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.ledger.pool()
+    }
+
+    pub async fn cursor(&self) -> Result<Option<Cursor>> {
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT height, block_hash FROM chain_cursors WHERE chain = $1")
+                .bind(self.chain.as_str())
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(height, hash)| {
+            Ok(Cursor {
+                height: to_u64(height)?,
+                hash,
+            })
+        })
+        .transpose()
+    }
+
+    /// Starts the watcher after `block` (the block before the configured
+    /// start height, or the tip on a new install). A cursor that already
+    /// exists wins: restarts resume where they stopped.
+    pub async fn init_cursor(&self, block: &Cursor) -> Result<Cursor> {
+        sqlx::query(
+            "INSERT INTO chain_cursors (chain, height, block_hash) VALUES ($1, $2, $3) ON CONFLICT (chain) DO NOTHING",
+        )
+        .bind(self.chain.as_str())
+        .bind(to_i64(block.height)?)
+        .bind(&block.hash)
+        .execute(self.pool())
+        .await?;
+        self.cursor()
+            .await?
+            .ok_or_else(|| Error::Corrupt("cursor vanished".into()))
+    }
+
+    /// Indexed blocks from the cursor down, newest first, for the walk back.
+    pub async fn recent_blocks(&self, limit: u64) -> Result<Vec<Cursor>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT height, block_hash FROM indexed_blocks WHERE chain = $1 ORDER BY height DESC LIMIT $2",
+        )
+        .bind(self.chain.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(height, hash)| {
+                Ok(Cursor {
+                    height: to_u64(height)?,
+                    hash,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `blocks` (ascending, each extending the previous) with their
+    /// deposits, in one transaction. Deposits in blocks at or below
+    /// `final_height` are credited at once; the others are pending.
+    pub async fn apply(
+        &self,
+        blocks: &[ObservedBlock],
+        final_height: Option<u64>,
+    ) -> Result<Applied> {
+        let mut tx = self.pool().begin().await?;
+        let cursor: (i64, String) = sqlx::query_as(
+            "SELECT height, block_hash FROM chain_cursors WHERE chain = $1 FOR UPDATE",
+        )
+        .bind(self.chain.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::Corrupt(format!("{} has no cursor", self.chain)))?;
+        let (mut height, mut hash) = (to_u64(cursor.0)?, cursor.1);
+        let mut accepted = 0;
+        for block in blocks {
+            if block.height <= height || block.parent_hash != hash {
+                break;
+            }
+            height = block.height;
+            hash.clone_from(&block.hash);
+            accepted += 1;
+        }
+        let stored = &blocks[..accepted];
+        let deposits = if stored.is_empty() {
+            0
+        } else {
+            self.store_blocks(&mut tx, stored, final_height).await?
+        };
+        tx.commit().await?;
+        Ok(match blocks.get(accepted) {
+            None => Applied::Advanced { deposits },
+            Some(block) => Applied::ParentMismatch {
+                height: block.height,
+                deposits,
+            },
+        })
+    }
+
+    async fn store_blocks(
+        &self,
+        tx: &mut PgConnection,
+        blocks: &[ObservedBlock],
+        final_height: Option<u64>,
+    ) -> Result<usize> {
+        let chain = self.chain.as_str();
+        let mut heights = Vec::with_capacity(blocks.len());
+        let mut hashes = Vec::with_capacity(blocks.len());
+        let mut parents = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            heights.push(to_i64(block.height)?);
+            hashes.push(block.hash.as_str());
+            parents.push(block.parent_hash.as_str());
+        }
+        let last = blocks.last().map(|b| (b.height, b.hash.as_str()));
+        let (last_height, last_hash) = last.ok_or_else(|| Error::Corrupt("empty batch".into()))?;
+        sqlx::query(
+            "WITH stored AS (
+                 INSERT INTO indexed_blocks (chain, height, block_hash, parent_hash)
+                 SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])
+             ), pruned AS (
+                 DELETE FROM indexed_blocks WHERE chain = $1 AND height < $5
+             )
+             UPDATE chain_cursors SET height = $6, block_hash = $7, updated_at = now() WHERE chain = $1",
+        )
+        .bind(chain)
+        .bind(&heights)
+        .bind(&hashes)
+        .bind(&parents)
+        .bind(to_i64(last_height.saturating_sub(self.keep_blocks))?)
+        .bind(to_i64(last_height)?)
+        .bind(last_hash)
+        .execute(&mut *tx)
+        .await?;
+
+        let count: usize = blocks.iter().map(|b| b.deposits.len()).sum();
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut columns = DepositColumns::with_capacity(count);
+        for block in blocks {
+            for deposit in &block.deposits {
+                columns.push(block, deposit)?;
+            }
+        }
+        let inserted: Vec<DepositRow> = sqlx::query_as(&format!(
+            "INSERT INTO deposits (chain, tx_id, position, block_height, block_hash, block_time, address, user_id, asset, amount, status)
+             SELECT $1, d.tx_id, d.position, d.block_height, d.block_hash, d.block_time, d.address, d.user_id, d.asset,
+                    d.amount::numeric, 'pending'
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[], $8::uuid[],
+                         $9::text[], $10::text[])
+                  WITH ORDINALITY AS d(tx_id, position, block_height, block_hash, block_time, address, user_id, asset, amount, n)
+             ORDER BY d.n
+             ON CONFLICT (chain, tx_id, position) WHERE status <> 'orphaned' DO NOTHING
+             RETURNING {DEPOSIT_COLUMNS}"
+        ))
+        .bind(chain)
+        .bind(&columns.tx_ids)
+        .bind(&columns.positions)
+        .bind(&columns.heights)
+        .bind(&columns.hashes)
+        .bind(&columns.times)
+        .bind(&columns.addresses)
+        .bind(&columns.users)
+        .bind(&columns.assets)
+        .bind(&columns.amounts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = Utc::now();
+        for block in blocks {
+            if let Some(time) = block.time {
+                let latency = (now - time).to_std().unwrap_or_default().as_secs_f64();
+                for _ in &block.deposits {
+                    metrics::histogram!(DEPOSIT_DETECTION_LATENCY, "chain" => chain)
+                        .record(latency);
+                }
+            }
+        }
+        let (credit_now, pending): (Vec<DepositRow>, Vec<DepositRow>) =
+            inserted.into_iter().partition(|d| {
+                final_height.is_some_and(|f| d.block_height <= i64::try_from(f).unwrap_or(i64::MAX))
+            });
+        let stored = credit_now.len() + pending.len();
+        self.post_pending(tx, &pending).await?;
+        self.post_credits(tx, &credit_now, AccountPurpose::Custody)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn post_pending(&self, tx: &mut PgConnection, deposits: &[DepositRow]) -> Result<()> {
+        if deposits.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(deposits.len());
+        for d in deposits {
+            let amount = d.amount()?;
+            entries.push((
+                IdempotencyKey::new(KEY_SCOPE, format!("{}:pending", d.id)),
+                NewEntry {
+                    kind: EntryKind::DepositPending,
+                    reference: format!("deposit:{}:pending", d.id),
+                    metadata: d.metadata(self.chain),
+                    legs: vec![
+                        Leg::decrease(
+                            AccountRef::system(&d.asset, AccountPurpose::Custody),
+                            amount,
+                        ),
+                        Leg::increase(
+                            AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending),
+                            amount,
+                        ),
+                    ],
+                },
+            ));
+        }
+        let posted = self.ledger.post_batch_in(tx, &entries).await?;
+        let ids: Vec<i64> = deposits.iter().map(|d| d.id).collect();
+        let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
+        sqlx::query(
+            "UPDATE deposits SET pending_entry_id = u.entry FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry)
+             WHERE deposits.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&entry_ids)
+        .execute(&mut *tx)
+        .await?;
+        for d in deposits {
+            metrics::counter!(DEPOSITS, "chain" => self.chain.as_str(), "asset" => d.asset.clone(), "status" => "pending")
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    /// Credits `deposits` as available, moving them from `source`: the
+    /// user's pending account, or custody for deposits final when first seen.
+    async fn post_credits(
+        &self,
+        tx: &mut PgConnection,
+        deposits: &[DepositRow],
+        source: AccountPurpose,
+    ) -> Result<()> {
+        if deposits.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(deposits.len());
+        for d in deposits {
+            let amount = d.amount()?;
+            let from = match source {
+                AccountPurpose::Pending => {
+                    AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending)
+                }
+                other => AccountRef::system(&d.asset, other),
+            };
+            entries.push((
+                IdempotencyKey::new(KEY_SCOPE, format!("{}:credit", d.id)),
+                NewEntry {
+                    kind: EntryKind::DepositCredit,
+                    reference: format!("deposit:{}:credit", d.id),
+                    metadata: d.metadata(self.chain),
+                    legs: vec![
+                        Leg::decrease(from, amount),
+                        Leg::increase(AccountRef::available(d.user_id, &d.asset), amount),
+                    ],
+                },
+            ));
+        }
+        let posted = self.ledger.post_batch_in(tx, &entries).await?;
+        let ids: Vec<i64> = deposits.iter().map(|d| d.id).collect();
+        let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
+        sqlx::query(
+            "UPDATE deposits SET status = 'credited', credit_entry_id = u.entry, credited_at = now()
+             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&entry_ids)
+        .execute(&mut *tx)
+        .await?;
+        for d in deposits {
+            metrics::counter!(DEPOSITS, "chain" => self.chain.as_str(), "asset" => d.asset.clone(), "status" => "credited")
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    /// Credits every pending deposit in a block at or below `final_height`.
+    /// Returns how many were credited.
+    pub async fn confirm(&self, final_height: u64) -> Result<usize> {
+        const BATCH: i64 = 2_000;
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool().begin().await?;
+            let due: Vec<DepositRow> = sqlx::query_as(&format!(
+                "SELECT {DEPOSIT_COLUMNS} FROM deposits
+                 WHERE chain = $1 AND status = 'pending' AND block_height <= $2
+                 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(self.chain.as_str())
+            .bind(to_i64(final_height)?)
+            .bind(BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if due.is_empty() {
+                return Ok(total);
+            }
+            self.post_credits(&mut tx, &due, AccountPurpose::Pending)
+                .await?;
+            tx.commit().await?;
+            total += due.len();
+        }
+    }
+
+    /// Unwinds everything above `ancestor`, which becomes the cursor:
+    /// pending deposits are reversed out of pending; credited ones are
+    /// reversed out of available, with any part the user already moved
+    /// booked to suspense for an operator. One transaction.
+    pub async fn rewind(&self, ancestor: &Cursor) -> Result<Unwound> {
+        let chain = self.chain.as_str();
+        let above = to_i64(ancestor.height)?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT 1 FROM chain_cursors WHERE chain = $1 FOR UPDATE")
+            .bind(chain)
+            .execute(&mut *tx)
+            .await?;
+        let doomed: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, status::text FROM deposits
+             WHERE chain = $1 AND block_height > $2 AND status <> 'orphaned' ORDER BY id FOR UPDATE",
+        )
+        .bind(chain)
+        .bind(above)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut unwound = Unwound::default();
+        if !doomed.is_empty() {
+            let ids: Vec<i64> = doomed.iter().map(|(id, _)| *id).collect();
+            let rows: Vec<DepositRow> = sqlx::query_as(&format!(
+                "SELECT {DEPOSIT_COLUMNS} FROM deposits WHERE id = ANY($1) ORDER BY id"
+            ))
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for (row, (_, status)) in rows.iter().zip(&doomed) {
+                let amount = row.amount()?;
+                let custody = Leg::increase(
+                    AccountRef::system(&row.asset, AccountPurpose::Custody),
+                    amount,
+                );
+                let mut legs = vec![custody];
+                if status == "credited" {
+                    unwound.credited += 1;
+                    let available = AccountRef::available(row.user_id, &row.asset);
+                    let balance: Option<String> = sqlx::query_scalar(
+                        "SELECT b.balance::text FROM balances b JOIN accounts a ON a.id = b.account_id
+                         WHERE a.owner_id = $1 AND a.asset = $2 AND a.purpose = 'available' FOR UPDATE OF b",
+                    )
+                    .bind(row.user_id)
+                    .bind(&row.asset)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let balance = balance
+                        .map(|b| Amount::parse(&b))
+                        .transpose()
+                        .map_err(|e| Error::Corrupt(format!("balance: {e}")))?
+                        .unwrap_or(Amount::ZERO);
+                    let taken = balance.min(amount);
+                    let shortfall = amount
+                        .checked_sub(taken)
+                        .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
+                    if !taken.is_zero() {
+                        legs.push(Leg::decrease(available, taken));
+                    }
+                    if !shortfall.is_zero() {
+                        legs.push(Leg::decrease(
+                            AccountRef::system(&row.asset, AccountPurpose::Suspense),
+                            shortfall,
+                        ));
+                    }
+                    tracing::error!(
+                        chain, deposit_id = row.id, tx_id = %row.tx_id, asset = %row.asset,
+                        amount = %amount, shortfall = %shortfall, block_height = row.block_height,
+                        "reorg removed a credited deposit; reversed"
+                    );
+                    metrics::counter!(DEPOSIT_REVERSALS_OF_CREDITS, "chain" => chain, "asset" => row.asset.clone())
+                        .increment(1);
+                } else {
+                    unwound.pending += 1;
+                    legs.push(Leg::decrease(
+                        AccountRef::user(row.user_id, &row.asset, AccountPurpose::Pending),
+                        amount,
+                    ));
+                }
+                entries.push((
+                    IdempotencyKey::new(KEY_SCOPE, format!("{}:reversal", row.id)),
+                    NewEntry {
+                        kind: EntryKind::DepositReversal,
+                        reference: format!("deposit:{}:reversal", row.id),
+                        metadata: row.metadata(self.chain),
+                        legs,
+                    },
+                ));
+            }
+            let posted = self.ledger.post_batch_in(&mut tx, &entries).await?;
+            let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
+            sqlx::query(
+                "UPDATE deposits SET status = 'orphaned', reversal_entry_id = u.entry, orphaned_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&entry_ids)
+            .execute(&mut *tx)
+            .await?;
+            for row in &rows {
+                metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => "orphaned")
+                    .increment(1);
+            }
+        }
+        sqlx::query(
+            "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2)
+             UPDATE chain_cursors SET height = $2, block_hash = $3, updated_at = now() WHERE chain = $1",
+        )
+        .bind(chain)
+        .bind(above)
+        .bind(&ancestor.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(unwound)
+    }
+}
+
+/// Deposit fields as parallel arrays for one `unnest` insert.
+struct DepositColumns<'a> {
+    tx_ids: Vec<&'a str>,
+    positions: Vec<i64>,
+    heights: Vec<i64>,
+    hashes: Vec<&'a str>,
+    times: Vec<Option<DateTime<Utc>>>,
+    addresses: Vec<&'a str>,
+    users: Vec<Uuid>,
+    assets: Vec<&'a str>,
+    amounts: Vec<String>,
+}
+
+impl<'a> DepositColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            tx_ids: Vec::with_capacity(n),
+            positions: Vec::with_capacity(n),
+            heights: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            addresses: Vec::with_capacity(n),
+            users: Vec::with_capacity(n),
+            assets: Vec::with_capacity(n),
+            amounts: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, block: &'a ObservedBlock, deposit: &'a ObservedDeposit) -> Result<()> {
+        self.tx_ids.push(&deposit.tx_id);
+        self.positions.push(deposit.position);
+        self.heights.push(to_i64(block.height)?);
+        self.hashes.push(&block.hash);
+        self.times.push(block.time);
+        self.addresses.push(&deposit.address);
+        self.users.push(deposit.user_id);
+        self.assets.push(&deposit.asset);
+        self.amounts.push(deposit.amount.to_string());
+        Ok(())
+    }
+}

@@ -19,7 +19,8 @@ CREATE TABLE indexed_blocks (
     chain       TEXT NOT NULL,
     height      BIGINT NOT NULL CHECK (height >= 0),
     block_hash  TEXT NOT NULL,
-    parent_hash TEXT NOT NULL,
+    -- NULL for the block a new watcher starts after.
+    parent_hash TEXT,
     PRIMARY KEY (chain, height)
 );
 

@@ -107,6 +107,7 @@ pub struct EthereumWatcher {
     token_assets: HashMap<Address, String>,
     token_contracts: Vec<Address>,
     progress: watch::Sender<Option<u64>>,
+    halted: watch::Sender<Option<String>>,
 }
 
 impl EthereumWatcher {
@@ -126,12 +127,18 @@ impl EthereumWatcher {
             token_assets,
             token_contracts,
             progress: watch::channel(None).0,
+            halted: watch::channel(None).0,
         }
     }
 
     /// The height of the last block committed, after every commit.
     pub fn progress(&self) -> watch::Receiver<Option<u64>> {
         self.progress.subscribe()
+    }
+
+    /// Why the watcher halted, once it has.
+    pub fn halted(&self) -> watch::Receiver<Option<String>> {
+        self.halted.subscribe()
     }
 
     /// Runs until `cancel` fires, or until a reorg deeper than the limit
@@ -165,6 +172,7 @@ impl EthereumWatcher {
                 Err(StepError::Halt(reason)) => {
                     metrics::gauge!(WATCHER_HALTED, &labels).set(1.0);
                     tracing::error!(chain = %CHAIN, %reason, "deposit watcher halted; an operator must investigate");
+                    self.halted.send_replace(Some(reason));
                     cancel.clone().cancelled_owned().await;
                     break;
                 }
@@ -386,7 +394,8 @@ impl EthereumWatcher {
     /// has, and unwinds everything above it. Deeper than allowed: halt.
     async fn unwind_reorg(&self, cursor: &Cursor) -> Result<(), StepError> {
         let limit = self.config.max_reorg_depth;
-        let mut recent = self.store.recent_blocks(limit + 2).await?;
+        // Everything kept, so a reorg just past the limit is still measured.
+        let mut recent = self.store.recent_blocks(self.store.keep_blocks).await?;
         if recent.first().map(|b| b.height) != Some(cursor.height) {
             recent.insert(0, cursor.clone());
         }
@@ -399,9 +408,9 @@ impl EthereumWatcher {
             .map(|(stored, _)| stored.clone());
         let Some(ancestor) = ancestor else {
             return Err(StepError::Halt(format!(
-                "reorg deeper than the {} indexed blocks kept (max_reorg_depth {limit}) below height {}",
-                recent.len(),
-                cursor.height
+                "reorg at height {} reaches below the {} indexed blocks kept, beyond max_reorg_depth {limit}",
+                cursor.height,
+                recent.len()
             )));
         };
         let depth = cursor.height - ancestor.height;

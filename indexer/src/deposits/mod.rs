@@ -164,8 +164,13 @@ impl DepositStore {
     /// start height, or the tip on a new install). A cursor that already
     /// exists wins: restarts resume where they stopped.
     pub async fn init_cursor(&self, block: &Cursor) -> Result<Cursor> {
+        // The starting block is a possible common ancestor of a reorg.
         sqlx::query(
-            "INSERT INTO chain_cursors (chain, height, block_hash) VALUES ($1, $2, $3) ON CONFLICT (chain) DO NOTHING",
+            "WITH cursor AS (
+                 INSERT INTO chain_cursors (chain, height, block_hash) VALUES ($1, $2, $3)
+                 ON CONFLICT (chain) DO NOTHING RETURNING chain, height, block_hash
+             )
+             INSERT INTO indexed_blocks (chain, height, block_hash) SELECT * FROM cursor",
         )
         .bind(self.chain.as_str())
         .bind(to_i64(block.height)?)

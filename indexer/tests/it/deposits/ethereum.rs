@@ -29,6 +29,7 @@ impl Running {
 }
 
 fn start(anvil: &Anvil, db: &TestDb, config: EthereumWatchConfig) -> Running {
+    init_logs();
     let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
     let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
     let cancel = CancellationToken::new();
@@ -75,27 +76,25 @@ async fn tip(anvil: &Anvil) -> (u64, String) {
 /// below `final_height` is still pending.
 async fn wait_synced(anvil: &Anvil, db: &TestDb, final_height: u64) {
     let (height, hash) = tip(anvil).await;
-    let pool = db.pool().clone();
-    eventually(
-        "the watcher to reach the tip",
-        Duration::from_secs(60),
-        || {
-            let pool = pool.clone();
-            let hash = hash.clone();
-            async move {
-                let at_tip = cursor(&pool, ETH).await == Some((height as i64, hash));
-                let unconfirmed: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM deposits WHERE status = 'pending' AND block_height <= $1",
-                )
-                .bind(final_height as i64)
-                .fetch_one(&pool)
-                .await
-                .expect("pending");
-                at_tip && unconfirmed == 0
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = cursor(db.pool(), ETH).await;
+        let unconfirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deposits WHERE status = 'pending' AND block_height <= $1",
+        )
+        .bind(final_height as i64)
+        .fetch_one(db.pool())
+        .await
+        .expect("pending");
+        if at == Some((height as i64, hash.clone())) && unconfirmed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn addr(text: &str) -> Address {
@@ -263,5 +262,341 @@ async fn eth_and_token_deposits_become_available_at_the_finalized_tag() {
         balance(&db, &users[1].1, TOKEN_ASSET).await,
         ("0".into(), "0".into())
     );
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+/// Indexes the node's final chain from scratch into a fresh database set up
+/// like `db`, and asserts both ledgers agree.
+async fn assert_matches_scratch(
+    anvil: &Anvil,
+    db: &TestDb,
+    users: usize,
+    token: Option<&TestToken>,
+    config: EthereumWatchConfig,
+) {
+    let scratch = TestDb::new().await.expect("scratch database");
+    let _ = users_with_addresses(scratch.pool(), ETH, users).await;
+    if let Some(token) = token {
+        register_token(&scratch, token, 6).await;
+    }
+    let confirmations = config.confirmations;
+    let running = start(anvil, &scratch, config);
+    let final_height = (tip(anvil).await.0 + 1).saturating_sub(confirmations);
+    wait_synced(anvil, &scratch, final_height).await;
+    running.stop().await;
+    assert_eq!(
+        balances_by_address(db.pool(), ETH).await,
+        balances_by_address(scratch.pool(), ETH).await
+    );
+    assert_eq!(
+        system_balances(db.pool()).await,
+        system_balances(scratch.pool()).await
+    );
+    assert_eq!(
+        live_deposits(db.pool()).await,
+        live_deposits(scratch.pool()).await
+    );
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+#[tokio::test]
+async fn reorgs_of_depth_one_to_ten_leave_the_ledger_of_the_final_chain() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 4).await;
+    let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
+    let from = Anvil::DEV_ACCOUNT;
+    let token = anvil.deploy_test_token(6).await.expect("token");
+    anvil
+        .send(
+            from,
+            token.address,
+            U256::ZERO,
+            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
+            None,
+        )
+        .await
+        .expect("mint");
+    anvil.mine(1).await.expect("mine");
+    let allowed = register_token(&db, &token, 6).await;
+    let start_height = tip(&anvil).await.0 + 1;
+    let config = by_depth(3, start_height, vec![allowed]);
+    let running = start(&anvil, &db, config.clone());
+    anvil
+        .request("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+
+    let mut credited_reversals = 0;
+    for depth in 1..=10u64 {
+        // One block per level with an ETH and a token deposit, then enough
+        // blocks on top that the deeper ones are credited before the reorg.
+        for level in 0..depth {
+            let who = to[(level % 4) as usize];
+            anvil
+                .send(from, who, U256::from(1_000 + depth * 10 + level), &[], None)
+                .await
+                .expect("eth");
+            anvil
+                .send(
+                    from,
+                    token.address,
+                    U256::ZERO,
+                    &TestToken::transfer(who, U256::from(depth * 100 + level)),
+                    None,
+                )
+                .await
+                .expect("token");
+            anvil.mine(1).await.expect("mine");
+        }
+        let (height, _) = tip(&anvil).await;
+        wait_synced(&anvil, &db, height + 1 - 3).await;
+        let credited_before: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deposits WHERE status = 'credited' AND block_height > $1",
+        )
+        .bind((height - depth) as i64)
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+        credited_reversals += credited_before;
+
+        // The new branch re-mines one of the old deposits (same recipient
+        // and amount, new transaction) and pays another user instead.
+        let replacement = json!([
+            [{"from": from, "to": to[0], "value": format!("{:#x}", 1_000 + depth * 10)}, 0],
+            [{"from": from, "to": token.address,
+              "data": alloy_primitives::Bytes::from(TestToken::transfer(to[3], U256::from(77 + depth)))}, depth - 1],
+        ]);
+        anvil
+            .request("anvil_reorg", json!([depth, replacement]))
+            .await
+            .expect("anvil_reorg");
+        let (after, _) = tip(&anvil).await;
+        assert_eq!(after, height, "anvil_reorg keeps the height");
+        wait_synced(&anvil, &db, after + 1 - 3).await;
+    }
+    running.stop().await;
+    assert!(
+        credited_reversals > 0,
+        "some reorgs took back credited deposits"
+    );
+    let reversed_credits: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deposits WHERE status = 'orphaned' AND credit_entry_id IS NOT NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("count");
+    assert_eq!(reversed_credits, credited_reversals);
+    assert_matches_scratch(&anvil, &db, 4, Some(&token), config).await;
+}
+
+#[tokio::test]
+async fn a_reorg_deeper_than_the_limit_halts_the_watcher() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 1).await;
+    let alice = addr(&users[0].1);
+    let start_height = tip(&anvil).await.0 + 1;
+    let config = EthereumWatchConfig {
+        max_reorg_depth: 3,
+        ..by_depth(2, start_height, Vec::new())
+    };
+    let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
+    let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
+    let mut halted = watcher.halted();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(watcher.run(cancel.clone()));
+    for _ in 0..6 {
+        anvil
+            .send(Anvil::DEV_ACCOUNT, alice, U256::from(5), &[], None)
+            .await
+            .expect("eth");
+    }
+    let (height, _) = tip(&anvil).await;
+    wait_synced(&anvil, &db, height - 1).await;
+    let before = live_deposits(db.pool()).await;
+    assert_eq!(before.len(), 6);
+
+    anvil
+        .request("anvil_reorg", json!([5, []]))
+        .await
+        .expect("anvil_reorg");
+    tokio::time::timeout(Duration::from_secs(30), halted.wait_for(Option::is_some))
+        .await
+        .expect("halts within 30 s")
+        .expect("watcher alive");
+    let reason = halted.borrow().clone().unwrap_or_default();
+    assert!(
+        reason.contains("depth 5 ") && reason.contains("max_reorg_depth 3"),
+        "{reason}"
+    );
+    // Nothing was unwound, and the watcher stays halted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(live_deposits(db.pool()).await, before);
+    assert_eq!(
+        cursor(db.pool(), ETH).await.map(|c| c.0),
+        Some(height as i64)
+    );
+    cancel.cancel();
+    task.await.expect("task");
+}
+
+#[tokio::test]
+async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 10).await;
+    let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
+    let from = Anvil::DEV_ACCOUNT;
+    let token = anvil.deploy_test_token(6).await.expect("token");
+    anvil
+        .send(
+            from,
+            token.address,
+            U256::ZERO,
+            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
+            None,
+        )
+        .await
+        .expect("mint");
+    anvil.mine(1).await.expect("mine");
+    let allowed = register_token(&db, &token, 6).await;
+    let start_height = tip(&anvil).await.0 + 1;
+    anvil
+        .request("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+    for block in 0..60u64 {
+        for k in 0..3u64 {
+            let who = to[((block + k) % 10) as usize];
+            anvil
+                .send(from, who, U256::from(block * 10 + k + 1), &[], None)
+                .await
+                .expect("eth");
+        }
+        anvil
+            .send(
+                from,
+                token.address,
+                U256::ZERO,
+                &TestToken::transfer(to[(block % 10) as usize], U256::from(block + 1)),
+                None,
+            )
+            .await
+            .expect("token");
+        anvil.mine(1).await.expect("mine");
+    }
+    let config = EthereumWatchConfig {
+        batch_blocks: 2,
+        concurrency: 2,
+        ..by_depth(5, start_height, vec![allowed])
+    };
+    let (tip_height, tip_hash) = tip(&anvil).await;
+    let mut kills = 0;
+    loop {
+        let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
+        let watcher = EthereumWatcher::new(anvil.client().clone(), store, config.clone());
+        let mut progress = watcher.progress();
+        let task = tokio::spawn(watcher.run(CancellationToken::new()));
+        // Abort right after the (kills % 3 + 1)-th commit of this run.
+        let mut commits = 0;
+        let done = loop {
+            if tokio::time::timeout(Duration::from_secs(30), progress.changed())
+                .await
+                .is_err()
+            {
+                break true;
+            }
+            commits += 1;
+            if commits > kills % 3 {
+                break false;
+            }
+        };
+        task.abort();
+        let _ = task.await;
+        if done || cursor(db.pool(), ETH).await == Some((tip_height as i64, tip_hash.clone())) {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(kills >= 5, "the watcher was killed {kills} times");
+    let running = start(&anvil, &db, config.clone());
+    wait_synced(&anvil, &db, tip_height + 1 - 5).await;
+    running.stop().await;
+    let live = live_deposits(db.pool()).await;
+    assert_eq!(live.len(), 60 * 4, "every deposit once");
+    assert_matches_scratch(&anvil, &db, 10, Some(&token), config).await;
+}
+
+#[tokio::test]
+async fn a_thousand_addresses_are_each_credited_exactly_once() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 1_000).await;
+    let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
+    let from = Anvil::DEV_ACCOUNT;
+    let token = anvil.deploy_test_token(6).await.expect("token");
+    anvil
+        .send(
+            from,
+            token.address,
+            U256::ZERO,
+            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
+            None,
+        )
+        .await
+        .expect("mint");
+    anvil.mine(1).await.expect("mine");
+    let allowed = register_token(&db, &token, 6).await;
+    let start_height = tip(&anvil).await.0 + 1;
+    let running = start(&anvil, &db, by_depth(2, start_height, vec![allowed]));
+    anvil
+        .request("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+    for (i, who) in to.iter().enumerate() {
+        anvil
+            .send(from, *who, U256::from(i + 1), &[], None)
+            .await
+            .expect("eth");
+        if i % 50 == 49 {
+            anvil.mine(1).await.expect("mine");
+        }
+    }
+    for chunk in to.chunks(100) {
+        anvil
+            .send(
+                from,
+                token.address,
+                U256::ZERO,
+                &TestToken::transfer_each(chunk, U256::from(3)),
+                Some(5_000_000),
+            )
+            .await
+            .expect("token batch");
+        anvil.mine(1).await.expect("mine");
+    }
+    anvil.mine(2).await.expect("mine");
+    let (height, _) = tip(&anvil).await;
+    wait_synced(&anvil, &db, height - 1).await;
+    running.stop().await;
+
+    let balances = balances_by_address(db.pool(), ETH).await;
+    for (i, (_, address)) in users.iter().enumerate() {
+        let eth = &balances[&(address.clone(), "ETH".to_owned())];
+        assert_eq!(
+            (eth.0.as_str(), eth.1.as_str()),
+            ((i + 1).to_string().as_str(), "0"),
+            "{address}"
+        );
+        let tusd = &balances[&(address.clone(), TOKEN_ASSET.to_owned())];
+        assert_eq!((tusd.0.as_str(), tusd.1.as_str()), ("3", "0"), "{address}");
+    }
+    let credited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'credited'")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+    assert_eq!(credited, 2_000);
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }

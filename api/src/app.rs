@@ -272,7 +272,7 @@ impl App {
             .context("apply migrations")?;
         tracing::info!("database migrated");
         let _ = pool_cell.set(pool.clone());
-        self.spawn_watchers(&pool, tasks, cancel)?;
+        self.spawn_watchers(&pool, tasks, cancel).await?;
         tasks.spawn(expire_offers(pool.clone(), cancel.clone()));
         let events = &self.settings.events;
         if events.enabled {
@@ -289,7 +289,7 @@ impl App {
         Ok(())
     }
 
-    fn spawn_watchers(
+    async fn spawn_watchers(
         &self,
         pool: &PgPool,
         tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -315,7 +315,48 @@ impl App {
             let eth = &chains.ethereum;
             let client = EthereumClient::new(&eth.rpc_url, Duration::from_millis(eth.timeout_ms))
                 .context("config section `chains.ethereum`")?;
-            spawn_follower(tasks, client, pool, eth.poll_interval_ms, cancel);
+            let ledger = indexer::ledger::Ledger::new(pool.clone());
+            let mut tokens = Vec::with_capacity(eth.tokens.len());
+            for (i, token) in eth.tokens.iter().enumerate() {
+                let contract: alloy_primitives::Address =
+                    token.contract.parse().with_context(|| {
+                        format!("config key `chains.ethereum.tokens[{i}].contract`")
+                    })?;
+                ledger
+                    .register_asset(&indexer::ledger::Asset {
+                        code: token.asset.clone(),
+                        chain: chains::Chain::Ethereum,
+                        decimals: token.decimals,
+                        contract: Some(contract.to_checksum(None)),
+                    })
+                    .await
+                    .with_context(|| format!("config key `chains.ethereum.tokens[{i}]`"))?;
+                tokens.push(indexer::deposits::ethereum::Token {
+                    contract,
+                    asset: token.asset.clone(),
+                });
+            }
+            let config = indexer::deposits::ethereum::EthereumWatchConfig {
+                start_height: eth.start_height,
+                use_finalized_tag: eth.use_finalized_tag,
+                confirmations: eth.confirmations,
+                max_reorg_depth: eth.max_reorg_depth,
+                batch_blocks: eth.batch_blocks,
+                concurrency: eth.fetch_concurrency,
+                poll_interval: Duration::from_millis(eth.poll_interval_ms),
+                tokens,
+            };
+            let store = indexer::deposits::DepositStore::new(
+                ledger,
+                chains::Chain::Ethereum,
+                eth.max_reorg_depth,
+            );
+            let watcher = indexer::deposits::ethereum::EthereumWatcher::new(client, store, config);
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                watcher.run(cancel).await;
+                Ok(())
+            });
         }
         if chains.solana.enabled {
             let sol = &chains.solana;

@@ -279,8 +279,60 @@ macro_rules! node_settings {
     };
 }
 
-node_settings!(EthereumSettings, 8545);
 node_settings!(SolanaSettings, 8899);
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EthereumSettings {
+    pub enabled: bool,
+    pub rpc_url: String,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    /// First block to index on a new install; unset starts at the node's
+    /// tip. Ignored once the watcher has a cursor.
+    pub start_height: Option<u64>,
+    /// Credit deposits once the node's `finalized` tag covers them.
+    pub use_finalized_tag: bool,
+    /// Confirmations (the tip counts as one) that make a block final when
+    /// the tag is off or the node serves none.
+    pub confirmations: u64,
+    /// A reorg deeper than this halts the watcher (`coffer_watcher_halted`).
+    pub max_reorg_depth: u64,
+    /// Blocks per batched request and per database transaction.
+    pub batch_blocks: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub fetch_concurrency: usize,
+    /// Allow-listed ERC-20 contracts; transfers of any other token are ignored.
+    pub tokens: Vec<TokenSettings>,
+}
+
+impl Default for EthereumSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rpc_url: "http://127.0.0.1:8545".into(),
+            poll_interval_ms: 1_000,
+            timeout_ms: 15_000,
+            start_height: None,
+            use_finalized_tag: true,
+            confirmations: 12,
+            max_reorg_depth: 64,
+            batch_blocks: 25,
+            fetch_concurrency: 4,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// An allow-listed token: its contract, the asset code it credits, and the
+/// decimals its amounts carry.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub contract: String,
+    pub asset: String,
+    pub decimals: u8,
+}
 
 /// A string that never prints: `Debug` and serialization show `[REDACTED]`.
 #[derive(Clone, Deserialize)]
@@ -534,6 +586,50 @@ impl Settings {
                     &format!("chains.{chain}.timeout_ms"),
                     "must be at least 1".into(),
                 );
+            }
+        }
+        let eth = &self.chains.ethereum;
+        if eth.enabled {
+            let ranges = [
+                ("confirmations", eth.confirmations, 1, 10_000),
+                ("max_reorg_depth", eth.max_reorg_depth, 1, 10_000),
+                ("batch_blocks", eth.batch_blocks, 1, 1_000),
+                ("fetch_concurrency", eth.fetch_concurrency as u64, 1, 64),
+            ];
+            for (key, value, min, max) in ranges {
+                if !(min..=max).contains(&value) {
+                    bad(
+                        &format!("chains.ethereum.{key}"),
+                        format!("must be {min} to {max}, not {value}"),
+                    );
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, token) in eth.tokens.iter().enumerate() {
+                let key = |field: &str| format!("chains.ethereum.tokens[{i}].{field}");
+                match token.contract.parse::<alloy_primitives::Address>() {
+                    Ok(address) if !seen.insert(address) => {
+                        bad(&key("contract"), "is listed twice".into())
+                    }
+                    Ok(_) => {}
+                    Err(err) => bad(&key("contract"), format!("not an address: {err}")),
+                }
+                let code_ok = (2..=16).contains(&token.asset.len())
+                    && token
+                        .asset
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if !code_ok {
+                    bad(
+                        &key("asset"),
+                        "must be 2 to 16 upper-case letters or digits".into(),
+                    );
+                } else if ["BTC", "ETH", "SOL"].contains(&token.asset.as_str()) {
+                    bad(&key("asset"), "names a native asset".into());
+                }
+                if token.decimals > 38 {
+                    bad(&key("decimals"), "must be 0 to 38".into());
+                }
             }
         }
         if btc.enabled {

@@ -1,7 +1,10 @@
 //! `coffer.v1.HistoryService`.
 
+use std::collections::HashMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use indexer::deposits::DepositView;
 use indexer::ledger::history::MAX_PAGE_SIZE;
 use indexer::ledger::{EntryKind, HistoryFilter, HistoryItem};
 use tonic::{Request, Response, Status};
@@ -43,8 +46,41 @@ fn decode_token(token: &str) -> Result<Option<i64>, Status> {
         .ok_or_else(|| FieldError::new("page_token", "is not a token this server issued").into())
 }
 
-fn transaction_to_pb(item: HistoryItem) -> pb::Transaction {
+/// The deposit behind each deposit entry, for [`transaction_to_pb`].
+async fn deposits_of(
+    shared: &Shared,
+    items: &[HistoryItem],
+) -> Result<HashMap<i64, DepositView>, Status> {
+    let ids: Vec<i64> = items.iter().filter_map(deposit_id).collect();
+    indexer::deposits::views(shared.ledger()?.pool(), &ids)
+        .await
+        .map_err(internal)
+}
+
+fn deposit_id(item: &HistoryItem) -> Option<i64> {
+    matches!(
+        item.kind,
+        EntryKind::DepositPending | EntryKind::DepositCredit | EntryKind::DepositReversal
+    )
+    .then(|| item.metadata.get("deposit_id")?.as_i64())
+    .flatten()
+}
+
+fn transaction_to_pb(item: HistoryItem, deposits: &HashMap<i64, DepositView>) -> pb::Transaction {
+    let deposit = deposit_id(&item)
+        .and_then(|id| deposits.get(&id))
+        .map(|d| pb::Deposit {
+            id: d.id.to_string(),
+            chain: d.chain.as_str().to_owned(),
+            tx_id: d.tx_id.clone(),
+            position: d.position,
+            block_height: d.block_height,
+            block_hash: d.block_hash.clone(),
+            status: d.status.clone(),
+            confirmations: d.confirmations,
+        });
     pb::Transaction {
+        deposit,
         id: item.entry_id.to_string(),
         kind: item.kind.as_str().to_owned(),
         reference: item.reference,
@@ -95,8 +131,13 @@ impl HistoryService for HistoryApi {
             .history(user, &HistoryFilter { asset, kind }, page_size, cursor)
             .await
             .map_err(internal)?;
+        let deposits = deposits_of(&self.shared, &page.items).await?;
         Ok(Response::new(pb::ListTransactionsResponse {
-            transactions: page.items.into_iter().map(transaction_to_pb).collect(),
+            transactions: page
+                .items
+                .into_iter()
+                .map(|item| transaction_to_pb(item, &deposits))
+                .collect(),
             next_page_token: page.next_cursor.map(encode_token).unwrap_or_default(),
         }))
     }
@@ -122,6 +163,7 @@ impl HistoryService for HistoryApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found("id: no such transaction"))?;
-        Ok(Response::new(transaction_to_pb(item)))
+        let deposits = deposits_of(&self.shared, std::slice::from_ref(&item)).await?;
+        Ok(Response::new(transaction_to_pb(item, &deposits)))
     }
 }

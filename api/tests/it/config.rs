@@ -186,6 +186,18 @@ fn malformed_values_are_named() {
         ("network = \"moonnet\"\n", "network"),
         ("[auth]\naccess_ttl_secs = 86400\n", "auth.access_ttl_secs"),
         ("[grpc\nlisten = 1\n", "TOML parse error at line 1"),
+        (
+            "[chains.ethereum]\nconfirmations = 0\n",
+            "chains.ethereum.confirmations",
+        ),
+        (
+            "[[chains.ethereum.tokens]]\ncontract = \"0x12\"\nasset = \"USDC\"\ndecimals = 6\n",
+            "chains.ethereum.tokens[0].contract",
+        ),
+        (
+            "[[chains.ethereum.tokens]]\ncontract = \"0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48\"\nasset = \"ETH\"\ndecimals = 6\n",
+            "chains.ethereum.tokens[0].asset",
+        ),
     ];
     for (contents, key) in cases {
         let file = config_file(contents);

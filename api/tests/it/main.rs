@@ -5,6 +5,7 @@
 mod auth;
 mod config;
 mod daemon;
+mod deposits;
 mod settlement;
 mod support;
 mod wallets;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chains::ethereum::{Block, EthereumClient};
-use chains::{Chain, HeadSource};
+use chains::{Chain, ChainHead, HeadSource};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::watch;
@@ -108,6 +108,7 @@ pub struct EthereumWatcher {
     token_contracts: Vec<Address>,
     progress: watch::Sender<Option<u64>>,
     halted: watch::Sender<Option<String>>,
+    recorded_tip: Option<ChainHead>,
 }
 
 impl EthereumWatcher {
@@ -128,6 +129,7 @@ impl EthereumWatcher {
             token_contracts,
             progress: watch::channel(None).0,
             halted: watch::channel(None).0,
+            recorded_tip: None,
         }
     }
 
@@ -204,6 +206,10 @@ impl EthereumWatcher {
         let tip = self.client.head().await?;
         metrics::gauge!(CHAIN_UP, &labels).set(1.0);
         metrics::gauge!(CHAIN_TIP_HEIGHT, &labels).set(tip.height as f64);
+        if self.recorded_tip.as_ref() != Some(&tip) {
+            crate::watch::record_head(self.store.pool(), CHAIN, &tip).await?;
+            self.recorded_tip = Some(tip.clone());
+        }
         let final_height = self.final_height(tip.height).await?;
         if let Some(height) = final_height {
             metrics::gauge!(CHAIN_FINALIZED_HEIGHT, &labels).set(height as f64);

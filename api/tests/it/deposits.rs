@@ -1,0 +1,322 @@
+//! Deposits end to end: the daemon follows a real node and a user sees the
+//! deposit through `WalletService` and `HistoryService`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::U256;
+use api::grpc::pb::auth_service_client::AuthServiceClient;
+use api::grpc::pb::history_service_client::HistoryServiceClient;
+use api::grpc::pb::wallet_service_client::WalletServiceClient;
+use api::grpc::pb::{self, Chain};
+use api::{App, Settings};
+use chains::HeadSource;
+use chains::devnet::{Anvil, TestToken};
+use indexer::devnet::TestDb;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::auth::{bearer, register_and_login};
+use crate::support::{sample, scrape, wait_serving};
+
+struct Daemon {
+    _db: TestDb,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn daemon(settings: impl FnOnce(&mut Settings), db: TestDb) -> Daemon {
+    let mut base = Settings::default();
+    base.database.url = db.url().as_str().into();
+    base.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    base.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    base.events.enabled = false;
+    base.chains.bitcoin.enabled = false;
+    base.chains.ethereum.enabled = false;
+    base.chains.solana.enabled = false;
+    settings(&mut base);
+    let app = App::bind(base).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let metrics = app.metrics_addr().expect("metrics");
+    let cancel = CancellationToken::new();
+    tokio::spawn(app.run(cancel.clone()));
+    wait_serving(grpc, Duration::from_secs(30)).await;
+    Daemon {
+        _db: db,
+        grpc,
+        metrics,
+        cancel,
+    }
+}
+
+async fn balances(
+    wallets: &mut WalletServiceClient<Channel>,
+    token: &str,
+) -> Vec<(String, String, String, u32)> {
+    let mut out: Vec<_> = wallets
+        .get_balances(bearer(pb::GetBalancesRequest { user_id: None }, token))
+        .await
+        .expect("balances")
+        .into_inner()
+        .balances
+        .into_iter()
+        .map(|b| (b.asset, b.available, b.pending, b.decimals))
+        .collect();
+    out.sort();
+    out
+}
+
+async fn wait_balances(
+    wallets: &mut WalletServiceClient<Channel>,
+    token: &str,
+    expected: &[(&str, &str, &str, u32)],
+) {
+    let expected: Vec<(String, String, String, u32)> = expected
+        .iter()
+        .map(|(a, v, p, d)| ((*a).into(), (*v).into(), (*p).into(), *d))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = balances(wallets, token).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "balances {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let token = anvil.deploy_test_token(6).await.expect("token");
+    let from = Anvil::DEV_ACCOUNT;
+    anvil
+        .send(
+            from,
+            token.address,
+            U256::ZERO,
+            &TestToken::mint(from, U256::from(1_000_000_000u64)),
+            None,
+        )
+        .await
+        .expect("mint");
+    anvil.mine(1).await.expect("mine");
+    let db = TestDb::new().await.expect("database");
+    let rpc_url = anvil.rpc_url().to_owned();
+    let contract = token.address.to_checksum(None);
+    let server = daemon(
+        |s| {
+            s.chains.ethereum.enabled = true;
+            s.chains.ethereum.rpc_url = rpc_url;
+            s.chains.ethereum.poll_interval_ms = 100;
+            s.chains.ethereum.tokens = vec![api::config::TokenSettings {
+                contract,
+                asset: "TUSD".into(),
+                decimals: 6,
+            }];
+        },
+        db,
+    )
+    .await;
+
+    let mut auth = client_at(server.grpc).await;
+    let tokens =
+        register_and_login(&mut auth, "depositor@example.com", "correct horse battery").await;
+    let access = tokens.access_token;
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let wallet = wallets
+        .create_wallet(bearer(
+            pb::CreateWalletRequest {
+                chain: Chain::Ethereum.into(),
+                user_id: None,
+            },
+            &access,
+        ))
+        .await
+        .expect("wallet")
+        .into_inner();
+    let address = wallets
+        .new_deposit_address(bearer(
+            pb::NewDepositAddressRequest {
+                wallet_id: wallet.id,
+            },
+            &access,
+        ))
+        .await
+        .expect("address")
+        .into_inner()
+        .address;
+    let to = address.parse().expect("address");
+
+    // The watcher started at the tip; wait until it stands there.
+    let tip = anvil.client().head().await.expect("head").height;
+    wait_metric(
+        server.metrics,
+        "coffer_chain_indexed_height{chain=\"ethereum\"}",
+        |h| h >= tip as f64,
+    )
+    .await;
+    anvil
+        .send(
+            from,
+            to,
+            U256::from(2_500_000_000_000_000_000u128),
+            &[],
+            None,
+        )
+        .await
+        .expect("eth");
+    let eth_block = anvil.client().head().await.expect("head").height;
+    anvil
+        .send(
+            from,
+            token.address,
+            U256::ZERO,
+            &TestToken::transfer(to, U256::from(12_340_000)),
+            None,
+        )
+        .await
+        .expect("token");
+    let token_block = anvil.client().head().await.expect("head").height;
+
+    wait_balances(
+        &mut wallets,
+        &access,
+        &[
+            ("ETH", "0", "2500000000000000000", 18),
+            ("TUSD", "0", "12340000", 6),
+        ],
+    )
+    .await;
+    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let listed = history
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: Some("ETH".into()),
+                kind: None,
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &access,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let pending = &listed[0];
+    assert_eq!(pending.kind, "deposit_pending");
+    let deposit = pending.deposit.as_ref().expect("deposit details");
+    assert_eq!(
+        (
+            deposit.chain.as_str(),
+            deposit.status.as_str(),
+            deposit.position
+        ),
+        ("ethereum", "pending", -1)
+    );
+    assert!(
+        deposit.tx_id.starts_with("0x") && deposit.tx_id.len() == 66,
+        "{}",
+        deposit.tx_id
+    );
+    assert!(deposit.confirmations >= 1, "{deposit:?}");
+
+    // anvil finalizes latest - 64.
+    anvil.mine(64).await.expect("mine");
+    wait_balances(
+        &mut wallets,
+        &access,
+        &[
+            ("ETH", "2500000000000000000", "0", 18),
+            ("TUSD", "12340000", "0", 6),
+        ],
+    )
+    .await;
+    let listed = history
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: None,
+                kind: Some("deposit_credit".into()),
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &access,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions;
+    assert_eq!(listed.len(), 2);
+    for credit in &listed {
+        let deposit = credit.deposit.as_ref().expect("deposit details");
+        assert_eq!(deposit.status, "credited");
+        let asset = credit
+            .changes
+            .iter()
+            .find(|c| c.bucket == "available")
+            .map(|c| c.asset.as_str());
+        let block = if asset == Some("ETH") {
+            eth_block
+        } else {
+            token_block
+        };
+        assert_eq!(deposit.block_height, block, "{credit:?}");
+        assert!(deposit.confirmations >= 65, "{deposit:?}");
+    }
+    let body = scrape(server.metrics).await;
+    assert_eq!(
+        sample(
+            &body,
+            "coffer_deposits_total{chain=\"ethereum\",asset=\"ETH\",status=\"credited\"}"
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(
+        sample(&body, "coffer_chain_finalized_height{chain=\"ethereum\"}")
+            .is_some_and(|h| h >= token_block as f64)
+    );
+    assert_eq!(
+        sample(&body, "coffer_watcher_halted{chain=\"ethereum\"}"),
+        Some(0.0)
+    );
+}
+
+async fn client_at(grpc: SocketAddr) -> AuthServiceClient<Channel> {
+    AuthServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect")
+}
+
+async fn wait_metric(addr: SocketAddr, series: &str, check: impl Fn(f64) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = scrape(addr).await;
+        if sample(&body, series).is_some_and(&check) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never satisfied the check:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -82,7 +82,8 @@ pub async fn views(
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<(i64, String, String, i64, i64, String, String, Option<i64>)> = sqlx::query_as(
+    type Row = (i64, String, String, i64, i64, String, String, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT d.id, d.chain, d.tx_id, d.position, d.block_height, d.block_hash, d.status::text, c.height
          FROM deposits d LEFT JOIN chain_cursors c ON c.chain = d.chain WHERE d.id = ANY($1)",
     )

@@ -59,6 +59,11 @@ impl EthereumClient {
         &self.provider
     }
 
+    /// The JSON-RPC client, for raw batched calls.
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
     /// The head at a block tag. `None` when the node serves no block for the
     /// tag (`finalized` and `safe` before the chain is deep enough, or on
     /// nodes without them).

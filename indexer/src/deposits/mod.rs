@@ -4,8 +4,9 @@
 //! [`DepositStore`] commits each batch of them as ONE transaction (block
 //! hashes, deposit rows, their ledger entries and the cursor), credits
 //! deposits once their block is final, and unwinds deposits above a reorg's
-//! common ancestor with reversal entries. Ledger entries are keyed by
-//! deposit id, so replaying any step cannot post twice.
+//! common ancestor with reversal entries. Each entry's reference names its
+//! deposit and transition (`deposit:<id>:credit`) and references are
+//! unique, so replaying any step cannot post twice.
 
 pub mod ethereum;
 mod watched;
@@ -17,14 +18,10 @@ use uuid::Uuid;
 
 pub use watched::WatchedAddresses;
 
-use crate::ledger::{
-    AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg, NewEntry,
-};
+use crate::ledger::{AccountPurpose, AccountRef, Amount, EntryKind, Ledger, Leg, NewEntry};
 use crate::metrics::{DEPOSIT_DETECTION_LATENCY, DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
 use crate::{Error, Result};
 
-/// Scope of the ledger idempotency keys the watchers use.
-const KEY_SCOPE: &str = "deposit";
 /// Blocks kept in `indexed_blocks` beyond the reorg window.
 const KEEP_MARGIN: u64 = 16;
 
@@ -340,24 +337,86 @@ impl DepositStore {
         if count == 0 {
             return Ok(0);
         }
-        let mut columns = DepositColumns::with_capacity(count);
-        for block in blocks {
-            for deposit in &block.deposits {
-                columns.push(block, deposit)?;
-            }
+        // Ids first, so each deposit row is written once, already carrying
+        // its status and entry.
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT nextval(pg_get_serial_sequence('deposits', 'id')) FROM generate_series(1, $1)",
+        )
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut rows = Vec::with_capacity(count);
+        let mut finals = Vec::with_capacity(count);
+        for (block, deposit) in blocks
+            .iter()
+            .flat_map(|b| b.deposits.iter().map(move |d| (b, d)))
+        {
+            let id = *ids
+                .get(rows.len())
+                .ok_or_else(|| Error::Corrupt("too few deposit ids".into()))?;
+            rows.push(DepositRow {
+                id,
+                user_id: deposit.user_id,
+                asset: deposit.asset.clone(),
+                amount: deposit.amount.to_string(),
+                tx_id: deposit.tx_id.clone(),
+                position: deposit.position,
+                block_height: to_i64(block.height)?,
+                block_hash: block.hash.clone(),
+                address: deposit.address.clone(),
+            });
+            finals.push(final_height.is_some_and(|f| block.height <= f));
         }
-        let inserted: Vec<DepositRow> = sqlx::query_as(&format!(
-            "INSERT INTO deposits (chain, tx_id, position, block_height, block_hash, block_time, address, user_id, asset, amount, status)
-             SELECT $1, d.tx_id, d.position, d.block_height, d.block_hash, d.block_time, d.address, d.user_id, d.asset,
-                    d.amount::numeric, 'pending'
-             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[], $8::uuid[],
-                         $9::text[], $10::text[])
-                  WITH ORDINALITY AS d(tx_id, position, block_height, block_hash, block_time, address, user_id, asset, amount, n)
-             ORDER BY d.n
-             ON CONFLICT (chain, tx_id, position) WHERE status <> 'orphaned' DO NOTHING
-             RETURNING {DEPOSIT_COLUMNS}"
-        ))
+        let entries = rows
+            .iter()
+            .zip(&finals)
+            .map(|(row, final_)| {
+                if *final_ {
+                    self.credit_entry(row, AccountPurpose::Custody)
+                } else {
+                    self.pending_entry(row)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
+
+        let mut columns = DepositColumns::with_capacity(count);
+        for (block, deposit) in blocks
+            .iter()
+            .flat_map(|b| b.deposits.iter().map(move |d| (b, d)))
+        {
+            columns.push(block, deposit)?;
+        }
+        let statuses: Vec<&str> = finals
+            .iter()
+            .map(|f| if *f { "credited" } else { "pending" })
+            .collect();
+        let pending_entries: Vec<Option<i64>> = finals
+            .iter()
+            .zip(&entry_ids)
+            .map(|(f, e)| (!*f).then_some(*e))
+            .collect();
+        let credit_entries: Vec<Option<i64>> = finals
+            .iter()
+            .zip(&entry_ids)
+            .map(|(f, e)| f.then_some(*e))
+            .collect();
+        // A live deposit for the same transfer would mean a block indexed
+        // twice: the unique index fails the batch rather than hide it.
+        sqlx::query(
+            "INSERT INTO deposits (id, chain, tx_id, position, block_height, block_hash, block_time, address, user_id, asset,
+                                   amount, status, pending_entry_id, credit_entry_id, credited_at)
+             OVERRIDING SYSTEM VALUE
+             SELECT d.id, $1, d.tx_id, d.position, d.block_height, d.block_hash, d.block_time, d.address, d.user_id, d.asset,
+                    d.amount::numeric, d.status::deposit_status, d.pending_entry, d.credit_entry,
+                    CASE WHEN d.credit_entry IS NULL THEN NULL ELSE now() END
+             FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::timestamptz[], $8::text[],
+                         $9::uuid[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::bigint[])
+                  AS d(id, tx_id, position, block_height, block_hash, block_time, address, user_id, asset, amount,
+                       status, pending_entry, credit_entry)",
+        )
         .bind(chain)
+        .bind(&ids)
         .bind(&columns.tx_ids)
         .bind(&columns.positions)
         .bind(&columns.heights)
@@ -367,8 +426,12 @@ impl DepositStore {
         .bind(&columns.users)
         .bind(&columns.assets)
         .bind(&columns.amounts)
-        .fetch_all(&mut *tx)
+        .bind(&statuses)
+        .bind(&pending_entries)
+        .bind(&credit_entries)
+        .execute(&mut *tx)
         .await?;
+
         let now = Utc::now();
         for block in blocks {
             if let Some(time) = block.time {
@@ -379,97 +442,65 @@ impl DepositStore {
                 }
             }
         }
-        let (credit_now, pending): (Vec<DepositRow>, Vec<DepositRow>) =
-            inserted.into_iter().partition(|d| {
-                final_height.is_some_and(|f| d.block_height <= i64::try_from(f).unwrap_or(i64::MAX))
-            });
-        let stored = credit_now.len() + pending.len();
-        self.post_pending(tx, &pending).await?;
-        self.post_credits(tx, &credit_now, AccountPurpose::Custody)
-            .await?;
-        Ok(stored)
-    }
-
-    async fn post_pending(&self, tx: &mut PgConnection, deposits: &[DepositRow]) -> Result<()> {
-        if deposits.is_empty() {
-            return Ok(());
-        }
-        let mut entries = Vec::with_capacity(deposits.len());
-        for d in deposits {
-            let amount = d.amount()?;
-            entries.push((
-                IdempotencyKey::new(KEY_SCOPE, format!("{}:pending", d.id)),
-                NewEntry {
-                    kind: EntryKind::DepositPending,
-                    reference: format!("deposit:{}:pending", d.id),
-                    metadata: d.metadata(self.chain),
-                    legs: vec![
-                        Leg::decrease(
-                            AccountRef::system(&d.asset, AccountPurpose::Custody),
-                            amount,
-                        ),
-                        Leg::increase(
-                            AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending),
-                            amount,
-                        ),
-                    ],
-                },
-            ));
-        }
-        let posted = self.ledger.post_batch_in(tx, &entries).await?;
-        let ids: Vec<i64> = deposits.iter().map(|d| d.id).collect();
-        let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
-        sqlx::query(
-            "UPDATE deposits SET pending_entry_id = u.entry FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry)
-             WHERE deposits.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&entry_ids)
-        .execute(&mut *tx)
-        .await?;
-        for d in deposits {
-            metrics::counter!(DEPOSITS, "chain" => self.chain.as_str(), "asset" => d.asset.clone(), "status" => "pending")
+        for (row, final_) in rows.iter().zip(&finals) {
+            let status = if *final_ { "credited" } else { "pending" };
+            metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => status)
                 .increment(1);
         }
-        Ok(())
+        Ok(count)
     }
 
-    /// Credits `deposits` as available, moving them from `source`: the
-    /// user's pending account, or custody for deposits final when first seen.
-    async fn post_credits(
-        &self,
-        tx: &mut PgConnection,
-        deposits: &[DepositRow],
-        source: AccountPurpose,
-    ) -> Result<()> {
+    fn pending_entry(&self, d: &DepositRow) -> Result<NewEntry> {
+        let amount = d.amount()?;
+        Ok(NewEntry {
+            kind: EntryKind::DepositPending,
+            reference: format!("deposit:{}:pending", d.id),
+            metadata: d.metadata(self.chain),
+            legs: vec![
+                Leg::decrease(
+                    AccountRef::system(&d.asset, AccountPurpose::Custody),
+                    amount,
+                ),
+                Leg::increase(
+                    AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending),
+                    amount,
+                ),
+            ],
+        })
+    }
+
+    /// The entry crediting `d` as available, moved from `source`: the user's
+    /// pending account, or custody for a deposit final when first seen.
+    fn credit_entry(&self, d: &DepositRow, source: AccountPurpose) -> Result<NewEntry> {
+        let amount = d.amount()?;
+        let from = match source {
+            AccountPurpose::Pending => {
+                AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending)
+            }
+            other => AccountRef::system(&d.asset, other),
+        };
+        Ok(NewEntry {
+            kind: EntryKind::DepositCredit,
+            reference: format!("deposit:{}:credit", d.id),
+            metadata: d.metadata(self.chain),
+            legs: vec![
+                Leg::decrease(from, amount),
+                Leg::increase(AccountRef::available(d.user_id, &d.asset), amount),
+            ],
+        })
+    }
+
+    /// Credits pending `deposits` as available.
+    async fn post_credits(&self, tx: &mut PgConnection, deposits: &[DepositRow]) -> Result<()> {
         if deposits.is_empty() {
             return Ok(());
         }
-        let mut entries = Vec::with_capacity(deposits.len());
-        for d in deposits {
-            let amount = d.amount()?;
-            let from = match source {
-                AccountPurpose::Pending => {
-                    AccountRef::user(d.user_id, &d.asset, AccountPurpose::Pending)
-                }
-                other => AccountRef::system(&d.asset, other),
-            };
-            entries.push((
-                IdempotencyKey::new(KEY_SCOPE, format!("{}:credit", d.id)),
-                NewEntry {
-                    kind: EntryKind::DepositCredit,
-                    reference: format!("deposit:{}:credit", d.id),
-                    metadata: d.metadata(self.chain),
-                    legs: vec![
-                        Leg::decrease(from, amount),
-                        Leg::increase(AccountRef::available(d.user_id, &d.asset), amount),
-                    ],
-                },
-            ));
-        }
-        let posted = self.ledger.post_batch_in(tx, &entries).await?;
+        let entries = deposits
+            .iter()
+            .map(|d| self.credit_entry(d, AccountPurpose::Pending))
+            .collect::<Result<Vec<_>>>()?;
+        let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
         let ids: Vec<i64> = deposits.iter().map(|d| d.id).collect();
-        let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
         sqlx::query(
             "UPDATE deposits SET status = 'credited', credit_entry_id = u.entry, credited_at = now()
              FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
@@ -505,8 +536,7 @@ impl DepositStore {
             if due.is_empty() {
                 return Ok(total);
             }
-            self.post_credits(&mut tx, &due, AccountPurpose::Pending)
-                .await?;
+            self.post_credits(&mut tx, &due).await?;
             tx.commit().await?;
             total += due.len();
         }
@@ -592,18 +622,14 @@ impl DepositStore {
                         amount,
                     ));
                 }
-                entries.push((
-                    IdempotencyKey::new(KEY_SCOPE, format!("{}:reversal", row.id)),
-                    NewEntry {
-                        kind: EntryKind::DepositReversal,
-                        reference: format!("deposit:{}:reversal", row.id),
-                        metadata: row.metadata(self.chain),
-                        legs,
-                    },
-                ));
+                entries.push(NewEntry {
+                    kind: EntryKind::DepositReversal,
+                    reference: format!("deposit:{}:reversal", row.id),
+                    metadata: row.metadata(self.chain),
+                    legs,
+                });
             }
-            let posted = self.ledger.post_batch_in(&mut tx, &entries).await?;
-            let entry_ids: Vec<i64> = posted.iter().map(|p| p.id).collect();
+            let entry_ids = self.ledger.post_referenced_in(&mut tx, &entries).await?;
             sqlx::query(
                 "UPDATE deposits SET status = 'orphaned', reversal_entry_id = u.entry, orphaned_at = now()
                  FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",

@@ -241,6 +241,88 @@ impl Ledger {
             .collect()
     }
 
+    /// Posts entries whose references are unique by construction (such as
+    /// `deposit:<id>:credit`) inside the caller's transaction, in one set-
+    /// based statement without idempotency-key rows: the unique reference
+    /// makes a second post of the same entry fail instead of acting twice.
+    /// For writers (the deposit watchers) that already guard each
+    /// transition with a row in the same transaction. Returns entry ids in
+    /// input order.
+    pub async fn post_referenced_in(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[NewEntry],
+    ) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        for entry in entries {
+            validate_entry(entry)?;
+        }
+        let accounts: Vec<&AccountRef> = entries
+            .iter()
+            .flat_map(|e| e.legs.iter().map(|l| &l.account))
+            .collect();
+        let ids = self.account_ids(accounts.into_iter()).await?;
+        let mut kinds = Vec::with_capacity(entries.len());
+        let mut references = Vec::with_capacity(entries.len());
+        let mut metadata = Vec::with_capacity(entries.len());
+        let mut leg_entries = Vec::new();
+        let mut leg_accounts = Vec::new();
+        let mut leg_amounts = Vec::new();
+        for (n, entry) in entries.iter().enumerate() {
+            kinds.push(entry.kind);
+            references.push(entry.reference.as_str());
+            metadata.push(&entry.metadata);
+            let (legs, values) = ordered_legs(entry, &ids)?;
+            for (account, amount) in legs.into_iter().zip(values) {
+                leg_entries.push(
+                    i32::try_from(n + 1)
+                        .map_err(|_| Error::InvalidRequest("too many entries".into()))?,
+                );
+                leg_accounts.push(account);
+                leg_amounts.push(amount);
+            }
+        }
+        // Postings go in in account order so concurrent writers lock
+        // balance rows in one order and cannot deadlock.
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::entry_kind[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(kind, reference, metadata, n)
+             ), created AS (
+                 INSERT INTO entries (kind, reference, metadata)
+                 SELECT kind, reference, metadata FROM input ORDER BY n
+                 RETURNING id, reference
+             ), numbered AS (
+                 SELECT input.n, created.id FROM created JOIN input USING (reference)
+             ), legs AS (
+                 INSERT INTO postings (entry_id, account_id, amount)
+                 SELECT numbered.id, l.account_id, l.amount::numeric
+                 FROM unnest($4::int[], $5::bigint[], $6::text[]) WITH ORDINALITY AS l(entry_n, account_id, amount, k)
+                 JOIN numbered ON numbered.n = l.entry_n
+                 ORDER BY l.account_id, l.k
+             )
+             SELECT n, id FROM numbered ORDER BY n",
+        )
+        .bind(&kinds)
+        .bind(&references)
+        .bind(&metadata)
+        .bind(&leg_entries)
+        .bind(&leg_accounts)
+        .bind(&leg_amounts)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| map_db_error(e, None))?;
+        if rows.len() != entries.len() {
+            return Err(Error::Corrupt(format!(
+                "posted {} of {} entries",
+                rows.len(),
+                entries.len()
+            )));
+        }
+        Ok(rows.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// Moves `amount` of the owner's available funds to held.
     pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
         if request.amount.is_zero() {

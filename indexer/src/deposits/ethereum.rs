@@ -261,10 +261,13 @@ impl EthereumWatcher {
                 let client = client.clone();
                 let watched = Arc::clone(&watched);
                 let tokens = tokens.clone();
-                async move {
+                // Spawned, so fetches progress while the store writes.
+                let fetch = tokio::spawn(async move {
                     let wanted = move |a: &Address| watched.owners.contains_key(a);
                     client.blocks(range, &tokens, &wanted).await
-                }
+                });
+                let abort = fetch.abort_handle();
+                AbortOnDrop(abort, fetch)
             })
             .buffered(self.config.concurrency.max(1));
         while let Some(blocks) = fetched.try_next().await? {
@@ -440,6 +443,34 @@ impl EthereumWatcher {
         );
         self.progress.send_replace(Some(ancestor.height));
         Ok(())
+    }
+}
+
+/// A spawned fetch that is aborted if the step stops waiting for it (a
+/// reorg, an error, or cancellation).
+struct AbortOnDrop<T>(tokio::task::AbortHandle, tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<chains::Result<T>> {
+    type Output = Result<T, StepError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.1)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result.map_err(StepError::from),
+                Err(err) => Err(StepError::Failed(Error::Corrupt(format!(
+                    "fetch task: {err}"
+                )))),
+            })
     }
 }
 

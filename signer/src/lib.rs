@@ -70,6 +70,16 @@ impl DepositKeys {
         })
     }
 
+    /// The BIP84 account xpub behind every Bitcoin deposit address: enough
+    /// to derive and watch them, never to spend.
+    pub fn bitcoin_account_xpub(&self) -> ::bitcoin::bip32::Xpub {
+        self.bitcoin_account
+    }
+
+    pub fn bitcoin_network(&self) -> ::bitcoin::Network {
+        self.bitcoin_network
+    }
+
     /// The deposit address with HD index `index` on `chain`.
     pub fn address(&self, chain: chains::Chain, index: u32) -> Result<DepositAddress> {
         Ok(match chain {

@@ -10,6 +10,7 @@
 
 pub mod ethereum;
 mod watched;
+pub mod watcher;
 
 use chains::Chain;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,365 @@
+//! The chain-independent watch loop: follow the node from the cursor to the
+//! tip in pipelined batches, hand each batch to the [`DepositStore`], credit
+//! what has become final, and walk back on reorgs. A [`DepositSource`]
+//! supplies the chain-specific parts.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chains::{Chain, ChainHead};
+use futures::{StreamExt, TryStreamExt};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{Applied, Cursor, DepositStore, ObservedBlock};
+use crate::metrics::{
+    CHAIN_FINALIZED_HEIGHT, CHAIN_INDEXED_HEIGHT, CHAIN_RPC_ERRORS, CHAIN_TIP_HEIGHT, CHAIN_UP,
+    REORG_DEPTH, REORGS, WATCHER_HALTED,
+};
+use crate::{Error, Result};
+
+/// What a chain contributes to the watch loop.
+pub trait DepositSource: Send + Sync + 'static {
+    fn chain(&self) -> Chain;
+
+    /// The node's tip, with its hash.
+    fn head(&self) -> impl Future<Output = chains::Result<ChainHead>> + Send;
+
+    /// The highest final height given the tip, if any block is final yet.
+    fn final_height(&self, tip: u64) -> impl Future<Output = chains::Result<Option<u64>>> + Send;
+
+    /// The node's block hash at each height (`None` above its tip).
+    fn block_hashes(
+        &self,
+        heights: &[u64],
+    ) -> impl Future<Output = chains::Result<Vec<Option<String>>>> + Send;
+
+    /// Brings the watched set up to date; called at the start of each step.
+    fn refresh_watched(&mut self, pool: &PgPool) -> impl Future<Output = Result<()>> + Send;
+
+    /// Fetches `range` and matches it against the watched set as it is now.
+    /// The future owns what it needs, so it can run on its own task.
+    fn fetch(
+        &self,
+        range: RangeInclusive<u64>,
+    ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static;
+}
+
+/// Loop settings shared by every chain.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// First block to index on a new install; `None` starts at the tip.
+    pub start_height: Option<u64>,
+    /// A reorg deeper than this halts the watcher.
+    pub max_reorg_depth: u64,
+    /// Blocks per fetch and per database transaction.
+    pub batch_blocks: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+}
+
+/// Why a step did not complete.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// A reorg deeper than allowed: stop and alert, never continue.
+    #[error("{0}")]
+    Halt(String),
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<chains::Error> for StepError {
+    fn from(err: chains::Error) -> Self {
+        StepError::Failed(Error::Chain(err))
+    }
+}
+
+enum Step {
+    /// More to do: step again at once.
+    Busy,
+    /// At the tip: wait for the next poll.
+    Idle,
+}
+
+#[derive(Debug)]
+pub struct Watcher<S> {
+    source: S,
+    store: DepositStore,
+    config: WatchConfig,
+    progress: watch::Sender<Option<u64>>,
+    halted: watch::Sender<Option<String>>,
+    recorded_tip: Option<ChainHead>,
+}
+
+impl<S: DepositSource> Watcher<S> {
+    pub fn with_source(source: S, store: DepositStore, config: WatchConfig) -> Self {
+        Self {
+            source,
+            store,
+            config,
+            progress: watch::channel(None).0,
+            halted: watch::channel(None).0,
+            recorded_tip: None,
+        }
+    }
+
+    /// The height of the last block committed, after every commit.
+    pub fn progress(&self) -> watch::Receiver<Option<u64>> {
+        self.progress.subscribe()
+    }
+
+    /// Why the watcher halted, once it has.
+    pub fn halted(&self) -> watch::Receiver<Option<String>> {
+        self.halted.subscribe()
+    }
+
+    /// Runs until `cancel` fires, or until a reorg deeper than the limit
+    /// halts it. Node and database failures are logged, counted and retried
+    /// with backoff. Cancellation lands between steps, so a commit in
+    /// flight finishes first.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let chain = self.source.chain();
+        let labels = [("chain", chain.as_str())];
+        metrics::gauge!(WATCHER_HALTED, &labels).set(0.0);
+        let poll = self.config.poll_interval;
+        let new_backoff = || {
+            ExponentialBuilder::default()
+                .with_min_delay(poll.min(Duration::from_millis(500)))
+                .with_max_delay(Duration::from_secs(30))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = new_backoff();
+        tracing::info!(%chain, "deposit watcher started");
+        while !cancel.is_cancelled() {
+            let delay = match self.step().await {
+                Ok(Step::Busy) => {
+                    backoff = new_backoff();
+                    continue;
+                }
+                Ok(Step::Idle) => {
+                    backoff = new_backoff();
+                    poll
+                }
+                Err(StepError::Halt(reason)) => {
+                    metrics::gauge!(WATCHER_HALTED, &labels).set(1.0);
+                    tracing::error!(%chain, %reason, "deposit watcher halted; an operator must investigate");
+                    self.halted.send_replace(Some(reason));
+                    cancel.clone().cancelled_owned().await;
+                    break;
+                }
+                Err(StepError::Failed(err)) => {
+                    let kind = match &err {
+                        Error::Chain(e) => {
+                            metrics::gauge!(CHAIN_UP, &labels).set(0.0);
+                            e.kind()
+                        }
+                        _ => "database",
+                    };
+                    metrics::counter!(CHAIN_RPC_ERRORS, "chain" => chain.as_str(), "kind" => kind)
+                        .increment(1);
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(30));
+                    tracing::warn!(%chain, error = %err, retry_in_ms = delay.as_millis() as u64, "deposit watcher step failed");
+                    delay
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.clone().cancelled_owned() => break,
+            }
+        }
+        tracing::info!(%chain, "deposit watcher stopped");
+    }
+
+    async fn step(&mut self) -> Result<Step, StepError> {
+        let chain = self.source.chain();
+        let labels = [("chain", chain.as_str())];
+        let tip = self.source.head().await?;
+        metrics::gauge!(CHAIN_UP, &labels).set(1.0);
+        metrics::gauge!(CHAIN_TIP_HEIGHT, &labels).set(tip.height as f64);
+        if self.recorded_tip.as_ref() != Some(&tip) {
+            crate::watch::record_head(self.store.pool(), chain, &tip).await?;
+            self.recorded_tip = Some(tip.clone());
+        }
+        let final_height = self.source.final_height(tip.height).await?;
+        if let Some(height) = final_height {
+            metrics::gauge!(CHAIN_FINALIZED_HEIGHT, &labels).set(height as f64);
+        }
+        self.source.refresh_watched(self.store.pool()).await?;
+
+        let cursor = match self.store.cursor().await? {
+            Some(cursor) => cursor,
+            None => self.init_cursor(tip.height).await?,
+        };
+        metrics::gauge!(CHAIN_INDEXED_HEIGHT, &labels).set(cursor.height as f64);
+        if tip.height <= cursor.height {
+            let canonical = if tip.height == cursor.height {
+                tip.hash.clone()
+            } else {
+                self.source
+                    .block_hashes(&[cursor.height])
+                    .await?
+                    .into_iter()
+                    .next()
+                    .flatten()
+            };
+            if canonical.as_deref() != Some(cursor.hash.as_str()) {
+                self.unwind_reorg(&cursor).await?;
+                return Ok(Step::Busy);
+            }
+            if let Some(height) = final_height {
+                self.store.confirm(height).await?;
+            }
+            return Ok(Step::Idle);
+        }
+
+        // Catch up in batches, fetching ahead while the store writes.
+        let batch = self.config.batch_blocks.max(1);
+        let batches_per_step = (self.config.concurrency.max(1) as u64) * 8;
+        let end = tip
+            .height
+            .min(cursor.height.saturating_add(batch * batches_per_step));
+        let ranges: Vec<_> = (cursor.height + 1..=end)
+            .step_by(usize::try_from(batch).unwrap_or(usize::MAX))
+            .map(|start| start..=(start + batch - 1).min(end))
+            .collect();
+        let mut fetched = futures::stream::iter(ranges)
+            .map(|range| {
+                // Spawned, so fetches progress while the store writes.
+                let fetch = tokio::spawn(self.source.fetch(range));
+                AbortOnDrop(fetch.abort_handle(), fetch)
+            })
+            .buffered(self.config.concurrency.max(1));
+        while let Some(observed) = fetched.try_next().await? {
+            match self.store.apply(&observed, final_height).await? {
+                Applied::Advanced { .. } => {
+                    let last = observed.last().map(|b| b.height);
+                    if let Some(height) = last {
+                        metrics::gauge!(CHAIN_INDEXED_HEIGHT, &labels).set(height as f64);
+                    }
+                    self.progress.send_replace(last);
+                }
+                Applied::ParentMismatch { height, .. } => {
+                    drop(fetched);
+                    let cursor = self
+                        .store
+                        .cursor()
+                        .await?
+                        .ok_or_else(|| Error::Corrupt("cursor vanished".into()))?;
+                    tracing::warn!(%chain, height, "block does not extend the indexed chain");
+                    self.unwind_reorg(&cursor).await?;
+                    return Ok(Step::Busy);
+                }
+            }
+        }
+        if let Some(height) = final_height {
+            self.store.confirm(height).await?;
+        }
+        Ok(Step::Busy)
+    }
+
+    async fn init_cursor(&self, tip: u64) -> Result<Cursor, StepError> {
+        let start = self.config.start_height.unwrap_or(tip).max(1);
+        let parent = start - 1;
+        let hash = self
+            .source
+            .block_hashes(&[parent])
+            .await?
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| {
+                StepError::Failed(Error::InvalidRequest(format!(
+                    "start height {start} is above the node's tip {tip}"
+                )))
+            })?;
+        let cursor = self
+            .store
+            .init_cursor(&Cursor {
+                height: parent,
+                hash,
+            })
+            .await?;
+        tracing::info!(chain = %self.source.chain(), from = cursor.height + 1, "deposit watcher starts indexing");
+        Ok(cursor)
+    }
+
+    /// Walks back from `cursor` to the newest indexed block the node still
+    /// has, and unwinds everything above it. Deeper than allowed: halt.
+    async fn unwind_reorg(&self, cursor: &Cursor) -> Result<(), StepError> {
+        let chain = self.source.chain();
+        let limit = self.config.max_reorg_depth;
+        // Everything kept, so a reorg just past the limit is still measured.
+        let mut recent = self.store.recent_blocks(self.store.keep_blocks).await?;
+        if recent.first().map(|b| b.height) != Some(cursor.height) {
+            recent.insert(0, cursor.clone());
+        }
+        let heights: Vec<u64> = recent.iter().map(|b| b.height).collect();
+        let canonical = self.source.block_hashes(&heights).await?;
+        let ancestor = recent
+            .iter()
+            .zip(&canonical)
+            .find(|(stored, hash)| hash.as_deref() == Some(stored.hash.as_str()))
+            .map(|(stored, _)| stored.clone());
+        let Some(ancestor) = ancestor else {
+            return Err(StepError::Halt(format!(
+                "reorg at height {} reaches below the {} indexed blocks kept, beyond max_reorg_depth {limit}",
+                cursor.height,
+                recent.len()
+            )));
+        };
+        let depth = cursor.height - ancestor.height;
+        if depth == 0 {
+            // The node moved during the fetch; the stored chain still holds.
+            return Ok(());
+        }
+        if depth > limit {
+            return Err(StepError::Halt(format!(
+                "reorg of depth {depth} at height {} exceeds max_reorg_depth {limit}",
+                cursor.height
+            )));
+        }
+        let unwound = self.store.rewind(&ancestor).await?;
+        metrics::counter!(REORGS, "chain" => chain.as_str()).increment(1);
+        metrics::histogram!(REORG_DEPTH, "chain" => chain.as_str()).record(depth as f64);
+        tracing::warn!(
+            %chain, depth, ancestor = ancestor.height,
+            pending_unwound = unwound.pending, credited_unwound = unwound.credited,
+            "reorg: unwound to the common ancestor"
+        );
+        self.progress.send_replace(Some(ancestor.height));
+        Ok(())
+    }
+}
+
+/// A spawned fetch that is aborted if the step stops waiting for it (a
+/// reorg, an error, or cancellation).
+struct AbortOnDrop<T>(tokio::task::AbortHandle, tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<Result<T>> {
+    type Output = Result<T, StepError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.1)
+            .poll(cx)
+            .map(|joined| match joined {
+                Ok(result) => result.map_err(StepError::from),
+                Err(err) => Err(StepError::Failed(Error::Corrupt(format!(
+                    "fetch task: {err}"
+                )))),
+            })
+    }
+}

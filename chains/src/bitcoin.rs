@@ -178,14 +178,12 @@ impl BitcoinClient {
             .map(|height| {
                 let client = self.clone();
                 async move {
-                    let hash = client.block_hash(height).await.map_err(|e| match e {
-                        // Core: -8 "Block height out of range"; btcd: -1 / -5.
-                        Error::Transport { ref message, .. }
-                            if message.contains("out of range") =>
-                        {
+                    let hash = client.block_hash(height).await.map_err(|e| {
+                        if is_out_of_range(&e) {
                             Error::inconsistent(CHAIN, format!("no block at height {height}"))
+                        } else {
+                            e
                         }
-                        other => other,
                     })?;
                     let block = client.block(hash).await?;
                     if block.block_hash() != hash {
@@ -220,14 +218,31 @@ impl HeadSource for BitcoinClient {
 
     /// `getblockcount` then `getblockhash` of that height: the pair is always
     /// consistent, even if the tip moves between the two calls.
+    ///
+    /// A reorg to a shorter chain between the two calls leaves the height
+    /// past the tip; the pair is then read again.
     async fn head(&self) -> Result<ChainHead> {
-        let height = self.block_count().await?;
-        let hash = self.block_hash(height).await?;
-        Ok(ChainHead {
-            height,
-            hash: Some(hash.to_string()),
-        })
+        let mut attempts = 0;
+        loop {
+            let height = self.block_count().await?;
+            match self.block_hash(height).await {
+                Ok(hash) => {
+                    return Ok(ChainHead {
+                        height,
+                        hash: Some(hash.to_string()),
+                    });
+                }
+                Err(err) if attempts < 3 && is_out_of_range(&err) => attempts += 1,
+                Err(err) => return Err(err),
+            }
+        }
     }
+}
+
+/// `getblockhash` past the tip: Core answers -8 "Block height out of
+/// range", btcd -1 "Block number out of range".
+fn is_out_of_range(err: &Error) -> bool {
+    matches!(err, Error::Transport { method: "getblockhash", message, .. } if message.contains("out of range"))
 }
 
 /// Decodes the hex a node returns for `getblock <hash> 0`.

@@ -11,6 +11,9 @@ pub const WATCHER_HALTED: &str = "coffer_watcher_halted";
 pub const DEPOSITS: &str = "coffer_deposits_total";
 pub const DEPOSIT_REVERSALS_OF_CREDITS: &str = "coffer_deposit_credit_reversals_total";
 pub const DEPOSIT_DETECTION_LATENCY: &str = "coffer_deposit_detection_seconds";
+pub const DEPOSITS_UNASSIGNED: &str = "coffer_deposits_unassigned_total";
+pub const ADDRESS_GAP: &str = "coffer_deposit_address_gap";
+pub const ADDRESS_GAP_EXCEEDED: &str = "coffer_deposit_address_gap_exceeded";
 pub const CHAIN_UP: &str = "coffer_chain_up";
 pub const CHAIN_RPC_ERRORS: &str = "coffer_chain_rpc_errors_total";
 pub const EVENTS_PUBLISHED: &str = "coffer_events_published_total";
@@ -53,6 +56,20 @@ pub fn describe() {
         DEPOSIT_DETECTION_LATENCY,
         Unit::Seconds,
         "Block timestamp to the deposit's row being committed."
+    );
+    describe_counter!(
+        DEPOSITS_UNASSIGNED,
+        Unit::Count,
+        "Payments to derived deposit addresses that were never issued (not credited; alert)."
+    );
+    describe_gauge!(
+        ADDRESS_GAP,
+        Unit::Count,
+        "Issued deposit addresses after the last one that received a deposit."
+    );
+    describe_gauge!(
+        ADDRESS_GAP_EXCEEDED,
+        "1 when issued addresses run past the gap limit without a deposit (alert)."
     );
     describe_gauge!(
         CHAIN_UP,

@@ -1,8 +1,15 @@
 use std::process::Command;
 use std::time::Duration;
 
+use bitcoin::absolute::LockTime;
 use bitcoin::key::Secp256k1;
-use bitcoin::{Address, BlockHash, CompressedPublicKey, Network, PrivateKey};
+use bitcoin::secp256k1::Message;
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::transaction::Version;
+use bitcoin::{
+    Address, Amount, BlockHash, CompressedPublicKey, Network, OutPoint, PrivateKey, ScriptBuf,
+    Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+};
 
 use super::{DevnetError, NodeProcess, Result, free_port, locate_tool, node_dir};
 use crate::HeadSource;
@@ -105,6 +112,115 @@ impl Btcd {
     /// Mines `blocks` blocks to the mining address.
     pub async fn generate(&self, blocks: u32) -> Result<Vec<BlockHash>> {
         Ok(self.client.call("generate", vec![blocks.into()]).await?)
+    }
+
+    /// Connects to `other` as a temporary peer (btcd's `node connect`).
+    pub async fn connect(&self, other: &Btcd) -> Result<()> {
+        let _: serde_json::Value = self
+            .client
+            .call(
+                "node",
+                vec!["connect".into(), other.p2p_addr().into(), "temp".into()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the peer connection to `other` made by [`Self::connect`].
+    pub async fn disconnect(&self, other: &Btcd) -> Result<()> {
+        let _: serde_json::Value = self
+            .client
+            .call("node", vec!["disconnect".into(), other.p2p_addr().into()])
+            .await?;
+        Ok(())
+    }
+
+    /// The coinbase output of the block at `height`, which pays the mining
+    /// key: spendable once 100 blocks sit on top of it.
+    pub async fn coinbase_output(&self, height: u64) -> Result<(OutPoint, Amount)> {
+        let hash = self.client.block_hash(height).await?;
+        let block = self.client.block(hash).await?;
+        let coinbase = block
+            .txdata
+            .first()
+            .ok_or_else(|| DevnetError::Other(format!("block {height} has no coinbase")))?;
+        let value = coinbase
+            .output
+            .first()
+            .map(|o| o.value)
+            .ok_or_else(|| DevnetError::Other(format!("coinbase of {height} has no output")))?;
+        Ok((
+            OutPoint {
+                txid: coinbase.compute_txid(),
+                vout: 0,
+            },
+            value,
+        ))
+    }
+
+    /// Spends `input` (worth `value`, paying the mining key) to `outputs`,
+    /// with the rest less a 10,000-sat fee back to the mining address, and
+    /// broadcasts it.
+    pub async fn pay(
+        &self,
+        input: OutPoint,
+        value: Amount,
+        outputs: &[(Address, Amount)],
+    ) -> Result<Txid> {
+        let tx = Self::sign_payment(input, value, outputs)?;
+        Ok(self.client.send_raw_transaction(&tx).await?)
+    }
+
+    /// [`Self::pay`] without broadcasting.
+    pub fn sign_payment(
+        input: OutPoint,
+        value: Amount,
+        outputs: &[(Address, Amount)],
+    ) -> Result<Transaction> {
+        let fee = Amount::from_sat(10_000);
+        let paid: Amount = outputs.iter().map(|(_, amount)| *amount).sum();
+        let change = value
+            .checked_sub(paid)
+            .and_then(|rest| rest.checked_sub(fee))
+            .ok_or_else(|| DevnetError::Other("outputs exceed the input".into()))?;
+        let mining = Self::mining_address().script_pubkey();
+        let mut tx_outputs: Vec<TxOut> = outputs
+            .iter()
+            .map(|(address, amount)| TxOut {
+                value: *amount,
+                script_pubkey: address.script_pubkey(),
+            })
+            .collect();
+        if change > Amount::from_sat(1_000) {
+            tx_outputs.push(TxOut {
+                value: change,
+                script_pubkey: mining.clone(),
+            });
+        }
+        let mut tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: input,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            }],
+            output: tx_outputs,
+        };
+        let secp = Secp256k1::new();
+        let key = Self::mining_key();
+        let sighash = SighashCache::new(&tx)
+            .p2wpkh_signature_hash(0, &mining, value, EcdsaSighashType::All)
+            .map_err(|e| DevnetError::Other(format!("sighash: {e}")))?;
+        let signature = bitcoin::ecdsa::Signature {
+            signature: secp.sign_ecdsa(&Message::from(sighash), &key.inner),
+            sighash_type: EcdsaSighashType::All,
+        };
+        let public = CompressedPublicKey::from_private_key(&secp, &key)
+            .map_err(|e| DevnetError::Other(format!("public key: {e}")))?;
+        tx.input[0].witness = Witness::p2wpkh(&signature, &public.0);
+        Ok(tx)
     }
 }
 

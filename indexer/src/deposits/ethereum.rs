@@ -143,7 +143,7 @@ impl DepositSource for EthereumSource {
             return Ok(());
         }
         let mut next = Owners::clone(&self.watched);
-        for (text, user) in added {
+        for (text, user, _) in added {
             match text.parse::<Address>() {
                 Ok(address) => {
                     next.insert(address, (user, text));

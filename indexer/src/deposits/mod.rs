@@ -8,6 +8,7 @@
 //! deposit and transition (`deposit:<id>:credit`) and references are
 //! unique, so replaying any step cannot post twice.
 
+pub mod bitcoin;
 pub mod ethereum;
 mod watched;
 pub mod watcher;

@@ -1,9 +1,6 @@
-//! The watched set of one chain, kept in memory and refreshed by derivation
-//! index. Issuance takes the chain's counter row lock until it commits, so
+//! New entries of one chain's watched set, read by derivation index. Issuance takes the chain's counter row lock until it commits, so
 //! addresses become visible in index order: reading every index at or above
 //! the next one expected never skips an address.
-
-use std::collections::HashMap;
 
 use chains::Chain;
 use sqlx::PgPool;
@@ -11,11 +8,12 @@ use uuid::Uuid;
 
 use crate::Result;
 
+/// Tracks how far a watcher has read the issued addresses; the watcher
+/// keeps the set itself in whatever form it matches fastest.
 #[derive(Debug)]
 pub struct WatchedAddresses {
     chain: Chain,
     next_index: i64,
-    owners: HashMap<String, Uuid>,
 }
 
 impl WatchedAddresses {
@@ -23,12 +21,12 @@ impl WatchedAddresses {
         Self {
             chain,
             next_index: 0,
-            owners: HashMap::new(),
         }
     }
 
-    /// Loads addresses issued since the last refresh and returns them.
-    pub async fn refresh(&mut self, pool: &PgPool) -> Result<Vec<(String, Uuid)>> {
+    /// Loads addresses issued since the last refresh and returns them as
+    /// (address, owner, derivation index).
+    pub async fn refresh(&mut self, pool: &PgPool) -> Result<Vec<(String, Uuid, u32)>> {
         let rows: Vec<(String, Uuid, i64)> = sqlx::query_as(
             "SELECT d.address, w.user_id, d.derivation_index
              FROM deposit_addresses d JOIN watched_addresses w ON w.chain = d.chain AND w.address = d.address
@@ -42,21 +40,14 @@ impl WatchedAddresses {
         let mut added = Vec::with_capacity(rows.len());
         for (address, user, index) in rows {
             self.next_index = self.next_index.max(index + 1);
-            self.owners.insert(address.clone(), user);
-            added.push((address, user));
+            // Issuance keeps indexes below 2^31 (hardened space starts there).
+            added.push((address, user, u32::try_from(index).unwrap_or(u32::MAX)));
         }
         Ok(added)
     }
 
-    pub fn owner(&self, address: &str) -> Option<Uuid> {
-        self.owners.get(address).copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.owners.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.owners.is_empty()
+    /// The next derivation index expected: one past the highest issued.
+    pub fn next_index(&self) -> u32 {
+        u32::try_from(self.next_index).unwrap_or(u32::MAX)
     }
 }

@@ -1,5 +1,6 @@
 //! Deposit watchers against real nodes, checked through the ledger.
 
+mod bitcoin;
 mod ethereum;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,314 @@
+//! Bitcoin deposits: outputs paying a watched P2WPKH script, pending at one
+//! confirmation, available at the configured depth.
+//!
+//! The watched set is watch-only: issued addresses come from
+//! `deposit_addresses`, and the next `gap_limit` addresses past the last
+//! issued one are derived here from the BIP84 account xpub, so a deposit to
+//! an address handed out while a fetch was in flight is still matched. A
+//! match on a derived address nobody has been issued is logged at error
+//! level and counted (`coffer_deposits_unassigned_total`), never credited.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::bip32::Xpub;
+use bitcoin::{Address, Block, BlockHash, Network};
+use chains::bitcoin::BitcoinClient;
+use chains::{Chain, ChainHead, HeadSource};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::watcher::{DepositSource, WatchConfig, Watcher};
+use super::{DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use crate::ledger::Amount;
+use crate::metrics::{ADDRESS_GAP, ADDRESS_GAP_EXCEEDED, DEPOSITS_UNASSIGNED};
+use crate::{Error, Result};
+
+const CHAIN: Chain = Chain::Bitcoin;
+
+#[derive(Clone, Debug)]
+pub struct BitcoinWatchConfig {
+    /// First block to index on a new install; `None` starts at the tip.
+    pub start_height: Option<u64>,
+    /// Confirmations (the block itself counts as one) that make a deposit
+    /// available.
+    pub confirmations: u64,
+    /// A reorg deeper than this halts the watcher.
+    pub max_reorg_depth: u64,
+    /// Blocks per database transaction.
+    pub batch_blocks: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// Addresses derived past the last issued one, and the longest run of
+    /// issued addresses without a deposit before the alarm
+    /// (`coffer_deposit_address_gap_exceeded`).
+    pub gap_limit: u32,
+}
+
+impl Default for BitcoinWatchConfig {
+    fn default() -> Self {
+        Self {
+            start_height: None,
+            confirmations: 6,
+            max_reorg_depth: 24,
+            batch_blocks: 10,
+            concurrency: 2,
+            poll_interval: Duration::from_secs(2),
+            gap_limit: 20,
+        }
+    }
+}
+
+/// The Bitcoin deposit watcher.
+pub type BitcoinWatcher = Watcher<BitcoinSource>;
+
+impl Watcher<BitcoinSource> {
+    pub fn new(
+        client: BitcoinClient,
+        account: Xpub,
+        network: Network,
+        store: DepositStore,
+        config: BitcoinWatchConfig,
+    ) -> Self {
+        let loop_config = WatchConfig {
+            start_height: config.start_height,
+            max_reorg_depth: config.max_reorg_depth,
+            batch_blocks: config.batch_blocks,
+            concurrency: config.concurrency,
+            poll_interval: config.poll_interval,
+        };
+        let source = BitcoinSource {
+            client,
+            account,
+            network,
+            confirmations: config.confirmations,
+            gap_limit: config.gap_limit,
+            addresses: WatchedAddresses::new(CHAIN),
+            derived_to: 0,
+            highest_used: None,
+            watched: Arc::default(),
+        };
+        Watcher::with_source(source, store, loop_config)
+    }
+}
+
+/// Watched scripts, compact enough for millions: the 20-byte P2WPKH
+/// program maps to its derivation index, and issued indexes to owners.
+#[derive(Clone, Debug, Default)]
+pub struct WatchedScripts {
+    programs: HashMap<[u8; 20], u32>,
+    owners: HashMap<u32, Uuid>,
+}
+
+impl WatchedScripts {
+    /// Adds the P2WPKH `address` at derivation `index`, owned by `owner`
+    /// once issued. Other script types are refused.
+    pub fn insert(&mut self, address: &Address, index: u32, owner: Option<Uuid>) -> bool {
+        let Some(program) = p2wpkh_program(address.script_pubkey().as_bytes()) else {
+            return false;
+        };
+        self.programs.insert(program, index);
+        if let Some(owner) = owner {
+            self.owners.insert(index, owner);
+        }
+        true
+    }
+
+    /// The derivation index and owner (if issued) of an output script.
+    pub fn lookup(&self, script: &[u8]) -> Option<(u32, Option<Uuid>)> {
+        let index = *self.programs.get(&p2wpkh_program(script)?)?;
+        Some((index, self.owners.get(&index).copied()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.programs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty()
+    }
+}
+
+/// `OP_0 <20 bytes>`: the witness program of a P2WPKH output.
+fn p2wpkh_program(script: &[u8]) -> Option<[u8; 20]> {
+    match script {
+        [0x00, 0x14, program @ ..] => program.try_into().ok(),
+        _ => None,
+    }
+}
+
+#[derive(Debug)]
+pub struct BitcoinSource {
+    client: BitcoinClient,
+    account: Xpub,
+    network: Network,
+    confirmations: u64,
+    gap_limit: u32,
+    addresses: WatchedAddresses,
+    /// Indexes below this are derived into `watched`.
+    derived_to: u32,
+    highest_used: Option<u32>,
+    watched: Arc<WatchedScripts>,
+}
+
+impl BitcoinSource {
+    async fn update_gap(&mut self, pool: &PgPool) -> Result<()> {
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT max(a.derivation_index) FROM deposit_addresses a
+             WHERE a.chain = 'bitcoin' AND EXISTS (
+                 SELECT 1 FROM deposits d WHERE d.chain = 'bitcoin' AND d.address = a.address AND d.status <> 'orphaned')",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.highest_used = used.and_then(|u| u32::try_from(u).ok());
+        let unused_run = self
+            .addresses
+            .next_index()
+            .saturating_sub(self.highest_used.map_or(0, |u| u + 1));
+        metrics::gauge!(ADDRESS_GAP, "chain" => CHAIN.as_str()).set(f64::from(unused_run));
+        let exceeded = unused_run > self.gap_limit;
+        metrics::gauge!(ADDRESS_GAP_EXCEEDED, "chain" => CHAIN.as_str()).set(if exceeded {
+            1.0
+        } else {
+            0.0
+        });
+        if exceeded {
+            tracing::warn!(
+                chain = %CHAIN, unused_run, gap_limit = self.gap_limit,
+                "issued Bitcoin addresses run past the gap limit without a deposit; \
+                 wallets restored from the seed with this gap limit would not see later ones"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl DepositSource for BitcoinSource {
+    fn chain(&self) -> Chain {
+        CHAIN
+    }
+
+    async fn head(&self) -> chains::Result<ChainHead> {
+        self.client.head().await
+    }
+
+    async fn final_height(&self, tip: u64) -> chains::Result<Option<u64>> {
+        Ok((tip + 1).checked_sub(self.confirmations.max(1)))
+    }
+
+    async fn block_hashes(&self, heights: &[u64]) -> chains::Result<Vec<Option<String>>> {
+        let tip = self.client.block_count().await?;
+        let mut hashes = Vec::with_capacity(heights.len());
+        for &height in heights {
+            hashes.push(if height > tip {
+                None
+            } else {
+                Some(self.client.block_hash(height).await?.to_string())
+            });
+        }
+        Ok(hashes)
+    }
+
+    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
+        let added = self.addresses.refresh(pool).await?;
+        let first_refresh = self.derived_to == 0 && self.highest_used.is_none();
+        let wanted_to = self.addresses.next_index().saturating_add(self.gap_limit);
+        if added.is_empty() && self.derived_to >= wanted_to {
+            return Ok(());
+        }
+        let mut next = WatchedScripts::clone(&self.watched);
+        for (text, user, index) in &added {
+            let address = text
+                .parse::<Address<_>>()
+                .ok()
+                .and_then(|a| a.require_network(self.network).ok());
+            match address {
+                Some(address) if next.insert(&address, *index, Some(*user)) => {}
+                _ => {
+                    tracing::error!(address = %text, "issued Bitcoin address is not P2WPKH on this network; not watched")
+                }
+            }
+        }
+        for index in self.derived_to..wanted_to {
+            let address =
+                signer::bitcoin::p2wpkh_address(&self.account, self.network, false, index)
+                    .map_err(|e| Error::Corrupt(format!("derive bitcoin address {index}: {e}")))?;
+            next.insert(&address, index, None);
+        }
+        self.derived_to = self.derived_to.max(wanted_to);
+        self.watched = Arc::new(next);
+        if !added.is_empty() || first_refresh {
+            self.update_gap(pool).await?;
+        }
+        Ok(())
+    }
+
+    fn fetch(
+        &self,
+        range: RangeInclusive<u64>,
+    ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
+        let client = self.client.clone();
+        let watched = Arc::clone(&self.watched);
+        let network = self.network;
+        async move {
+            let first = *range.start();
+            let blocks = client.blocks(range).await?;
+            Ok(blocks
+                .iter()
+                .zip(first..)
+                .map(|((hash, block), height)| observe(height, hash, block, &watched, network))
+                .collect())
+        }
+    }
+}
+
+/// The deposits in one block. Coinbase outputs are skipped: they cannot be
+/// spent for 100 blocks, and no customer pays through a coinbase.
+pub fn observe(
+    height: u64,
+    hash: &BlockHash,
+    block: &Block,
+    watched: &WatchedScripts,
+    network: Network,
+) -> ObservedBlock {
+    let mut deposits = Vec::new();
+    for tx in block.txdata.iter().filter(|tx| !tx.is_coinbase()) {
+        let mut txid = None;
+        for (vout, output) in tx.output.iter().enumerate() {
+            let Some((index, owner)) = watched.lookup(output.script_pubkey.as_bytes()) else {
+                continue;
+            };
+            let txid = *txid.get_or_insert_with(|| tx.compute_txid());
+            let address = Address::from_script(&output.script_pubkey, network)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let Some(user_id) = owner else {
+                metrics::counter!(DEPOSITS_UNASSIGNED, "chain" => CHAIN.as_str()).increment(1);
+                tracing::error!(
+                    chain = %CHAIN, %txid, vout, index, %address, height,
+                    "payment to a derived deposit address that was never issued; not credited"
+                );
+                continue;
+            };
+            deposits.push(ObservedDeposit {
+                tx_id: txid.to_string(),
+                position: vout as i64,
+                address,
+                user_id,
+                asset: "BTC".into(),
+                amount: Amount::from_u64(output.value.to_sat()),
+            });
+        }
+    }
+    ObservedBlock {
+        height,
+        hash: hash.to_string(),
+        parent_hash: block.header.prev_blockhash.to_string(),
+        time: DateTime::<Utc>::from_timestamp(i64::from(block.header.time), 0),
+        deposits,
+    }
+}

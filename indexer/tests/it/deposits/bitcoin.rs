@@ -1,0 +1,385 @@
+use std::time::{Duration, Instant};
+
+use ::bitcoin::{Address, Amount, Network};
+use chains::devnet::Btcd;
+use chains::{Chain, HeadSource};
+use indexer::deposits::DepositStore;
+use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher};
+use indexer::devnet::TestDb;
+use indexer::ledger::Ledger;
+use indexer::wallets::Wallets;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const BTC: Chain = Chain::Bitcoin;
+
+fn config(start_height: u64, confirmations: u64) -> BitcoinWatchConfig {
+    BitcoinWatchConfig {
+        start_height: Some(start_height),
+        confirmations,
+        max_reorg_depth: 10,
+        batch_blocks: 3,
+        concurrency: 2,
+        poll_interval: Duration::from_millis(50),
+        gap_limit: 20,
+    }
+}
+
+fn watcher(node: &Btcd, db: &TestDb, config: BitcoinWatchConfig) -> BitcoinWatcher {
+    init_logs();
+    let keys = deposit_keys();
+    let store = DepositStore::new(Ledger::new(db.pool().clone()), BTC, config.max_reorg_depth);
+    BitcoinWatcher::new(
+        node.client().clone(),
+        keys.bitcoin_account_xpub(),
+        Network::Regtest,
+        store,
+        config,
+    )
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.expect("watcher task");
+    }
+}
+
+fn start(node: &Btcd, db: &TestDb, config: BitcoinWatchConfig) -> Running {
+    let watcher = watcher(node, db, config);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(watcher.run(cancel.clone()));
+    Running { cancel, task }
+}
+
+async fn tip(node: &Btcd) -> (u64, String) {
+    let head = node.client().head().await.expect("head");
+    (head.height, head.hash.expect("hash"))
+}
+
+/// Waits until the watcher stands on the node's tip with nothing pending at
+/// or below the final height.
+async fn wait_synced(node: &Btcd, db: &TestDb, confirmations: u64) {
+    let (height, hash) = tip(node).await;
+    let final_height = (height + 1).saturating_sub(confirmations) as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = cursor(db.pool(), BTC).await;
+        let unconfirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deposits WHERE status = 'pending' AND block_height <= $1",
+        )
+        .bind(final_height)
+        .fetch_one(db.pool())
+        .await
+        .expect("pending");
+        if at == Some((height as i64, hash.clone())) && unconfirmed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn address(text: &str) -> Address {
+    text.parse::<Address<_>>()
+        .expect("address")
+        .require_network(Network::Regtest)
+        .expect("regtest")
+}
+
+/// A node where segwit is active (btcd's regtest activates it through
+/// BIP9 after three 144-block windows) and the first coinbases are mature.
+async fn mature_node() -> Btcd {
+    let node = Btcd::spawn().await.expect("btcd");
+    node.generate(432).await.expect("mine");
+    node
+}
+
+async fn btc_balance(db: &TestDb, address: &str) -> (String, String) {
+    balances_by_address(db.pool(), BTC)
+        .await
+        .get(&(address.to_owned(), "BTC".to_owned()))
+        .map(|(a, p, _)| (a.clone(), p.clone()))
+        .unwrap_or_else(|| ("0".into(), "0".into()))
+}
+
+#[tokio::test]
+async fn payments_are_pending_at_one_confirmation_and_available_at_the_policy_depth() {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    // Alice takes 25 addresses (indexes 0..=24), Bob the next one.
+    let wallets = Wallets::new(db.pool().clone(), deposit_keys());
+    let users = users_with_addresses(db.pool(), BTC, 2).await;
+    let (alice, bob) = (users[0].0, users[1].0);
+    let alice_wallet = wallets.list(alice).await.expect("wallets").remove(0);
+    let mut alice_addresses = vec![users[0].1.clone()];
+    for _ in 1..25 {
+        alice_addresses.push(
+            wallets
+                .new_address(&alice_wallet)
+                .await
+                .expect("address")
+                .address,
+        );
+    }
+    let bob_wallet = wallets.list(bob).await.expect("wallets").remove(0);
+    let bob_address = wallets
+        .new_address(&bob_wallet)
+        .await
+        .expect("address")
+        .address;
+    // Derived from the xpub beyond the last issued index, never issued.
+    let never_issued = deposit_keys().address(BTC, 40).expect("derive").address;
+
+    let start_height = tip(&node).await.0 + 1;
+    let running = start(&node, &db, config(start_height, 3));
+    let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
+    let txid = node
+        .pay(
+            outpoint,
+            value,
+            &[
+                (address(&alice_addresses[0]), Amount::from_sat(10_000_000)),
+                (address(&alice_addresses[22]), Amount::from_sat(2_500_000)),
+                (address(&bob_address), Amount::from_sat(700_000)),
+                (address(&never_issued), Amount::from_sat(1_000_000)),
+            ],
+        )
+        .await
+        .expect("pay");
+    node.generate(1).await.expect("mine");
+    wait_synced(&node, &db, 3).await;
+    // Balances are per user: alice's two addresses share hers.
+    assert_eq!(
+        btc_balance(&db, &alice_addresses[0]).await,
+        ("0".into(), "12500000".into())
+    );
+    assert_eq!(
+        btc_balance(&db, &bob_address).await,
+        ("0".into(), "700000".into())
+    );
+
+    node.generate(1).await.expect("mine");
+    wait_synced(&node, &db, 3).await;
+    assert_eq!(
+        btc_balance(&db, &bob_address).await,
+        ("0".into(), "700000".into()),
+        "2 of 3 confirmations"
+    );
+    node.generate(1).await.expect("mine");
+    wait_synced(&node, &db, 3).await;
+    running.stop().await;
+    assert_eq!(
+        btc_balance(&db, &alice_addresses[0]).await,
+        ("12500000".into(), "0".into())
+    );
+    assert_eq!(
+        btc_balance(&db, &bob_address).await,
+        ("700000".into(), "0".into())
+    );
+
+    let live = live_deposits(db.pool()).await;
+    let positions: Vec<(String, i64, String)> = live
+        .iter()
+        .map(|d| (d.0.clone(), d.1, d.5.clone()))
+        .collect();
+    let txid = txid.to_string();
+    assert_eq!(
+        positions,
+        vec![
+            (txid.clone(), 0, "credited".into()),
+            (txid.clone(), 1, "credited".into()),
+            (txid, 2, "credited".into()),
+        ],
+        "the never-issued address is not credited"
+    );
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+async fn wait_same_tip(a: &Btcd, b: &Btcd) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tip(a).await == tip(b).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {:?} vs {:?}",
+            tip(a).await,
+            tip(b).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_node_reorgs_of_depth_one_to_six_unwind_deposits() {
+    let a = mature_node().await;
+    let b = Btcd::spawn().await.expect("second btcd");
+    b.connect(&a).await.expect("connect");
+    wait_same_tip(&a, &b).await;
+
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 3).await;
+    let start_height = tip(&a).await.0 + 1;
+    let confirmations = 3;
+    let running = start(&a, &db, config(start_height, confirmations));
+    let mut credited_then_orphaned = 0;
+    for depth in 1..=6u32 {
+        b.disconnect(&a).await.expect("disconnect");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // btcd drops the peer asynchronously; make sure blocks do not cross.
+        while b
+            .client()
+            .call::<serde_json::Value>("getpeerinfo", vec![])
+            .await
+            .expect("peers")
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+        {
+            assert!(Instant::now() < deadline, "peers did not disconnect");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (outpoint, value) = a.coinbase_output(u64::from(depth)).await.expect("coinbase");
+        let who = &users[(depth % 3) as usize].1;
+        a.pay(
+            outpoint,
+            value,
+            &[(address(who), Amount::from_sat(100_000 * u64::from(depth)))],
+        )
+        .await
+        .expect("pay");
+        a.generate(depth).await.expect("mine on a");
+        wait_synced(&a, &db, confirmations).await;
+        let credited: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'credited'")
+                .fetch_one(db.pool())
+                .await
+                .expect("count");
+        let doomed_credited: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deposits WHERE status = 'credited' AND block_height > $1",
+        )
+        .bind(tip(&a).await.0 as i64 - i64::from(depth))
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+        credited_then_orphaned += doomed_credited;
+        assert!(credited >= doomed_credited);
+
+        // b mines a longer branch without the payment; a follows it.
+        b.generate(depth + 1).await.expect("mine on b");
+        b.connect(&a).await.expect("reconnect");
+        wait_same_tip(&a, &b).await;
+        wait_synced(&a, &db, confirmations).await;
+        let orphaned: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'orphaned'")
+                .fetch_one(db.pool())
+                .await
+                .expect("count");
+        assert!(
+            orphaned >= i64::from(depth),
+            "depth {depth}: only {orphaned} orphaned so far"
+        );
+    }
+    // The unwound payments went back to a's mempool: mine them for good.
+    a.generate(confirmations as u32).await.expect("mine");
+    wait_same_tip(&a, &b).await;
+    wait_synced(&a, &db, confirmations).await;
+    running.stop().await;
+    assert!(
+        credited_then_orphaned > 0,
+        "some reorgs took back credited deposits"
+    );
+
+    let scratch = TestDb::new().await.expect("scratch database");
+    let _ = users_with_addresses(scratch.pool(), BTC, 3).await;
+    let rerun = start(&a, &scratch, config(start_height, confirmations));
+    wait_synced(&a, &scratch, confirmations).await;
+    rerun.stop().await;
+    assert_eq!(
+        balances_by_address(db.pool(), BTC).await,
+        balances_by_address(scratch.pool(), BTC).await
+    );
+    assert_eq!(
+        system_balances(db.pool()).await,
+        system_balances(scratch.pool()).await
+    );
+    assert_eq!(
+        live_deposits(db.pool()).await,
+        live_deposits(scratch.pool()).await
+    );
+    assert_eq!(
+        live_deposits(db.pool()).await.len(),
+        6,
+        "every payment, once, on the final chain"
+    );
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+#[tokio::test]
+async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 5).await;
+    let start_height = tip(&node).await.0 + 1;
+    for height in 1..=30u64 {
+        let (outpoint, value) = node.coinbase_output(height).await.expect("coinbase");
+        let outputs: Vec<(Address, Amount)> = (0..3)
+            .map(|k| {
+                (
+                    address(&users[((height + k) % 5) as usize].1),
+                    Amount::from_sat(1_000 * height + k),
+                )
+            })
+            .collect();
+        node.pay(outpoint, value, &outputs).await.expect("pay");
+        node.generate(1).await.expect("mine");
+    }
+    let config = config(start_height, 2);
+    let (tip_height, tip_hash) = tip(&node).await;
+    let mut kills = 0;
+    loop {
+        let watcher = watcher(&node, &db, config.clone());
+        let mut progress = watcher.progress();
+        let task = tokio::spawn(watcher.run(CancellationToken::new()));
+        let done = tokio::time::timeout(Duration::from_secs(30), progress.changed())
+            .await
+            .is_err();
+        task.abort();
+        let _ = task.await;
+        if done || cursor(db.pool(), BTC).await == Some((tip_height as i64, tip_hash.clone())) {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(kills >= 5, "killed {kills} times");
+    let running = start(&node, &db, config.clone());
+    wait_synced(&node, &db, 2).await;
+    running.stop().await;
+    assert_eq!(
+        live_deposits(db.pool()).await.len(),
+        90,
+        "every output once"
+    );
+    let total: Option<String> = sqlx::query_scalar(
+        "SELECT sum(balance)::text FROM balances WHERE asset = 'BTC' AND purpose IN ('available', 'pending')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("sum");
+    let expected: u64 = (1..=30u64)
+        .map(|h| (0..3).map(|k| 1_000 * h + k).sum::<u64>())
+        .sum();
+    assert_eq!(total, Some(expected.to_string()));
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}

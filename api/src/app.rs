@@ -309,7 +309,32 @@ impl App {
             let client =
                 BitcoinClient::new(&btc.rpc_url, auth, Duration::from_millis(btc.timeout_ms))
                     .context("config section `chains.bitcoin`")?;
-            spawn_follower(tasks, client, pool, btc.poll_interval_ms, cancel);
+            let config = indexer::deposits::bitcoin::BitcoinWatchConfig {
+                start_height: btc.start_height,
+                confirmations: btc.confirmations,
+                max_reorg_depth: btc.max_reorg_depth,
+                batch_blocks: btc.batch_blocks,
+                concurrency: btc.fetch_concurrency,
+                poll_interval: Duration::from_millis(btc.poll_interval_ms),
+                gap_limit: btc.gap_limit,
+            };
+            let store = indexer::deposits::DepositStore::new(
+                indexer::ledger::Ledger::new(pool.clone()),
+                chains::Chain::Bitcoin,
+                btc.max_reorg_depth,
+            );
+            let watcher = indexer::deposits::bitcoin::BitcoinWatcher::new(
+                client,
+                self.deposit_keys.bitcoin_account_xpub(),
+                self.deposit_keys.bitcoin_network(),
+                store,
+                config,
+            );
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                watcher.run(cancel).await;
+                Ok(())
+            });
         }
         if chains.ethereum.enabled {
             let eth = &chains.ethereum;

@@ -237,6 +237,21 @@ pub struct BitcoinSettings {
     pub cookie_file: Option<PathBuf>,
     pub poll_interval_ms: u64,
     pub timeout_ms: u64,
+    /// First block to index on a new install; unset starts at the node's
+    /// tip. Ignored once the watcher has a cursor.
+    pub start_height: Option<u64>,
+    /// Confirmations (the deposit's block counts as one) that make a
+    /// deposit available; it is pending from the first.
+    pub confirmations: u64,
+    /// A reorg deeper than this halts the watcher (`coffer_watcher_halted`).
+    pub max_reorg_depth: u64,
+    /// Blocks per database transaction during catch-up.
+    pub batch_blocks: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub fetch_concurrency: usize,
+    /// Addresses derived past the last issued one, and the run of unused
+    /// issued addresses that raises `coffer_deposit_address_gap_exceeded`.
+    pub gap_limit: u32,
 }
 
 impl Default for BitcoinSettings {
@@ -250,6 +265,12 @@ impl Default for BitcoinSettings {
             cookie_file: None,
             poll_interval_ms: 1_000,
             timeout_ms: 15_000,
+            start_height: None,
+            confirmations: 6,
+            max_reorg_depth: 24,
+            batch_blocks: 10,
+            fetch_concurrency: 2,
+            gap_limit: 20,
         }
     }
 }
@@ -633,6 +654,21 @@ impl Settings {
             }
         }
         if btc.enabled {
+            let ranges = [
+                ("confirmations", btc.confirmations, 1, 10_000),
+                ("max_reorg_depth", btc.max_reorg_depth, 1, 10_000),
+                ("batch_blocks", btc.batch_blocks, 1, 1_000),
+                ("fetch_concurrency", btc.fetch_concurrency as u64, 1, 64),
+                ("gap_limit", u64::from(btc.gap_limit), 1, 100_000),
+            ];
+            for (key, value, min, max) in ranges {
+                if !(min..=max).contains(&value) {
+                    bad(
+                        &format!("chains.bitcoin.{key}"),
+                        format!("must be {min} to {max}, not {value}"),
+                    );
+                }
+            }
             if let Some(path) = &btc.cookie_file
                 && !path.is_file()
             {

@@ -320,3 +320,123 @@ async fn wait_metric(addr: SocketAddr, series: &str, check: impl Fn(f64) -> bool
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over_grpc() {
+    use chains::devnet::Btcd;
+
+    let node = Btcd::spawn().await.expect("btcd");
+    // Segwit activates on btcd's regtest after three 144-block windows.
+    node.generate(432).await.expect("mine");
+    let db = TestDb::new().await.expect("database");
+    let rpc_url = node.rpc_url().to_owned();
+    let server = daemon(
+        |s| {
+            s.chains.bitcoin.enabled = true;
+            s.chains.bitcoin.rpc_url = rpc_url;
+            s.chains.bitcoin.poll_interval_ms = 100;
+            s.chains.bitcoin.confirmations = 2;
+        },
+        db,
+    )
+    .await;
+    let mut auth = client_at(server.grpc).await;
+    let access = register_and_login(&mut auth, "saver@example.com", "correct horse battery")
+        .await
+        .access_token;
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let wallet = wallets
+        .create_wallet(bearer(
+            pb::CreateWalletRequest {
+                chain: Chain::Bitcoin.into(),
+                user_id: None,
+            },
+            &access,
+        ))
+        .await
+        .expect("wallet")
+        .into_inner();
+    let mut addresses = Vec::new();
+    for _ in 0..2 {
+        let issued = wallets
+            .new_deposit_address(bearer(
+                pb::NewDepositAddressRequest {
+                    wallet_id: wallet.id.clone(),
+                },
+                &access,
+            ))
+            .await
+            .expect("address")
+            .into_inner()
+            .address;
+        addresses.push(
+            issued
+                .parse::<bitcoin::Address<_>>()
+                .expect("address")
+                .require_network(bitcoin::Network::Regtest)
+                .expect("regtest"),
+        );
+    }
+    let tip = node.client().head().await.expect("head").height;
+    wait_metric(
+        server.metrics,
+        "coffer_chain_indexed_height{chain=\"bitcoin\"}",
+        |h| h >= tip as f64,
+    )
+    .await;
+
+    let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
+    let txid = node
+        .pay(
+            outpoint,
+            value,
+            &[
+                (addresses[0].clone(), bitcoin::Amount::from_sat(40_000_000)),
+                (addresses[1].clone(), bitcoin::Amount::from_sat(2_000_000)),
+            ],
+        )
+        .await
+        .expect("pay");
+    node.generate(1).await.expect("mine");
+    wait_balances(&mut wallets, &access, &[("BTC", "0", "42000000", 8)]).await;
+    node.generate(1).await.expect("mine");
+    wait_balances(&mut wallets, &access, &[("BTC", "42000000", "0", 8)]).await;
+
+    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let credits = history
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: None,
+                kind: Some("deposit_credit".into()),
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &access,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions;
+    let mut outputs: Vec<(String, i64, String)> = credits
+        .iter()
+        .map(|t| {
+            let d = t.deposit.as_ref().expect("deposit details");
+            assert!(d.confirmations >= 2, "{d:?}");
+            (d.tx_id.clone(), d.position, d.status.clone())
+        })
+        .collect();
+    outputs.sort();
+    let txid = txid.to_string();
+    assert_eq!(
+        outputs,
+        vec![
+            (txid.clone(), 0, "credited".into()),
+            (txid, 1, "credited".into())
+        ]
+    );
+}

@@ -97,12 +97,17 @@ impl Watcher<BitcoinSource> {
 }
 
 /// Watched scripts, compact enough for millions: the 20-byte P2WPKH
-/// program maps to its derivation index, and issued indexes to owners.
+/// program maps to its derivation index and its owner's slot in a table
+/// of distinct owners (28 bytes of payload per script).
 #[derive(Clone, Debug, Default)]
 pub struct WatchedScripts {
-    programs: HashMap<[u8; 20], u32>,
-    owners: HashMap<u32, Uuid>,
+    programs: HashMap<[u8; 20], (u32, u32)>,
+    owners: Vec<Uuid>,
+    owner_slots: HashMap<Uuid, u32>,
 }
+
+/// The owner slot of a derived address nobody has been issued.
+const UNISSUED: u32 = u32::MAX;
 
 impl WatchedScripts {
     /// Adds the P2WPKH `address` at derivation `index`, owned by `owner`
@@ -111,17 +116,26 @@ impl WatchedScripts {
         let Some(program) = p2wpkh_program(address.script_pubkey().as_bytes()) else {
             return false;
         };
-        self.programs.insert(program, index);
-        if let Some(owner) = owner {
-            self.owners.insert(index, owner);
-        }
+        self.insert_program(program, index, owner);
         true
+    }
+
+    /// Adds a P2WPKH witness program (the key hash) directly.
+    pub fn insert_program(&mut self, program: [u8; 20], index: u32, owner: Option<Uuid>) {
+        let slot = match owner {
+            None => UNISSUED,
+            Some(owner) => *self.owner_slots.entry(owner).or_insert_with(|| {
+                self.owners.push(owner);
+                u32::try_from(self.owners.len() - 1).unwrap_or(UNISSUED)
+            }),
+        };
+        self.programs.insert(program, (index, slot));
     }
 
     /// The derivation index and owner (if issued) of an output script.
     pub fn lookup(&self, script: &[u8]) -> Option<(u32, Option<Uuid>)> {
-        let index = *self.programs.get(&p2wpkh_program(script)?)?;
-        Some((index, self.owners.get(&index).copied()))
+        let (index, slot) = *self.programs.get(&p2wpkh_program(script)?)?;
+        Some((index, self.owners.get(slot as usize).copied()))
     }
 
     pub fn len(&self) -> usize {
@@ -216,7 +230,10 @@ impl DepositSource for BitcoinSource {
     async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
         let added = self.addresses.refresh(pool).await?;
         let first_refresh = self.derived_to == 0 && self.highest_used.is_none();
-        let wanted_to = self.addresses.next_index().saturating_add(self.gap_limit);
+        // Issued addresses come from the database; only the lookahead past
+        // the last issued one is derived here.
+        let issued_to = self.addresses.next_index();
+        let wanted_to = issued_to.saturating_add(self.gap_limit);
         if added.is_empty() && self.derived_to >= wanted_to {
             return Ok(());
         }
@@ -233,7 +250,7 @@ impl DepositSource for BitcoinSource {
                 }
             }
         }
-        for index in self.derived_to..wanted_to {
+        for index in self.derived_to.max(issued_to)..wanted_to {
             let address =
                 signer::bitcoin::p2wpkh_address(&self.account, self.network, false, index)
                     .map_err(|e| Error::Corrupt(format!("derive bitcoin address {index}: {e}")))?;

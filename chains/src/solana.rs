@@ -1,11 +1,24 @@
 //! Solana nodes over JSON-RPC with the `solana-rpc-client` family.
+//!
+//! Deposit fetching lists the produced slots of a range with `getBlocks`
+//! (skipped slots are normal and simply absent), then reads each block with
+//! `getBlock` in `jsonParsed` encoding, decoded into lean structs that read
+//! only what deposits need: system-program transfers and SPL Token
+//! `transfer`/`transferChecked` instructions, top-level and inner, of
+//! successful transactions.
 
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
+use solana_rpc_client_api::request::{RpcError, RpcRequest};
 
 use crate::{Chain, ChainHead, Error, HeadSource, Result};
 
@@ -51,6 +64,332 @@ impl SolanaClient {
     }
 }
 
+/// The SPL Token program. Token-2022 transfers are not deposits yet.
+pub const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+/// Blocks fetched at once within a range.
+const FETCH_CONCURRENCY: usize = 4;
+/// `getBlock` answers for a slot without a block: skipped (-32007, -32009)
+/// or not available yet (-32004).
+const NO_BLOCK_CODES: [i64; 3] = [-32004, -32007, -32009];
+
+/// A block reduced to what deposit matching needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub slot: u64,
+    pub blockhash: String,
+    pub previous_blockhash: String,
+    /// Unix seconds, where the node knows it.
+    pub time: Option<i64>,
+    pub transfers: Vec<Transfer>,
+}
+
+/// Value arriving at a wanted owner in a successful transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub signature: String,
+    /// The instruction: its index for a top-level one, and
+    /// `1000 * (outer + 1) + inner` for an inner (CPI) one.
+    pub position: u32,
+    /// The wallet address credited: the SOL recipient, or the owner of the
+    /// receiving token account.
+    pub owner: String,
+    /// The SPL mint; `None` for SOL.
+    pub mint: Option<String>,
+    /// Lamports or token base units.
+    pub amount: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcBlock {
+    blockhash: String,
+    previous_blockhash: String,
+    block_time: Option<i64>,
+    #[serde(default)]
+    transactions: Vec<RpcTransactionWithMeta>,
+}
+
+#[derive(Deserialize)]
+struct RpcTransactionWithMeta {
+    meta: Option<RpcMeta>,
+    transaction: RpcTransaction,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcMeta {
+    err: Option<Value>,
+    #[serde(default)]
+    inner_instructions: Option<Vec<RpcInnerInstructions>>,
+    #[serde(default)]
+    post_token_balances: Option<Vec<RpcTokenBalance>>,
+}
+
+#[derive(Deserialize)]
+struct RpcInnerInstructions {
+    index: u32,
+    instructions: Vec<RpcInstruction>,
+}
+
+#[derive(Deserialize)]
+struct RpcTransaction {
+    message: RpcMessage,
+    signatures: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcMessage {
+    account_keys: Vec<RpcAccountKey>,
+    instructions: Vec<RpcInstruction>,
+}
+
+#[derive(Deserialize)]
+struct RpcAccountKey {
+    pubkey: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcInstruction {
+    program: Option<String>,
+    program_id: Option<String>,
+    /// An object for parsed programs; a string for some (memo).
+    parsed: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcTokenBalance {
+    account_index: u32,
+    mint: String,
+    owner: Option<String>,
+    program_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RpcBlockHash {
+    blockhash: String,
+}
+
+impl SolanaClient {
+    /// The blocks produced in `slots` at `confirmed`, in slot order, with
+    /// the transfers to owners for which `wanted` holds (SPL only for
+    /// `mints`).
+    pub async fn blocks(
+        &self,
+        slots: RangeInclusive<u64>,
+        mints: &[String],
+        wanted: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<Vec<Block>> {
+        let started = Instant::now();
+        let produced = self
+            .rpc
+            .get_blocks_with_commitment(
+                *slots.start(),
+                Some(*slots.end()),
+                CommitmentConfig::confirmed(),
+            )
+            .await
+            .map_err(|e| classify("getBlocks", e))?;
+        observe_rpc("getBlocks", started);
+        let raw: Vec<(u64, RpcBlock)> = futures::stream::iter(produced)
+            .map(|slot| async move {
+                let started = Instant::now();
+                let block: Option<RpcBlock> = self
+                    .rpc
+                    .send(
+                        RpcRequest::GetBlock,
+                        json!([slot, {
+                            "encoding": "jsonParsed",
+                            "transactionDetails": "full",
+                            "rewards": false,
+                            "maxSupportedTransactionVersion": 0,
+                            "commitment": "confirmed",
+                        }]),
+                    )
+                    .await
+                    .map_err(|e| classify("getBlock", e))?;
+                observe_rpc("getBlock", started);
+                let block = block.ok_or_else(|| {
+                    Error::inconsistent(CHAIN, format!("listed slot {slot} has no block"))
+                })?;
+                Ok::<_, Error>((slot, block))
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(raw
+            .into_iter()
+            .map(|(slot, block)| Block {
+                slot,
+                transfers: block
+                    .transactions
+                    .iter()
+                    .flat_map(|tx| transfers(tx, mints, wanted))
+                    .collect(),
+                blockhash: block.blockhash,
+                previous_blockhash: block.previous_blockhash,
+                time: block.block_time,
+            })
+            .collect())
+    }
+
+    /// The block hash at each slot at `commitment`; `None` where the slot
+    /// was skipped or has no block yet.
+    pub async fn block_hashes(
+        &self,
+        slots: &[u64],
+        commitment: CommitmentConfig,
+    ) -> Result<Vec<Option<String>>> {
+        let level = match commitment {
+            c if c == CommitmentConfig::finalized() => "finalized",
+            _ => "confirmed",
+        };
+        futures::stream::iter(slots.iter().copied())
+            .map(|slot| async move {
+                let answer: std::result::Result<Option<RpcBlockHash>, ClientError> = self
+                    .rpc
+                    .send(
+                        RpcRequest::GetBlock,
+                        json!([slot, {
+                            "encoding": "json",
+                            "transactionDetails": "none",
+                            "rewards": false,
+                            "commitment": level,
+                        }]),
+                    )
+                    .await;
+                match answer {
+                    Ok(block) => Ok(block.map(|b| b.blockhash)),
+                    Err(err) if no_block(&err) => Ok(None),
+                    Err(err) => Err(classify("getBlock", err)),
+                }
+            })
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await
+    }
+}
+
+fn no_block(err: &ClientError) -> bool {
+    matches!(err.kind(), ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) if NO_BLOCK_CODES.contains(code))
+}
+
+fn observe_rpc(method: &'static str, started: Instant) {
+    metrics::histogram!(crate::metrics::RPC_DURATION, "chain" => CHAIN.as_str(), "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// The deposits-relevant transfers of one transaction; none if it failed.
+fn transfers(
+    tx: &RpcTransactionWithMeta,
+    mints: &[String],
+    wanted: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> Vec<Transfer> {
+    let Some(meta) = &tx.meta else {
+        return Vec::new();
+    };
+    if meta.err.as_ref().is_some_and(|e| !e.is_null()) {
+        return Vec::new();
+    }
+    let Some(signature) = tx.transaction.signatures.first() else {
+        return Vec::new();
+    };
+    // Token accounts of this transaction by address: (mint, owner), from
+    // the balances after it ran, so an account it created is known too.
+    let token_accounts: HashMap<&str, (&str, &str)> = meta
+        .post_token_balances
+        .iter()
+        .flatten()
+        .filter(|b| b.program_id.as_deref().is_none_or(|p| p == TOKEN_PROGRAM))
+        .filter_map(|b| {
+            let key = tx
+                .transaction
+                .message
+                .account_keys
+                .get(b.account_index as usize)?;
+            Some((key.pubkey.as_str(), (b.mint.as_str(), b.owner.as_deref()?)))
+        })
+        .collect();
+    let top = tx
+        .transaction
+        .message
+        .instructions
+        .iter()
+        .enumerate()
+        .map(|(i, ix)| (i as u32, ix));
+    let inner = meta.inner_instructions.iter().flatten().flat_map(|group| {
+        group
+            .instructions
+            .iter()
+            .enumerate()
+            .map(move |(j, ix)| (1_000 * (group.index + 1) + j as u32, ix))
+    });
+    top.chain(inner)
+        .filter_map(|(position, ix)| {
+            let (owner, mint, amount) = match ix.program.as_deref() {
+                Some("system") => system_transfer(ix)?,
+                Some("spl-token") if ix.program_id.as_deref() == Some(TOKEN_PROGRAM) => {
+                    token_transfer(ix, &token_accounts)?
+                }
+                _ => return None,
+            };
+            if let Some(mint) = &mint
+                && !mints.iter().any(|m| m == mint)
+            {
+                return None;
+            }
+            if amount == 0 || !wanted(&owner) {
+                return None;
+            }
+            Some(Transfer {
+                signature: signature.clone(),
+                position,
+                owner,
+                mint,
+                amount,
+            })
+        })
+        .collect()
+}
+
+type Credit = (String, Option<String>, u64);
+
+fn system_transfer(ix: &RpcInstruction) -> Option<Credit> {
+    let parsed = ix.parsed.as_ref()?;
+    if !matches!(parsed["type"].as_str()?, "transfer" | "transferWithSeed") {
+        return None;
+    }
+    let info = &parsed["info"];
+    Some((
+        info["destination"].as_str()?.to_owned(),
+        None,
+        info["lamports"].as_u64()?,
+    ))
+}
+
+fn token_transfer(ix: &RpcInstruction, accounts: &HashMap<&str, (&str, &str)>) -> Option<Credit> {
+    let parsed = ix.parsed.as_ref()?;
+    let info = &parsed["info"];
+    let amount = match parsed["type"].as_str()? {
+        "transfer" => info["amount"].as_str()?,
+        "transferChecked" => info["tokenAmount"]["amount"].as_str()?,
+        _ => return None,
+    };
+    let (mint, owner) = accounts.get(info["destination"].as_str()?)?;
+    if let Some(named) = info["mint"].as_str()
+        && named != *mint
+    {
+        return None;
+    }
+    Some((
+        (*owner).to_owned(),
+        Some((*mint).to_owned()),
+        amount.parse().ok()?,
+    ))
+}
+
 impl HeadSource for SolanaClient {
     fn chain(&self) -> Chain {
         CHAIN
@@ -65,6 +404,7 @@ impl HeadSource for SolanaClient {
 pub(crate) fn classify(method: &'static str, err: ClientError) -> Error {
     match err.kind() {
         ErrorKind::SerdeJson(e) => Error::malformed(CHAIN, method, e.to_string()),
+        ErrorKind::RpcError(RpcError::ParseError(e)) => Error::malformed(CHAIN, method, e.clone()),
         _ => Error::transport(CHAIN, method, err),
     }
 }

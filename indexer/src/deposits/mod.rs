@@ -24,7 +24,8 @@ use crate::ledger::{AccountPurpose, AccountRef, Amount, EntryKind, Ledger, Leg, 
 use crate::metrics::{DEPOSIT_DETECTION_LATENCY, DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
 use crate::{Error, Result};
 
-/// Blocks kept in `indexed_blocks` beyond the reorg window.
+/// Blocks kept in `indexed_blocks` beyond the reorg window, and below the
+/// final height.
 const KEEP_MARGIN: u64 = 16;
 
 /// A block reduced to what the store needs.
@@ -257,6 +258,25 @@ impl DepositStore {
             .collect()
     }
 
+    /// The newest indexed block at or below `height`.
+    pub async fn indexed_at_or_below(&self, height: u64) -> Result<Option<Cursor>> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT height, block_hash FROM indexed_blocks WHERE chain = $1 AND height <= $2
+             ORDER BY height DESC LIMIT 1",
+        )
+        .bind(self.chain.as_str())
+        .bind(to_i64(height)?)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|(height, hash)| {
+            Ok(Cursor {
+                height: to_u64(height)?,
+                hash,
+            })
+        })
+        .transpose()
+    }
+
     /// Stores `blocks` (ascending, each extending the previous) with their
     /// deposits, in one transaction. Deposits in blocks at or below
     /// `final_height` are credited at once; the others are pending.
@@ -329,7 +349,14 @@ impl DepositStore {
         .bind(&heights)
         .bind(&hashes)
         .bind(&parents)
-        .bind(to_i64(last_height.saturating_sub(self.keep_blocks))?)
+        // Kept: the reorg window, and everything not yet final plus a
+        // margin, so the credit check always finds a block at or below
+        // the final height.
+        .bind(to_i64(
+            last_height
+                .saturating_sub(self.keep_blocks)
+                .min(final_height.map_or(0, |f| f.saturating_sub(KEEP_MARGIN))),
+        )?)
         .bind(to_i64(last_height)?)
         .bind(last_hash)
         .execute(&mut *tx)

@@ -36,6 +36,37 @@ pub trait DepositSource: Send + Sync + 'static {
         heights: &[u64],
     ) -> impl Future<Output = chains::Result<Vec<Option<String>>>> + Send;
 
+    /// The block a new watcher starts after: the one at `height`, or on
+    /// chains with empty heights (Solana's skipped slots) the last one below.
+    fn anchor(&self, height: u64) -> impl Future<Output = chains::Result<Option<Cursor>>> + Send {
+        async move {
+            Ok(self
+                .block_hashes(&[height])
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
+                .map(|hash| Cursor { height, hash }))
+        }
+    }
+
+    /// The final chain's block hash at `height`, checked before deposits
+    /// at or below it are credited. Where the node's view is one chain
+    /// (Bitcoin, Ethereum) it is the block hash; Solana asks at `finalized`.
+    fn final_block_hash(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = chains::Result<Option<String>>> + Send {
+        async move {
+            Ok(self
+                .block_hashes(&[height])
+                .await?
+                .into_iter()
+                .next()
+                .flatten())
+        }
+    }
+
     /// Brings the watched set up to date; called at the start of each step.
     fn refresh_watched(&mut self, pool: &PgPool) -> impl Future<Output = Result<()>> + Send;
 
@@ -92,6 +123,9 @@ pub struct Watcher<S> {
     progress: watch::Sender<Option<u64>>,
     halted: watch::Sender<Option<String>>,
     recorded_tip: Option<ChainHead>,
+    /// Heights scanned past the cursor without a block (skipped slots), so
+    /// a long run of them is not fetched again.
+    scanned_to: Option<u64>,
 }
 
 impl<S: DepositSource> Watcher<S> {
@@ -103,6 +137,7 @@ impl<S: DepositSource> Watcher<S> {
             progress: watch::channel(None).0,
             halted: watch::channel(None).0,
             recorded_tip: None,
+            scanned_to: None,
         }
     }
 
@@ -211,19 +246,22 @@ impl<S: DepositSource> Watcher<S> {
                 self.unwind_reorg(&cursor).await?;
                 return Ok(Step::Busy);
             }
-            if let Some(height) = final_height {
-                self.store.confirm(height).await?;
-            }
+            self.confirm(final_height).await?;
             return Ok(Step::Idle);
         }
 
         // Catch up in batches, fetching ahead while the store writes.
         let batch = self.config.batch_blocks.max(1);
         let batches_per_step = (self.config.concurrency.max(1) as u64) * 8;
+        let from = cursor.height.max(self.scanned_to.unwrap_or(0)) + 1;
+        if from > tip.height {
+            self.confirm(final_height).await?;
+            return Ok(Step::Idle);
+        }
         let end = tip
             .height
-            .min(cursor.height.saturating_add(batch * batches_per_step));
-        let ranges: Vec<_> = (cursor.height + 1..=end)
+            .min(from.saturating_add(batch * batches_per_step - 1));
+        let ranges: Vec<_> = (from..=end)
             .step_by(usize::try_from(batch).unwrap_or(usize::MAX))
             .map(|start| start..=(start + batch - 1).min(end))
             .collect();
@@ -235,6 +273,9 @@ impl<S: DepositSource> Watcher<S> {
             })
             .buffered(self.config.concurrency.max(1));
         while let Some(observed) = fetched.try_next().await? {
+            if observed.is_empty() {
+                continue;
+            }
             match self.store.apply(&observed, final_height).await? {
                 Applied::Advanced { .. } => {
                     let last = observed.last().map(|b| b.height);
@@ -251,46 +292,54 @@ impl<S: DepositSource> Watcher<S> {
                         .await?
                         .ok_or_else(|| Error::Corrupt("cursor vanished".into()))?;
                     tracing::warn!(%chain, height, "block does not extend the indexed chain");
+                    self.scanned_to = None;
                     self.unwind_reorg(&cursor).await?;
                     return Ok(Step::Busy);
                 }
             }
         }
-        if let Some(height) = final_height {
-            self.store.confirm(height).await?;
-        }
+        self.scanned_to = Some(end);
+        self.confirm(final_height).await?;
         Ok(Step::Busy)
+    }
+
+    /// Credits deposits up to `final_height` once the final chain is known
+    /// to hold the indexed block there; otherwise waits (a fork the node
+    /// left shows up as a reorg).
+    async fn confirm(&self, final_height: Option<u64>) -> Result<(), StepError> {
+        let Some(final_height) = final_height else {
+            return Ok(());
+        };
+        let Some(block) = self.store.indexed_at_or_below(final_height).await? else {
+            return Ok(());
+        };
+        let final_hash = self.source.final_block_hash(block.height).await?;
+        if final_hash.as_deref() != Some(block.hash.as_str()) {
+            tracing::warn!(
+                chain = %self.source.chain(), height = block.height,
+                "the final chain does not hold the indexed block yet; not crediting"
+            );
+            return Ok(());
+        }
+        self.store.confirm(block.height).await?;
+        Ok(())
     }
 
     async fn init_cursor(&self, tip: u64) -> Result<Cursor, StepError> {
         let start = self.config.start_height.unwrap_or(tip).max(1);
-        let parent = start - 1;
-        let hash = self
-            .source
-            .block_hashes(&[parent])
-            .await?
-            .into_iter()
-            .next()
-            .flatten()
-            .ok_or_else(|| {
-                StepError::Failed(Error::InvalidRequest(format!(
-                    "start height {start} is above the node's tip {tip}"
-                )))
-            })?;
-        let cursor = self
-            .store
-            .init_cursor(&Cursor {
-                height: parent,
-                hash,
-            })
-            .await?;
+        let anchor = self.source.anchor(start - 1).await?.ok_or_else(|| {
+            StepError::Failed(Error::InvalidRequest(format!(
+                "start height {start} is above the node's tip {tip}"
+            )))
+        })?;
+        let cursor = self.store.init_cursor(&anchor).await?;
         tracing::info!(chain = %self.source.chain(), from = cursor.height + 1, "deposit watcher starts indexing");
         Ok(cursor)
     }
 
     /// Walks back from `cursor` to the newest indexed block the node still
     /// has, and unwinds everything above it. Deeper than allowed: halt.
-    async fn unwind_reorg(&self, cursor: &Cursor) -> Result<(), StepError> {
+    async fn unwind_reorg(&mut self, cursor: &Cursor) -> Result<(), StepError> {
         let chain = self.source.chain();
         let limit = self.config.max_reorg_depth;
         // Everything kept, so a reorg just past the limit is still measured.
@@ -324,6 +373,7 @@ impl<S: DepositSource> Watcher<S> {
             )));
         }
         let unwound = self.store.rewind(&ancestor).await?;
+        self.scanned_to = None;
         metrics::counter!(REORGS, "chain" => chain.as_str()).increment(1);
         metrics::histogram!(REORG_DEPTH, "chain" => chain.as_str()).record(depth as f64);
         tracing::warn!(

@@ -272,6 +272,48 @@ impl SolanaClient {
     }
 }
 
+impl SolanaClient {
+    /// The `confirmed` tip with its block hash.
+    pub async fn confirmed_head(&self) -> Result<ChainHead> {
+        for _ in 0..3 {
+            let slot = self.slot(CommitmentConfig::confirmed()).await?;
+            let hashes = self
+                .block_hashes(&[slot], CommitmentConfig::confirmed())
+                .await?;
+            if let Some(hash) = hashes.into_iter().next().flatten() {
+                return Ok(ChainHead {
+                    height: slot,
+                    hash: Some(hash),
+                });
+            }
+        }
+        Err(Error::inconsistent(
+            CHAIN,
+            "the confirmed slot has no block yet",
+        ))
+    }
+
+    /// The last block at or below `slot` (within 1,000 slots), at `confirmed`.
+    pub async fn block_at_or_below(&self, slot: u64) -> Result<Option<(u64, String)>> {
+        let produced = self
+            .rpc
+            .get_blocks_with_commitment(
+                slot.saturating_sub(1_000),
+                Some(slot),
+                CommitmentConfig::confirmed(),
+            )
+            .await
+            .map_err(|e| classify("getBlocks", e))?;
+        let Some(last) = produced.last().copied() else {
+            return Ok(None);
+        };
+        let hash = self
+            .block_hashes(&[last], CommitmentConfig::confirmed())
+            .await?;
+        Ok(hash.into_iter().next().flatten().map(|h| (last, h)))
+    }
+}
+
 fn no_block(err: &ClientError) -> bool {
     matches!(err.kind(), ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) if NO_BLOCK_CODES.contains(code))
 }

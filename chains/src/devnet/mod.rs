@@ -8,6 +8,7 @@
 
 mod anvil;
 mod btcd;
+pub mod solana_tx;
 mod validator;
 
 use std::fs::File;

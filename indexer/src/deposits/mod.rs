@@ -10,6 +10,7 @@
 
 pub mod bitcoin;
 pub mod ethereum;
+pub mod solana;
 mod watched;
 pub mod watcher;
 

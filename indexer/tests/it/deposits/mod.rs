@@ -2,6 +2,7 @@
 
 mod bitcoin;
 mod ethereum;
+mod solana;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +39,23 @@ pub async fn users_with_addresses(
     chain: Chain,
     count: usize,
 ) -> Vec<(Uuid, String)> {
+    users_with_addresses_from(pool, chain, count, 0).await
+}
+
+/// As [`users_with_addresses`], from HD index `first`: tests sharing one
+/// node (the Solana validator) must not share deposit addresses.
+pub async fn users_with_addresses_from(
+    pool: &PgPool,
+    chain: Chain,
+    count: usize,
+    first: i64,
+) -> Vec<(Uuid, String)> {
+    sqlx::query("UPDATE address_counters SET next_index = $2 WHERE chain = $1")
+        .bind(chain.as_str())
+        .bind(first)
+        .execute(pool)
+        .await
+        .expect("address counter");
     let wallets = Wallets::new(pool.clone(), deposit_keys());
     let mut out = Vec::with_capacity(count);
     for i in 0..count {

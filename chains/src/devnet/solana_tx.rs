@@ -1,0 +1,367 @@
+//! Building, signing and sending Solana transactions for tests, with just
+//! what they need: legacy messages, ed25519 keys, and the System, SPL Token
+//! and Associated Token Account instructions, encoded by hand from their
+//! published layouts.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use solana_commitment_config::CommitmentConfig;
+use solana_pubkey::Pubkey;
+use solana_rpc_client_api::request::RpcRequest;
+
+use super::{DevnetError, Result, SolanaValidator};
+
+pub const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
+pub const TOKEN_PROGRAM: &str = crate::solana::TOKEN_PROGRAM;
+pub const ASSOCIATED_TOKEN_PROGRAM: &str = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL";
+/// An SPL mint account's size.
+pub const MINT_SPACE: u64 = 82;
+
+fn key(text: &str) -> Pubkey {
+    Pubkey::from_str(text).expect("constant program id")
+}
+
+/// An ed25519 key pair.
+#[derive(Debug)]
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    pub fn pubkey(&self) -> Pubkey {
+        Pubkey::new_from_array(self.0.verifying_key().to_bytes())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AccountMeta {
+    pub pubkey: Pubkey,
+    pub signer: bool,
+    pub writable: bool,
+}
+
+impl AccountMeta {
+    fn new(pubkey: Pubkey, signer: bool, writable: bool) -> Self {
+        Self {
+            pubkey,
+            signer,
+            writable,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Instruction {
+    pub program: Pubkey,
+    pub accounts: Vec<AccountMeta>,
+    pub data: Vec<u8>,
+}
+
+/// System `Transfer` (index 2).
+pub fn system_transfer(from: &Pubkey, to: &Pubkey, lamports: u64) -> Instruction {
+    let mut data = 2u32.to_le_bytes().to_vec();
+    data.extend_from_slice(&lamports.to_le_bytes());
+    Instruction {
+        program: key(SYSTEM_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*from, true, true),
+            AccountMeta::new(*to, false, true),
+        ],
+        data,
+    }
+}
+
+/// System `CreateAccount` (index 0).
+pub fn create_account(
+    payer: &Pubkey,
+    new: &Pubkey,
+    lamports: u64,
+    space: u64,
+    owner: &Pubkey,
+) -> Instruction {
+    let mut data = 0u32.to_le_bytes().to_vec();
+    data.extend_from_slice(&lamports.to_le_bytes());
+    data.extend_from_slice(&space.to_le_bytes());
+    data.extend_from_slice(owner.as_ref());
+    Instruction {
+        program: key(SYSTEM_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*payer, true, true),
+            AccountMeta::new(*new, true, true),
+        ],
+        data,
+    }
+}
+
+/// SPL Token `InitializeMint2` (20) without a freeze authority.
+pub fn initialize_mint(mint: &Pubkey, decimals: u8, authority: &Pubkey) -> Instruction {
+    let mut data = vec![20, decimals];
+    data.extend_from_slice(authority.as_ref());
+    data.push(0);
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![AccountMeta::new(*mint, false, true)],
+        data,
+    }
+}
+
+/// SPL Token `MintTo` (7).
+pub fn mint_to(mint: &Pubkey, to: &Pubkey, authority: &Pubkey, amount: u64) -> Instruction {
+    let mut data = vec![7];
+    data.extend_from_slice(&amount.to_le_bytes());
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*mint, false, true),
+            AccountMeta::new(*to, false, true),
+            AccountMeta::new(*authority, true, false),
+        ],
+        data,
+    }
+}
+
+/// SPL Token `TransferChecked` (12).
+pub fn transfer_checked(
+    source: &Pubkey,
+    mint: &Pubkey,
+    destination: &Pubkey,
+    owner: &Pubkey,
+    amount: u64,
+    decimals: u8,
+) -> Instruction {
+    let mut data = vec![12];
+    data.extend_from_slice(&amount.to_le_bytes());
+    data.push(decimals);
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*source, false, true),
+            AccountMeta::new(*mint, false, false),
+            AccountMeta::new(*destination, false, true),
+            AccountMeta::new(*owner, true, false),
+        ],
+        data,
+    }
+}
+
+/// Associated Token Account `CreateIdempotent` (1).
+pub fn create_associated_token_account(
+    payer: &Pubkey,
+    owner: &Pubkey,
+    mint: &Pubkey,
+) -> Instruction {
+    Instruction {
+        program: key(ASSOCIATED_TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*payer, true, true),
+            AccountMeta::new(associated_token_address(owner, mint), false, true),
+            AccountMeta::new(*owner, false, false),
+            AccountMeta::new(*mint, false, false),
+            AccountMeta::new(key(SYSTEM_PROGRAM), false, false),
+            AccountMeta::new(key(TOKEN_PROGRAM), false, false),
+        ],
+        data: vec![1],
+    }
+}
+
+/// The associated token account of `owner` for `mint`: the program address
+/// of (owner, token program, mint) under the ATA program.
+pub fn associated_token_address(owner: &Pubkey, mint: &Pubkey) -> Pubkey {
+    let program = key(ASSOCIATED_TOKEN_PROGRAM);
+    for bump in (0..=255u8).rev() {
+        let mut hasher = Sha256::new();
+        hasher.update(owner.as_ref());
+        hasher.update(key(TOKEN_PROGRAM).as_ref());
+        hasher.update(mint.as_ref());
+        hasher.update([bump]);
+        hasher.update(program.as_ref());
+        hasher.update(b"ProgramDerivedAddress");
+        let candidate: [u8; 32] = hasher.finalize().into();
+        let on_curve = curve25519_dalek::edwards::CompressedEdwardsY(candidate)
+            .decompress()
+            .is_some();
+        if !on_curve {
+            return Pubkey::new_from_array(candidate);
+        }
+    }
+    unreachable!("a bump below 256 always yields an off-curve address")
+}
+
+fn compact_u16(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let mut byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value != 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// A signed legacy transaction, serialized.
+fn compile(
+    instructions: &[Instruction],
+    signers: &[&Keypair],
+    blockhash: [u8; 32],
+) -> Result<Vec<u8>> {
+    let payer = signers
+        .first()
+        .ok_or_else(|| DevnetError::Other("a transaction needs a payer".into()))?
+        .pubkey();
+    // Accounts with merged flags, payer first.
+    let mut accounts: Vec<AccountMeta> = vec![AccountMeta::new(payer, true, true)];
+    let mut add = |meta: AccountMeta| match accounts.iter_mut().find(|a| a.pubkey == meta.pubkey) {
+        Some(existing) => {
+            existing.signer |= meta.signer;
+            existing.writable |= meta.writable;
+        }
+        None => accounts.push(meta),
+    };
+    for ix in instructions {
+        for meta in &ix.accounts {
+            add(meta.clone());
+        }
+        add(AccountMeta::new(ix.program, false, false));
+    }
+    // Stable: signers writable, signers read-only, writable, read-only.
+    accounts.sort_by_key(|a| match (a.signer, a.writable) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => 3,
+    });
+    let required = accounts.iter().filter(|a| a.signer).count();
+    let readonly_signed = accounts.iter().filter(|a| a.signer && !a.writable).count();
+    let readonly_unsigned = accounts.iter().filter(|a| !a.signer && !a.writable).count();
+    let index = |key: &Pubkey| {
+        accounts
+            .iter()
+            .position(|a| a.pubkey == *key)
+            .map(|i| i as u8)
+            .ok_or_else(|| DevnetError::Other(format!("account {key} missing")))
+    };
+    let mut message = vec![
+        required as u8,
+        readonly_signed as u8,
+        readonly_unsigned as u8,
+    ];
+    compact_u16(&mut message, accounts.len());
+    for account in &accounts {
+        message.extend_from_slice(account.pubkey.as_ref());
+    }
+    message.extend_from_slice(&blockhash);
+    compact_u16(&mut message, instructions.len());
+    for ix in instructions {
+        message.push(index(&ix.program)?);
+        compact_u16(&mut message, ix.accounts.len());
+        for meta in &ix.accounts {
+            message.push(index(&meta.pubkey)?);
+        }
+        compact_u16(&mut message, ix.data.len());
+        message.extend_from_slice(&ix.data);
+    }
+    let mut tx = Vec::new();
+    compact_u16(&mut tx, required);
+    for account in accounts.iter().take(required) {
+        let signer = signers
+            .iter()
+            .find(|s| s.pubkey() == account.pubkey)
+            .ok_or_else(|| DevnetError::Other(format!("no key for signer {}", account.pubkey)))?;
+        tx.extend_from_slice(&signer.0.sign(&message).to_bytes());
+    }
+    tx.extend_from_slice(&message);
+    Ok(tx)
+}
+
+impl SolanaValidator {
+    /// Signs and sends `instructions` (the first signer pays) without a
+    /// preflight check, so a transaction that fails on chain still lands,
+    /// and waits until it is confirmed. Returns its signature and whether
+    /// it succeeded.
+    pub async fn send(
+        &self,
+        instructions: &[Instruction],
+        signers: &[&Keypair],
+    ) -> Result<(String, bool)> {
+        let rpc = self.client().rpc();
+        let blockhash = rpc
+            .get_latest_blockhash_with_commitment(CommitmentConfig::confirmed())
+            .await
+            .map_err(|e| crate::solana::classify("getLatestBlockhash", e))?
+            .0;
+        let tx = compile(instructions, signers, blockhash.to_bytes())?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(tx);
+        let signature: String = rpc
+            .send(
+                RpcRequest::SendTransaction,
+                json!([encoded, {"encoding": "base64", "skipPreflight": true}]),
+            )
+            .await
+            .map_err(|e| crate::solana::classify("sendTransaction", e))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let statuses: Value = rpc
+                .send(RpcRequest::GetSignatureStatuses, json!([[signature]]))
+                .await
+                .map_err(|e| crate::solana::classify("getSignatureStatuses", e))?;
+            let status = &statuses["value"][0];
+            if matches!(
+                status["confirmationStatus"].as_str(),
+                Some("confirmed" | "finalized")
+            ) {
+                return Ok((signature, status["err"].is_null()));
+            }
+            if Instant::now() > deadline {
+                return Err(DevnetError::Other(format!(
+                    "{signature} not confirmed within 60 s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Lamports for a rent-exempt account of `space` bytes.
+    pub async fn rent_exempt(&self, space: u64) -> Result<u64> {
+        self.client()
+            .rpc()
+            .get_minimum_balance_for_rent_exemption(space as usize)
+            .await
+            .map_err(|e| crate::solana::classify("getMinimumBalanceForRentExemption", e).into())
+    }
+
+    /// Creates an SPL mint with `decimals`, `authority` minting.
+    pub async fn create_mint(&self, payer: &Keypair, mint: &Keypair, decimals: u8) -> Result<()> {
+        let lamports = self.rent_exempt(MINT_SPACE).await?;
+        let token = key(TOKEN_PROGRAM);
+        let (_, ok) = self
+            .send(
+                &[
+                    create_account(
+                        &payer.pubkey(),
+                        &mint.pubkey(),
+                        lamports,
+                        MINT_SPACE,
+                        &token,
+                    ),
+                    initialize_mint(&mint.pubkey(), decimals, &payer.pubkey()),
+                ],
+                &[payer, mint],
+            )
+            .await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(DevnetError::Other("creating the mint failed".into()))
+        }
+    }
+}

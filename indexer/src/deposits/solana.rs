@@ -1,0 +1,198 @@
+//! Solana deposits: system-program transfers of SOL and SPL Token
+//! `transfer`/`transferChecked` of allow-listed mints into a token account
+//! owned by a watched address, from successful transactions; pending at
+//! `confirmed`, available at `finalized`. Heights are slots; skipped slots
+//! simply have no block.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chains::solana::{Block, SolanaClient};
+use chains::{Chain, ChainHead};
+use chrono::{DateTime, Utc};
+use solana_commitment_config::CommitmentConfig;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::watcher::{DepositSource, WatchConfig, Watcher};
+use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use crate::Result;
+use crate::ledger::Amount;
+
+const CHAIN: Chain = Chain::Solana;
+
+/// An allow-listed SPL mint and the asset code it credits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplToken {
+    pub mint: String,
+    pub asset: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct SolanaWatchConfig {
+    /// First slot to index on a new install; `None` starts at the tip.
+    pub start_slot: Option<u64>,
+    /// A fork deeper than this many slots halts the watcher.
+    pub max_reorg_depth: u64,
+    /// Slots per fetch and per database transaction.
+    pub batch_slots: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub tokens: Vec<SplToken>,
+}
+
+impl Default for SolanaWatchConfig {
+    fn default() -> Self {
+        Self {
+            start_slot: None,
+            max_reorg_depth: 150,
+            batch_slots: 50,
+            concurrency: 4,
+            poll_interval: Duration::from_millis(400),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// The Solana deposit watcher.
+pub type SolanaWatcher = Watcher<SolanaSource>;
+
+impl Watcher<SolanaSource> {
+    pub fn new(client: SolanaClient, store: DepositStore, config: SolanaWatchConfig) -> Self {
+        let loop_config = WatchConfig {
+            start_height: config.start_slot,
+            max_reorg_depth: config.max_reorg_depth,
+            batch_blocks: config.batch_slots,
+            concurrency: config.concurrency,
+            poll_interval: config.poll_interval,
+        };
+        let source = SolanaSource {
+            client,
+            mints: config.tokens.iter().map(|t| t.mint.clone()).collect(),
+            mint_assets: Arc::new(
+                config
+                    .tokens
+                    .iter()
+                    .map(|t| (t.mint.clone(), t.asset.clone()))
+                    .collect(),
+            ),
+            addresses: WatchedAddresses::new(CHAIN),
+            watched: Arc::default(),
+        };
+        Watcher::with_source(source, store, loop_config)
+    }
+}
+
+#[derive(Debug)]
+pub struct SolanaSource {
+    client: SolanaClient,
+    mints: Arc<[String]>,
+    mint_assets: Arc<HashMap<String, String>>,
+    addresses: WatchedAddresses,
+    watched: Arc<HashMap<String, Uuid>>,
+}
+
+impl DepositSource for SolanaSource {
+    fn chain(&self) -> Chain {
+        CHAIN
+    }
+
+    async fn head(&self) -> chains::Result<ChainHead> {
+        self.client.confirmed_head().await
+    }
+
+    async fn final_height(&self, _tip: u64) -> chains::Result<Option<u64>> {
+        Ok(Some(self.client.slot(CommitmentConfig::finalized()).await?))
+    }
+
+    async fn block_hashes(&self, heights: &[u64]) -> chains::Result<Vec<Option<String>>> {
+        self.client
+            .block_hashes(heights, CommitmentConfig::confirmed())
+            .await
+    }
+
+    async fn anchor(&self, height: u64) -> chains::Result<Option<Cursor>> {
+        Ok(self
+            .client
+            .block_at_or_below(height)
+            .await?
+            .map(|(height, hash)| Cursor { height, hash }))
+    }
+
+    async fn final_block_hash(&self, height: u64) -> chains::Result<Option<String>> {
+        Ok(self
+            .client
+            .block_hashes(&[height], CommitmentConfig::finalized())
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
+    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
+        let added = self.addresses.refresh(pool).await?;
+        if added.is_empty() {
+            return Ok(());
+        }
+        let mut next = HashMap::clone(&self.watched);
+        next.extend(added.into_iter().map(|(address, user, _)| (address, user)));
+        self.watched = Arc::new(next);
+        Ok(())
+    }
+
+    fn fetch(
+        &self,
+        range: RangeInclusive<u64>,
+    ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
+        let client = self.client.clone();
+        let watched = Arc::clone(&self.watched);
+        let mints = Arc::clone(&self.mints);
+        let mint_assets = Arc::clone(&self.mint_assets);
+        async move {
+            let wanted = |owner: &str| watched.contains_key(owner);
+            let blocks = client.blocks(range, &mints, &wanted).await?;
+            Ok(blocks
+                .iter()
+                .map(|block| observe(block, &watched, &mint_assets))
+                .collect())
+        }
+    }
+}
+
+fn observe(
+    block: &Block,
+    watched: &HashMap<String, Uuid>,
+    mint_assets: &HashMap<String, String>,
+) -> ObservedBlock {
+    let deposits = block
+        .transfers
+        .iter()
+        .filter_map(|t| {
+            let user_id = *watched.get(&t.owner)?;
+            let asset = match &t.mint {
+                None => "SOL".to_owned(),
+                Some(mint) => mint_assets.get(mint)?.clone(),
+            };
+            Some(ObservedDeposit {
+                tx_id: t.signature.clone(),
+                position: i64::from(t.position),
+                address: t.owner.clone(),
+                user_id,
+                asset,
+                amount: Amount::from_u64(t.amount),
+            })
+        })
+        .collect();
+    ObservedBlock {
+        height: block.slot,
+        hash: block.blockhash.clone(),
+        parent_hash: block.previous_blockhash.clone(),
+        time: block
+            .time
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)),
+        deposits,
+    }
+}

@@ -1,0 +1,316 @@
+use std::time::{Duration, Instant};
+
+use chains::Chain;
+use chains::devnet::SolanaValidator;
+use chains::devnet::solana_tx::{
+    Keypair, associated_token_address, create_associated_token_account, mint_to, system_transfer,
+    transfer_checked,
+};
+use indexer::deposits::DepositStore;
+use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher, SplToken};
+use indexer::devnet::TestDb;
+use indexer::ledger::{Asset, Ledger};
+use solana_commitment_config::CommitmentConfig;
+use solana_pubkey::Pubkey;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const SOL: Chain = Chain::Solana;
+const LAMPORTS: u64 = 1_000_000_000;
+
+fn config(start_slot: u64, tokens: Vec<SplToken>) -> SolanaWatchConfig {
+    SolanaWatchConfig {
+        start_slot: Some(start_slot),
+        batch_slots: 8,
+        concurrency: 2,
+        poll_interval: Duration::from_millis(100),
+        tokens,
+        ..SolanaWatchConfig::default()
+    }
+}
+
+fn watcher(validator: &SolanaValidator, db: &TestDb, config: SolanaWatchConfig) -> SolanaWatcher {
+    init_logs();
+    let store = DepositStore::new(Ledger::new(db.pool().clone()), SOL, config.max_reorg_depth);
+    SolanaWatcher::new(validator.client().clone(), store, config)
+}
+
+async fn confirmed_slot(validator: &SolanaValidator) -> u64 {
+    validator
+        .client()
+        .slot(CommitmentConfig::confirmed())
+        .await
+        .expect("slot")
+}
+
+fn pubkey(text: &str) -> Pubkey {
+    text.parse().expect("pubkey")
+}
+
+async fn sol_balance(db: &TestDb, address: &str, asset: &str) -> (String, String) {
+    balances_by_address(db.pool(), SOL)
+        .await
+        .get(&(address.to_owned(), asset.to_owned()))
+        .map(|(a, p, _)| (a.clone(), p.clone()))
+        .unwrap_or_else(|| ("0".into(), "0".into()))
+}
+
+async fn wait_balance(
+    db: &TestDb,
+    address: &str,
+    asset: &str,
+    expected: (&str, &str),
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = sol_balance(db, address, asset).await;
+        if (now.0.as_str(), now.1.as_str()) == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{asset} of {address}: {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finalized() {
+    let validator = SolanaValidator::shared()
+        .await
+        .expect("solana-test-validator");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses_from(db.pool(), SOL, 2, 100).await;
+    let (alice, bob) = (pubkey(&users[0].1), pubkey(&users[1].1));
+    let payer = Keypair::from_seed([0x51; 32]);
+    let mint = Keypair::from_seed([0x52; 32]);
+    let rogue = Keypair::from_seed([0x53; 32]);
+    validator
+        .airdrop(&payer.pubkey(), 20 * LAMPORTS)
+        .await
+        .expect("airdrop");
+    for m in [&mint, &rogue] {
+        validator.create_mint(&payer, m, 6).await.expect("mint");
+        let (_, ok) = validator
+            .send(
+                &[
+                    create_associated_token_account(&payer.pubkey(), &payer.pubkey(), &m.pubkey()),
+                    mint_to(
+                        &m.pubkey(),
+                        &associated_token_address(&payer.pubkey(), &m.pubkey()),
+                        &payer.pubkey(),
+                        1_000_000_000,
+                    ),
+                ],
+                &[&payer],
+            )
+            .await
+            .expect("mint to payer");
+        assert!(ok);
+    }
+    Ledger::new(db.pool().clone())
+        .register_asset(&Asset {
+            code: "TUSDC".into(),
+            chain: SOL,
+            decimals: 6,
+            contract: Some(mint.pubkey().to_string()),
+        })
+        .await
+        .expect("asset");
+    let tokens = vec![SplToken {
+        mint: mint.pubkey().to_string(),
+        asset: "TUSDC".into(),
+    }];
+    let start = confirmed_slot(validator).await + 1;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(watcher(validator, &db, config(start, tokens)).run(cancel.clone()));
+
+    let (_, ok) = validator
+        .send(
+            &[system_transfer(&payer.pubkey(), &alice, 1_500_000_000)],
+            &[&payer],
+        )
+        .await
+        .expect("sol");
+    assert!(ok);
+    let pay = |m: &Keypair, to: &Pubkey, amount: u64| {
+        vec![
+            create_associated_token_account(&payer.pubkey(), to, &m.pubkey()),
+            transfer_checked(
+                &associated_token_address(&payer.pubkey(), &m.pubkey()),
+                &m.pubkey(),
+                &associated_token_address(to, &m.pubkey()),
+                &payer.pubkey(),
+                amount,
+                6,
+            ),
+        ]
+    };
+    // The deposit owner's token account is created in the same transaction.
+    let (token_sig, ok) = validator
+        .send(&pay(&mint, &alice, 2_000_000), &[&payer])
+        .await
+        .expect("token");
+    assert!(ok);
+    // Not deposits: a mint that is not allow-listed, and failed transactions.
+    let (_, ok) = validator
+        .send(&pay(&rogue, &alice, 3_000_000), &[&payer])
+        .await
+        .expect("rogue");
+    assert!(ok);
+    let (_, ok) = validator
+        .send(&pay(&mint, &bob, 5_000_000_000), &[&payer])
+        .await
+        .expect("overdrawn token transfer");
+    assert!(!ok, "a token transfer beyond the balance fails");
+    let (_, ok) = validator
+        .send(
+            &[system_transfer(&payer.pubkey(), &bob, 1_000 * LAMPORTS)],
+            &[&payer],
+        )
+        .await
+        .expect("overdrawn sol transfer");
+    assert!(!ok, "a SOL transfer beyond the balance fails");
+
+    wait_balance(
+        &db,
+        &users[0].1,
+        "SOL",
+        ("0", "1500000000"),
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_balance(
+        &db,
+        &users[0].1,
+        "TUSDC",
+        ("0", "2000000"),
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_balance(
+        &db,
+        &users[0].1,
+        "SOL",
+        ("1500000000", "0"),
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_balance(
+        &db,
+        &users[0].1,
+        "TUSDC",
+        ("2000000", "0"),
+        Duration::from_secs(90),
+    )
+    .await;
+    // The failed and rogue ones landed before the credits: nothing for bob.
+    assert_eq!(
+        sol_balance(&db, &users[1].1, "SOL").await,
+        ("0".into(), "0".into())
+    );
+    assert_eq!(
+        sol_balance(&db, &users[1].1, "TUSDC").await,
+        ("0".into(), "0".into())
+    );
+    cancel.cancel();
+    task.await.expect("watcher");
+
+    let live = live_deposits(db.pool()).await;
+    let summary: Vec<(String, i64, String)> = live
+        .iter()
+        .map(|d| (d.3.clone(), d.1, d.5.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("SOL".into(), 0, "credited".into()),
+            ("TUSDC".into(), 1, "credited".into())
+        ],
+        "{live:?}"
+    );
+    assert_eq!(live[1].0, token_sig);
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+#[tokio::test]
+async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
+    let validator = SolanaValidator::shared()
+        .await
+        .expect("solana-test-validator");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses_from(db.pool(), SOL, 4, 200).await;
+    let payer = Keypair::from_seed([0x61; 32]);
+    validator
+        .airdrop(&payer.pubkey(), 20 * LAMPORTS)
+        .await
+        .expect("airdrop");
+    let start = confirmed_slot(validator).await + 1;
+    for i in 0..16u64 {
+        let to = pubkey(&users[(i % 4) as usize].1);
+        let (_, ok) = validator
+            .send(
+                &[system_transfer(&payer.pubkey(), &to, 1_000_000 + i)],
+                &[&payer],
+            )
+            .await
+            .expect("sol");
+        assert!(ok);
+    }
+    let end = confirmed_slot(validator).await;
+    let config = SolanaWatchConfig {
+        batch_slots: 3,
+        ..config(start, Vec::new())
+    };
+    let mut kills = 0;
+    loop {
+        let watcher = watcher(validator, &db, config.clone());
+        let mut progress = watcher.progress();
+        let task = tokio::spawn(watcher.run(CancellationToken::new()));
+        let done = tokio::time::timeout(Duration::from_secs(20), progress.changed())
+            .await
+            .is_err();
+        task.abort();
+        let _ = task.await;
+        let at = cursor(db.pool(), SOL).await.map_or(0, |c| c.0);
+        if done || at >= end as i64 {
+            break;
+        }
+        kills += 1;
+    }
+    assert!(kills >= 3, "killed {kills} times");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(watcher(validator, &db, config).run(cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let credited: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'credited'")
+                .fetch_one(db.pool())
+                .await
+                .expect("count");
+        if credited == 16 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {credited} of 16 credited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cancel.cancel();
+    task.await.expect("watcher");
+    assert_eq!(
+        live_deposits(db.pool()).await.len(),
+        16,
+        "every transfer once"
+    );
+    let total: Option<String> = sqlx::query_scalar(
+        "SELECT sum(balance)::text FROM balances WHERE asset = 'SOL' AND purpose = 'available'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("sum");
+    let expected: u64 = (0..16).map(|i| 1_000_000 + i).sum();
+    assert_eq!(total, Some(expected.to_string()));
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}

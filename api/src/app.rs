@@ -13,12 +13,10 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use chains::HeadSource;
 use chains::bitcoin::{BitcoinAuth, BitcoinClient};
 use chains::ethereum::EthereumClient;
 use chains::solana::SolanaClient;
 use indexer::db::PoolSettings;
-use indexer::watch::TipFollower;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
@@ -387,29 +385,45 @@ impl App {
             let sol = &chains.solana;
             let client = SolanaClient::new(&sol.rpc_url, Duration::from_millis(sol.timeout_ms))
                 .context("config section `chains.solana`")?;
-            spawn_follower(tasks, client, pool, sol.poll_interval_ms, cancel);
+            let ledger = indexer::ledger::Ledger::new(pool.clone());
+            let mut tokens = Vec::with_capacity(sol.tokens.len());
+            for (i, token) in sol.tokens.iter().enumerate() {
+                ledger
+                    .register_asset(&indexer::ledger::Asset {
+                        code: token.asset.clone(),
+                        chain: chains::Chain::Solana,
+                        decimals: token.decimals,
+                        contract: Some(token.mint.clone()),
+                    })
+                    .await
+                    .with_context(|| format!("config key `chains.solana.tokens[{i}]`"))?;
+                tokens.push(indexer::deposits::solana::SplToken {
+                    mint: token.mint.clone(),
+                    asset: token.asset.clone(),
+                });
+            }
+            let config = indexer::deposits::solana::SolanaWatchConfig {
+                start_slot: sol.start_slot,
+                max_reorg_depth: sol.max_reorg_depth,
+                batch_slots: sol.batch_slots,
+                concurrency: sol.fetch_concurrency,
+                poll_interval: Duration::from_millis(sol.poll_interval_ms),
+                tokens,
+            };
+            let store = indexer::deposits::DepositStore::new(
+                ledger,
+                chains::Chain::Solana,
+                sol.max_reorg_depth,
+            );
+            let watcher = indexer::deposits::solana::SolanaWatcher::new(client, store, config);
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                watcher.run(cancel).await;
+                Ok(())
+            });
         }
         Ok(())
     }
-}
-
-fn spawn_follower<C: HeadSource + 'static>(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    client: C,
-    pool: &PgPool,
-    poll_interval_ms: u64,
-    cancel: &CancellationToken,
-) {
-    let follower = TipFollower::new(
-        client,
-        pool.clone(),
-        Duration::from_millis(poll_interval_ms),
-    );
-    let cancel = cancel.clone();
-    tasks.spawn(async move {
-        follower.run(cancel).await;
-        Ok(())
-    });
 }
 
 fn task_error(

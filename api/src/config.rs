@@ -275,32 +275,50 @@ impl Default for BitcoinSettings {
     }
 }
 
-/// Settings of a node reached by URL alone.
-macro_rules! node_settings {
-    ($name:ident, $port:literal) => {
-        #[derive(Clone, Debug, Deserialize, Serialize)]
-        #[serde(default, deny_unknown_fields)]
-        pub struct $name {
-            pub enabled: bool,
-            pub rpc_url: String,
-            pub poll_interval_ms: u64,
-            pub timeout_ms: u64,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                Self {
-                    enabled: true,
-                    rpc_url: concat!("http://127.0.0.1:", $port).into(),
-                    poll_interval_ms: 1_000,
-                    timeout_ms: 15_000,
-                }
-            }
-        }
-    };
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SolanaSettings {
+    pub enabled: bool,
+    pub rpc_url: String,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    /// First slot to index on a new install; unset starts at the node's
+    /// confirmed tip. Ignored once the watcher has a cursor.
+    pub start_slot: Option<u64>,
+    /// A fork deeper than this many slots halts the watcher.
+    pub max_reorg_depth: u64,
+    /// Slots per fetch and per database transaction.
+    pub batch_slots: u64,
+    /// Batches fetched ahead while earlier ones are written.
+    pub fetch_concurrency: usize,
+    /// Allow-listed SPL Token mints; transfers of any other mint are ignored.
+    pub tokens: Vec<SplTokenSettings>,
 }
 
-node_settings!(SolanaSettings, 8899);
+impl Default for SolanaSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rpc_url: "http://127.0.0.1:8899".into(),
+            poll_interval_ms: 400,
+            timeout_ms: 15_000,
+            start_slot: None,
+            max_reorg_depth: 150,
+            batch_slots: 50,
+            fetch_concurrency: 4,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// An allow-listed SPL mint, the asset code it credits, and its decimals.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplTokenSettings {
+    pub mint: String,
+    pub asset: String,
+    pub decimals: u8,
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -609,6 +627,35 @@ impl Settings {
                 );
             }
         }
+        let sol = &self.chains.solana;
+        if sol.enabled {
+            let ranges = [
+                ("max_reorg_depth", sol.max_reorg_depth, 1, 100_000),
+                ("batch_slots", sol.batch_slots, 1, 1_000),
+                ("fetch_concurrency", sol.fetch_concurrency as u64, 1, 64),
+            ];
+            for (key, value, min, max) in ranges {
+                if !(min..=max).contains(&value) {
+                    bad(
+                        &format!("chains.solana.{key}"),
+                        format!("must be {min} to {max}, not {value}"),
+                    );
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (i, token) in sol.tokens.iter().enumerate() {
+                let key = |field: &str| format!("chains.solana.tokens[{i}].{field}");
+                match token.mint.parse::<solana_pubkey::Pubkey>() {
+                    Ok(mint) if !seen.insert(mint) => bad(&key("mint"), "is listed twice".into()),
+                    Ok(_) => {}
+                    Err(err) => bad(&key("mint"), format!("not a base58 public key: {err}")),
+                }
+                check_asset_code(&mut bad, &key("asset"), &token.asset);
+                if token.decimals > 38 {
+                    bad(&key("decimals"), "must be 0 to 38".into());
+                }
+            }
+        }
         let eth = &self.chains.ethereum;
         if eth.enabled {
             let ranges = [
@@ -635,19 +682,7 @@ impl Settings {
                     Ok(_) => {}
                     Err(err) => bad(&key("contract"), format!("not an address: {err}")),
                 }
-                let code_ok = (2..=16).contains(&token.asset.len())
-                    && token
-                        .asset
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-                if !code_ok {
-                    bad(
-                        &key("asset"),
-                        "must be 2 to 16 upper-case letters or digits".into(),
-                    );
-                } else if ["BTC", "ETH", "SOL"].contains(&token.asset.as_str()) {
-                    bad(&key("asset"), "names a native asset".into());
-                }
+                check_asset_code(&mut bad, &key("asset"), &token.asset);
                 if token.decimals > 38 {
                     bad(&key("decimals"), "must be 0 to 38".into());
                 }
@@ -752,5 +787,18 @@ fn issue_from_figment(err: figment::Error) -> ConfigIssue {
         key,
         message,
         origin,
+    }
+}
+
+/// A token's asset code: the ledger's format, and not a native asset's.
+fn check_asset_code(bad: &mut impl FnMut(&str, String), key: &str, code: &str) {
+    let well_formed = (2..=16).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if !well_formed {
+        bad(key, "must be 2 to 16 upper-case letters or digits".into());
+    } else if ["BTC", "ETH", "SOL"].contains(&code) {
+        bad(key, "names a native asset".into());
     }
 }

@@ -191,6 +191,14 @@ fn malformed_values_are_named() {
             "chains.ethereum.confirmations",
         ),
         (
+            "[chains.bitcoin]\ngap_limit = 0\n",
+            "chains.bitcoin.gap_limit",
+        ),
+        (
+            "[[chains.solana.tokens]]\nmint = \"not-base58-0OIl\"\nasset = \"USDC\"\ndecimals = 6\n",
+            "chains.solana.tokens[0].mint",
+        ),
+        (
             "[[chains.ethereum.tokens]]\ncontract = \"0x12\"\nasset = \"USDC\"\ndecimals = 6\n",
             "chains.ethereum.tokens[0].contract",
         ),

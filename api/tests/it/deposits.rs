@@ -169,7 +169,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         |h| h >= tip as f64,
     )
     .await;
-    anvil
+    let eth_tx = anvil
         .send(
             from,
             to,
@@ -179,8 +179,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         )
         .await
         .expect("eth");
-    let eth_block = anvil.client().head().await.expect("head").height;
-    anvil
+    let token_tx = anvil
         .send(
             from,
             token.address,
@@ -190,7 +189,8 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         )
         .await
         .expect("token");
-    let token_block = anvil.client().head().await.expect("head").height;
+    let eth_block = mined_in(&anvil, eth_tx).await;
+    let token_block = mined_in(&anvil, token_tx).await;
 
     wait_balances(
         &mut wallets,
@@ -298,6 +298,22 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         sample(&body, "coffer_watcher_halted{chain=\"ethereum\"}"),
         Some(0.0)
     );
+}
+
+/// The block a transaction was mined in, from its receipt.
+async fn mined_in(anvil: &Anvil, tx: alloy_primitives::B256) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let receipt = anvil
+            .request("eth_getTransactionReceipt", serde_json::json!([tx]))
+            .await
+            .expect("receipt");
+        if let Some(number) = receipt["blockNumber"].as_str() {
+            return u64::from_str_radix(number.trim_start_matches("0x"), 16).expect("block number");
+        }
+        assert!(Instant::now() < deadline, "{tx} not mined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn client_at(grpc: SocketAddr) -> AuthServiceClient<Channel> {
@@ -438,5 +454,114 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
             (txid.clone(), 0, "credited".into()),
             (txid, 1, "credited".into())
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_over_grpc() {
+    use chains::devnet::SolanaValidator;
+    use chains::devnet::solana_tx::{Keypair, system_transfer};
+
+    let validator = SolanaValidator::shared()
+        .await
+        .expect("solana-test-validator");
+    let db = TestDb::new().await.expect("database");
+    // This binary's other tests issue Solana addresses from index 0.
+    sqlx::query("UPDATE address_counters SET next_index = 500 WHERE chain = 'solana'")
+        .execute(db.pool())
+        .await
+        .expect("counter");
+    let rpc_url = validator.rpc_url().to_owned();
+    let server = daemon(
+        |s| {
+            s.chains.solana.enabled = true;
+            s.chains.solana.rpc_url = rpc_url;
+            s.chains.solana.poll_interval_ms = 100;
+        },
+        db,
+    )
+    .await;
+    let mut auth = client_at(server.grpc).await;
+    let access = register_and_login(&mut auth, "sol@example.com", "correct horse battery")
+        .await
+        .access_token;
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let wallet = wallets
+        .create_wallet(bearer(
+            pb::CreateWalletRequest {
+                chain: Chain::Solana.into(),
+                user_id: None,
+            },
+            &access,
+        ))
+        .await
+        .expect("wallet")
+        .into_inner();
+    let address = wallets
+        .new_deposit_address(bearer(
+            pb::NewDepositAddressRequest {
+                wallet_id: wallet.id,
+            },
+            &access,
+        ))
+        .await
+        .expect("address")
+        .into_inner()
+        .address;
+    wait_metric(
+        server.metrics,
+        "coffer_chain_indexed_height{chain=\"solana\"}",
+        |h| h > 0.0,
+    )
+    .await;
+
+    let payer = Keypair::from_seed([0x71; 32]);
+    validator
+        .airdrop(&payer.pubkey(), 5_000_000_000)
+        .await
+        .expect("airdrop");
+    let to = address.parse().expect("pubkey");
+    let (signature, ok) = validator
+        .send(
+            &[system_transfer(&payer.pubkey(), &to, 1_250_000_000)],
+            &[&payer],
+        )
+        .await
+        .expect("transfer");
+    assert!(ok);
+    wait_balances(&mut wallets, &access, &[("SOL", "0", "1250000000", 9)]).await;
+    wait_balances(&mut wallets, &access, &[("SOL", "1250000000", "0", 9)]).await;
+
+    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let listed = history
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: Some("SOL".into()),
+                kind: None,
+                page_size: 10,
+                page_token: String::new(),
+            },
+            &access,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions;
+    let kinds: Vec<&str> = listed.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, ["deposit_credit", "deposit_pending"]);
+    let deposit = listed[0].deposit.as_ref().expect("deposit details");
+    assert_eq!(
+        (
+            deposit.chain.as_str(),
+            deposit.tx_id.as_str(),
+            deposit.position,
+            deposit.status.as_str()
+        ),
+        ("solana", signature.as_str(), 0, "credited")
     );
 }

@@ -1,0 +1,244 @@
+//! Solana catch-up: the deposit watcher against bare block fetching, in one
+//! run on the same solana-test-validator
+//! (`cargo bench -p indexer --bench solana_catchup`).
+//!
+//! Sends `COFFER_BENCH_TXS` transactions (default 1,500), each with 8 SOL
+//! transfers of which `COFFER_BENCH_WATCHED_PER_TX` (default 1) pay
+//! watched deposit addresses, then over the slots they landed in measures
+//!
+//! (a) the reference: `getBlocks` and `getBlock` (`jsonParsed`, full
+//!     transactions) for every produced slot, at the watcher's batch size
+//!     and concurrency, answers discarded unparsed;
+//! (b) the deposit watcher indexing the same slots into PostgreSQL, from
+//!     its start to its cursor passing the last slot;
+//!
+//! and prints both rates in slots/s and the ratio b/a, after checking that
+//! the watcher stored exactly one deposit per watched transfer.
+
+// Rates and ratios are measurements, not amounts of money.
+#![allow(clippy::float_arithmetic)]
+
+use std::time::{Duration, Instant};
+
+use chains::devnet::SolanaValidator;
+use chains::devnet::solana_tx::{Keypair, system_transfer};
+use futures::StreamExt;
+use indexer::deposits::DepositStore;
+use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher};
+use indexer::devnet::TestDb;
+use indexer::ledger::Ledger;
+use indexer::wallets::Wallets;
+use serde_json::json;
+use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
+use solana_commitment_config::CommitmentConfig;
+use solana_pubkey::Pubkey;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const BATCH: u64 = 50;
+const CONCURRENCY: usize = 4;
+const ADDRESSES: usize = 200;
+const TRANSFERS_PER_TX: u64 = 8;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(
+        env("COFFER_BENCH_TXS", 1_500),
+        env("COFFER_BENCH_WATCHED_PER_TX", 1).min(TRANSFERS_PER_TX),
+    ));
+}
+
+async fn run(txs: u64, watched_per_tx: u64) {
+    let validator = SolanaValidator::spawn()
+        .await
+        .expect("solana-test-validator (run ./scripts/devnet install)");
+    let db = TestDb::new()
+        .await
+        .expect("bench database (is the devnet PostgreSQL up?)");
+    let watched = watched_addresses(&db).await;
+    let payers: Vec<Keypair> = (0..16u8)
+        .map(|i| Keypair::from_seed([0x80 + i; 32]))
+        .collect();
+    for payer in &payers {
+        validator
+            .airdrop(&payer.pubkey(), 1_000_000_000_000)
+            .await
+            .expect("airdrop");
+    }
+    let client = validator.client();
+    let first = client
+        .slot(CommitmentConfig::confirmed())
+        .await
+        .expect("slot")
+        + 1;
+    let setup = Instant::now();
+    let sent = futures::stream::iter(0..txs)
+        .map(|n| {
+            let payer = &payers[(n % payers.len() as u64) as usize];
+            let validator = &validator;
+            let watched = &watched;
+            async move {
+                let instructions: Vec<_> = (0..TRANSFERS_PER_TX)
+                    .map(|k| {
+                        let to = if k < watched_per_tx {
+                            watched[((n * TRANSFERS_PER_TX + k) as usize) % watched.len()]
+                        } else {
+                            Pubkey::new_from_array([(k as u8) + 1; 32])
+                        };
+                        system_transfer(&payer.pubkey(), &to, 1_000_000 + n * 10 + k)
+                    })
+                    .collect();
+                let (_, ok) = validator.send(&instructions, &[payer]).await.expect("send");
+                assert!(ok, "transaction {n} failed");
+            }
+        })
+        .buffer_unordered(payers.len())
+        .count()
+        .await;
+    let last = client
+        .slot(CommitmentConfig::confirmed())
+        .await
+        .expect("slot");
+    let deposits = sent as u64 * watched_per_tx;
+    println!(
+        "solana catch-up benchmark: {sent} transactions x {TRANSFERS_PER_TX} transfers ({deposits} to {ADDRESSES} \
+         watched addresses) over slots {first}..={last}, batch {BATCH} slots, concurrency {CONCURRENCY} (setup {:.1}s)",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let reference_before = reference(&validator, first, last).await;
+    let watcher = watcher_rate(&validator, &db, first, last, deposits).await;
+    let reference_after = reference(&validator, first, last).await;
+    let reference = (reference_before + reference_after) / 2.0;
+    println!(
+        "(a) bare getBlock:   {reference:8.1} slots/s (before {reference_before:.1}, after {reference_after:.1})"
+    );
+    println!("(b) deposit watcher: {watcher:8.1} slots/s into PostgreSQL");
+    println!("ratio b/a = {:.2}", watcher / reference);
+}
+
+async fn watched_addresses(db: &TestDb) -> Vec<Pubkey> {
+    let seed =
+        HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "").expect("seed");
+    let keys =
+        std::sync::Arc::new(DepositKeys::new(seed, signer::BitcoinNetwork::Regtest).expect("keys"));
+    let wallets = Wallets::new(db.pool().clone(), keys);
+    let mut out = Vec::with_capacity(ADDRESSES);
+    for i in 0..ADDRESSES {
+        let user = Uuid::new_v4();
+        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'bench')")
+            .bind(user)
+            .bind(format!("bench{i}@example.com"))
+            .execute(db.pool())
+            .await
+            .expect("user");
+        let wallet = wallets
+            .create(user, chains::Chain::Solana)
+            .await
+            .expect("wallet");
+        let issued = wallets.new_address(&wallet).await.expect("address");
+        out.push(issued.address.parse().expect("pubkey"));
+    }
+    out
+}
+
+/// Slots/s of listing and fetching the blocks, answers discarded.
+async fn reference(validator: &SolanaValidator, first: u64, last: u64) -> f64 {
+    let rpc = validator.client().rpc();
+    let ranges: Vec<(u64, u64)> = (first..=last)
+        .step_by(BATCH as usize)
+        .map(|start| (start, (start + BATCH - 1).min(last)))
+        .collect();
+    let started = Instant::now();
+    futures::stream::iter(ranges)
+        .map(|(start, end)| async move {
+            let slots = rpc
+                .get_blocks_with_commitment(start, Some(end), CommitmentConfig::confirmed())
+                .await
+                .expect("getBlocks");
+            futures::stream::iter(slots)
+                .map(|slot| async move {
+                    let _: serde::de::IgnoredAny = rpc
+                        .send(
+                            solana_rpc_client_api::request::RpcRequest::GetBlock,
+                            json!([slot, {
+                                "encoding": "jsonParsed",
+                                "transactionDetails": "full",
+                                "rewards": false,
+                                "maxSupportedTransactionVersion": 0,
+                                "commitment": "confirmed",
+                            }]),
+                        )
+                        .await
+                        .expect("getBlock");
+                })
+                .buffered(4)
+                .count()
+                .await
+        })
+        .buffered(CONCURRENCY)
+        .count()
+        .await;
+    (last - first + 1) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The watcher's slots/s from its start to `last`.
+async fn watcher_rate(
+    validator: &SolanaValidator,
+    db: &TestDb,
+    first: u64,
+    last: u64,
+    deposits: u64,
+) -> f64 {
+    let config = SolanaWatchConfig {
+        start_slot: Some(first),
+        batch_slots: BATCH,
+        concurrency: CONCURRENCY,
+        poll_interval: Duration::from_millis(50),
+        ..SolanaWatchConfig::default()
+    };
+    let store = DepositStore::new(
+        Ledger::new(db.pool().clone()),
+        chains::Chain::Solana,
+        config.max_reorg_depth,
+    );
+    let watcher = SolanaWatcher::new(validator.client().clone(), store, config);
+    let mut progress = watcher.progress();
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn(watcher.run(cancel.clone()));
+    progress
+        .wait_for(|slot| slot.is_some_and(|s| s >= last))
+        .await
+        .expect("watcher reaches the last slot");
+    let elapsed = started.elapsed();
+    cancel.cancel();
+    task.await.expect("watcher");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM deposits WHERE block_height BETWEEN $1 AND $2")
+            .bind(first as i64)
+            .bind(last as i64)
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+    println!(
+        "    watcher: {stored} deposits in {:.2}s",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(
+        stored as u64, deposits,
+        "no dropped transfer: one deposit per watched transfer"
+    );
+    (last - first + 1) as f64 / elapsed.as_secs_f64()
+}

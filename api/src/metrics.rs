@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use metrics::{Unit, describe_gauge, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
 pub const BUILD_INFO: &str = "coffer_build_info";
@@ -13,12 +13,35 @@ pub const DB_UP: &str = "coffer_db_up";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
 pub const DB_POOL_MAX_CONNECTIONS: &str = "coffer_db_pool_max_connections";
 
+const DETECTION_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
+const RPC_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+const DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 6.0, 12.0, 32.0, 64.0, 150.0];
+
 /// Installs the recorder once per process and returns its handle.
 pub fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Histograms export as buckets, so dashboards can aggregate
+            // quantiles across replicas with `histogram_quantile`.
+            let builder = PrometheusBuilder::new();
+            let builder = [
+                (
+                    indexer::metrics::DEPOSIT_DETECTION_LATENCY,
+                    DETECTION_BUCKETS,
+                ),
+                (chains::metrics::RPC_DURATION, RPC_BUCKETS),
+                (indexer::metrics::REORG_DEPTH, DEPTH_BUCKETS),
+            ]
+            .into_iter()
+            .fold(builder, |builder, (name, buckets)| {
+                builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                    .expect("bucket lists are non-empty constants")
+            });
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed, in which case
             // this handle still renders whatever is recorded through it.

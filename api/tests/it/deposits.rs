@@ -298,6 +298,13 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         sample(&body, "coffer_watcher_halted{chain=\"ethereum\"}"),
         Some(0.0)
     );
+    assert!(
+        body.contains("coffer_deposit_detection_seconds_bucket{chain=\"ethereum\",le=")
+            && body.contains(
+                "coffer_chain_rpc_duration_seconds_bucket{chain=\"ethereum\",method=\"eth_getBlockByNumber\",le="
+            ),
+        "histograms export buckets:\n{body}"
+    );
 }
 
 /// The block a transaction was mined in, from its receipt.

@@ -56,6 +56,84 @@ async fn daemon(settings: impl FnOnce(&mut Settings), db: TestDb) -> Daemon {
     }
 }
 
+/// A registered user with a wallet on `chain` and `addresses` deposit
+/// addresses, all through the API.
+struct Depositor {
+    access: String,
+    wallets: WalletServiceClient<Channel>,
+    addresses: Vec<String>,
+}
+
+async fn depositor(server: &Daemon, email: &str, chain: Chain, addresses: usize) -> Depositor {
+    let mut auth = AuthServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let access = register_and_login(&mut auth, email, "correct horse battery")
+        .await
+        .access_token;
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let wallet = wallets
+        .create_wallet(bearer(
+            pb::CreateWalletRequest {
+                chain: chain.into(),
+                user_id: None,
+            },
+            &access,
+        ))
+        .await
+        .expect("wallet")
+        .into_inner();
+    let mut issued = Vec::with_capacity(addresses);
+    for _ in 0..addresses {
+        issued.push(
+            wallets
+                .new_deposit_address(bearer(
+                    pb::NewDepositAddressRequest {
+                        wallet_id: wallet.id.clone(),
+                    },
+                    &access,
+                ))
+                .await
+                .expect("address")
+                .into_inner()
+                .address,
+        );
+    }
+    Depositor {
+        access,
+        wallets,
+        addresses: issued,
+    }
+}
+
+/// The user's transactions, newest first, filtered as asked.
+async fn history(
+    server: &Daemon,
+    access: &str,
+    asset: Option<&str>,
+    kind: Option<&str>,
+) -> Vec<pb::Transaction> {
+    HistoryServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect")
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: asset.map(Into::into),
+                kind: kind.map(Into::into),
+                page_size: 10,
+                page_token: String::new(),
+            },
+            access,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions
+}
+
 async fn balances(
     wallets: &mut WalletServiceClient<Channel>,
     token: &str,
@@ -130,36 +208,12 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
     )
     .await;
 
-    let mut auth = client_at(server.grpc).await;
-    let tokens =
-        register_and_login(&mut auth, "depositor@example.com", "correct horse battery").await;
-    let access = tokens.access_token;
-    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let wallet = wallets
-        .create_wallet(bearer(
-            pb::CreateWalletRequest {
-                chain: Chain::Ethereum.into(),
-                user_id: None,
-            },
-            &access,
-        ))
-        .await
-        .expect("wallet")
-        .into_inner();
-    let address = wallets
-        .new_deposit_address(bearer(
-            pb::NewDepositAddressRequest {
-                wallet_id: wallet.id,
-            },
-            &access,
-        ))
-        .await
-        .expect("address")
-        .into_inner()
-        .address;
-    let to = address.parse().expect("address");
+    let Depositor {
+        access,
+        mut wallets,
+        addresses,
+    } = depositor(&server, "depositor@example.com", Chain::Ethereum, 1).await;
+    let to = addresses[0].parse().expect("address");
 
     // The watcher started at the tip; wait until it stands there.
     let tip = anvil.client().head().await.expect("head").height;
@@ -201,24 +255,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         ],
     )
     .await;
-    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let listed = history
-        .list_transactions(bearer(
-            pb::ListTransactionsRequest {
-                user_id: None,
-                asset: Some("ETH".into()),
-                kind: None,
-                page_size: 10,
-                page_token: String::new(),
-            },
-            &access,
-        ))
-        .await
-        .expect("history")
-        .into_inner()
-        .transactions;
+    let listed = history(&server, &access, Some("ETH"), None).await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     let pending = &listed[0];
     assert_eq!(pending.kind, "deposit_pending");
@@ -249,21 +286,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         ],
     )
     .await;
-    let listed = history
-        .list_transactions(bearer(
-            pb::ListTransactionsRequest {
-                user_id: None,
-                asset: None,
-                kind: Some("deposit_credit".into()),
-                page_size: 10,
-                page_token: String::new(),
-            },
-            &access,
-        ))
-        .await
-        .expect("history")
-        .into_inner()
-        .transactions;
+    let listed = history(&server, &access, None, Some("deposit_credit")).await;
     assert_eq!(listed.len(), 2);
     for credit in &listed {
         let deposit = credit.deposit.as_ref().expect("deposit details");
@@ -323,12 +346,6 @@ async fn mined_in(anvil: &Anvil, tx: alloy_primitives::B256) -> u64 {
     }
 }
 
-async fn client_at(grpc: SocketAddr) -> AuthServiceClient<Channel> {
-    AuthServiceClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("connect")
-}
-
 async fn wait_metric(addr: SocketAddr, series: &str, check: impl Fn(f64) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -363,45 +380,20 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
         db,
     )
     .await;
-    let mut auth = client_at(server.grpc).await;
-    let access = register_and_login(&mut auth, "saver@example.com", "correct horse battery")
-        .await
-        .access_token;
-    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let wallet = wallets
-        .create_wallet(bearer(
-            pb::CreateWalletRequest {
-                chain: Chain::Bitcoin.into(),
-                user_id: None,
-            },
-            &access,
-        ))
-        .await
-        .expect("wallet")
-        .into_inner();
-    let mut addresses = Vec::new();
-    for _ in 0..2 {
-        let issued = wallets
-            .new_deposit_address(bearer(
-                pb::NewDepositAddressRequest {
-                    wallet_id: wallet.id.clone(),
-                },
-                &access,
-            ))
-            .await
-            .expect("address")
-            .into_inner()
-            .address;
-        addresses.push(
-            issued
-                .parse::<bitcoin::Address<_>>()
+    let Depositor {
+        access,
+        mut wallets,
+        addresses,
+    } = depositor(&server, "saver@example.com", Chain::Bitcoin, 2).await;
+    let addresses: Vec<bitcoin::Address> = addresses
+        .iter()
+        .map(|a| {
+            a.parse::<bitcoin::Address<_>>()
                 .expect("address")
                 .require_network(bitcoin::Network::Regtest)
-                .expect("regtest"),
-        );
-    }
+                .expect("regtest")
+        })
+        .collect();
     let tip = node.client().head().await.expect("head").height;
     wait_metric(
         server.metrics,
@@ -427,24 +419,7 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
     node.generate(1).await.expect("mine");
     wait_balances(&mut wallets, &access, &[("BTC", "42000000", "0", 8)]).await;
 
-    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let credits = history
-        .list_transactions(bearer(
-            pb::ListTransactionsRequest {
-                user_id: None,
-                asset: None,
-                kind: Some("deposit_credit".into()),
-                page_size: 10,
-                page_token: String::new(),
-            },
-            &access,
-        ))
-        .await
-        .expect("history")
-        .into_inner()
-        .transactions;
+    let credits = history(&server, &access, None, Some("deposit_credit")).await;
     let mut outputs: Vec<(String, i64, String)> = credits
         .iter()
         .map(|t| {
@@ -488,35 +463,12 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
         db,
     )
     .await;
-    let mut auth = client_at(server.grpc).await;
-    let access = register_and_login(&mut auth, "sol@example.com", "correct horse battery")
-        .await
-        .access_token;
-    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let wallet = wallets
-        .create_wallet(bearer(
-            pb::CreateWalletRequest {
-                chain: Chain::Solana.into(),
-                user_id: None,
-            },
-            &access,
-        ))
-        .await
-        .expect("wallet")
-        .into_inner();
-    let address = wallets
-        .new_deposit_address(bearer(
-            pb::NewDepositAddressRequest {
-                wallet_id: wallet.id,
-            },
-            &access,
-        ))
-        .await
-        .expect("address")
-        .into_inner()
-        .address;
+    let Depositor {
+        access,
+        mut wallets,
+        addresses,
+    } = depositor(&server, "sol@example.com", Chain::Solana, 1).await;
+    let address = &addresses[0];
     wait_metric(
         server.metrics,
         "coffer_chain_indexed_height{chain=\"solana\"}",
@@ -541,24 +493,7 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
     wait_balances(&mut wallets, &access, &[("SOL", "0", "1250000000", 9)]).await;
     wait_balances(&mut wallets, &access, &[("SOL", "1250000000", "0", 9)]).await;
 
-    let mut history = HistoryServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
-    let listed = history
-        .list_transactions(bearer(
-            pb::ListTransactionsRequest {
-                user_id: None,
-                asset: Some("SOL".into()),
-                kind: None,
-                page_size: 10,
-                page_token: String::new(),
-            },
-            &access,
-        ))
-        .await
-        .expect("history")
-        .into_inner()
-        .transactions;
+    let listed = history(&server, &access, Some("SOL"), None).await;
     let kinds: Vec<&str> = listed.iter().map(|t| t.kind.as_str()).collect();
     assert_eq!(kinds, ["deposit_credit", "deposit_pending"]);
     let deposit = listed[0].deposit.as_ref().expect("deposit details");

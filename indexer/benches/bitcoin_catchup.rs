@@ -23,6 +23,9 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,7 +40,6 @@ use indexer::deposits::DepositStore;
 use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher, WatchedScripts};
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
-use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -69,23 +71,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     runtime.block_on(run(
-        env("COFFER_BENCH_BLOCKS", 100),
-        env("COFFER_BENCH_TXS", 300),
-        env("COFFER_BENCH_WATCHED_EVERY", 50).max(1),
+        support::env("COFFER_BENCH_BLOCKS", 100),
+        support::env("COFFER_BENCH_TXS", 300),
+        support::env("COFFER_BENCH_WATCHED_EVERY", 50).max(1),
     ));
     memory_per_script();
 }
@@ -113,9 +104,7 @@ async fn run(blocks: u64, txs: u64, watched_every: u64) {
     let db = TestDb::new()
         .await
         .expect("bench database (is the devnet PostgreSQL up?)");
-    let seed =
-        HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "").expect("seed");
-    let keys = DepositKeys::new(seed, Network::Regtest).expect("keys");
+    let keys = support::deposit_keys();
     let account = keys.bitcoin_account_xpub();
 
     let setup = Instant::now();

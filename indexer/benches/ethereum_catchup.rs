@@ -22,6 +22,9 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U64, U256};
@@ -32,33 +35,19 @@ use indexer::deposits::DepositStore;
 use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher, Token};
 use indexer::devnet::TestDb;
 use indexer::ledger::{Asset, Ledger};
-use indexer::wallets::Wallets;
 use serde_json::json;
-use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const BATCH: u64 = 25;
 const CONCURRENCY: usize = 4;
 const ADDRESSES: usize = 500;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     runtime.block_on(run(
-        env("COFFER_BENCH_BLOCKS", 300),
-        env("COFFER_BENCH_TRANSFERS", 40),
-        env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
+        support::env("COFFER_BENCH_BLOCKS", 300),
+        support::env("COFFER_BENCH_TRANSFERS", 40),
+        support::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
     ));
 }
 
@@ -69,7 +58,11 @@ async fn run(blocks: u64, transfers: u64, watched_every: u64) {
     let db = TestDb::new()
         .await
         .expect("bench database (is the devnet PostgreSQL up?)");
-    let addresses = watched_addresses(&db).await;
+    let addresses = support::watched_addresses(&db, chains::Chain::Ethereum, ADDRESSES)
+        .await
+        .iter()
+        .map(|a| a.parse::<Address>().expect("address"))
+        .collect::<Vec<_>>();
     let from = Anvil::DEV_ACCOUNT;
     let token = anvil.deploy_test_token(6).await.expect("token");
     anvil
@@ -146,31 +139,6 @@ async fn run(blocks: u64, transfers: u64, watched_every: u64) {
     );
     println!("(b) deposit watcher:  {watcher:8.1} blocks/s into PostgreSQL");
     println!("ratio b/a = {:.2}", watcher / reference);
-}
-
-async fn watched_addresses(db: &TestDb) -> Vec<Address> {
-    let seed =
-        HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "").expect("seed");
-    let keys =
-        std::sync::Arc::new(DepositKeys::new(seed, signer::BitcoinNetwork::Regtest).expect("keys"));
-    let wallets = Wallets::new(db.pool().clone(), keys);
-    let mut out = Vec::with_capacity(ADDRESSES);
-    for i in 0..ADDRESSES {
-        let user = Uuid::new_v4();
-        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'bench')")
-            .bind(user)
-            .bind(format!("bench{i}@example.com"))
-            .execute(db.pool())
-            .await
-            .expect("user");
-        let wallet = wallets
-            .create(user, chains::Chain::Ethereum)
-            .await
-            .expect("wallet");
-        let issued = wallets.new_address(&wallet).await.expect("address");
-        out.push(issued.address.parse().expect("address"));
-    }
-    out
 }
 
 /// Blocks/s of the watcher's request pattern with nothing done with the answers.

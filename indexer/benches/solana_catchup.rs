@@ -18,6 +18,9 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use chains::devnet::SolanaValidator;
@@ -27,35 +30,21 @@ use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher};
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
-use indexer::wallets::Wallets;
 use serde_json::json;
-use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 const BATCH: u64 = 50;
 const CONCURRENCY: usize = 4;
 const ADDRESSES: usize = 200;
 const TRANSFERS_PER_TX: u64 = 8;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = support::runtime();
     runtime.block_on(run(
-        env("COFFER_BENCH_TXS", 1_500),
-        env("COFFER_BENCH_WATCHED_PER_TX", 1).min(TRANSFERS_PER_TX),
+        support::env("COFFER_BENCH_TXS", 1_500),
+        support::env("COFFER_BENCH_WATCHED_PER_TX", 1).min(TRANSFERS_PER_TX),
     ));
 }
 
@@ -66,7 +55,11 @@ async fn run(txs: u64, watched_per_tx: u64) {
     let db = TestDb::new()
         .await
         .expect("bench database (is the devnet PostgreSQL up?)");
-    let watched = watched_addresses(&db).await;
+    let watched = support::watched_addresses(&db, chains::Chain::Solana, ADDRESSES)
+        .await
+        .iter()
+        .map(|a| a.parse::<Pubkey>().expect("address"))
+        .collect::<Vec<_>>();
     let payers: Vec<Keypair> = (0..16u8)
         .map(|i| Keypair::from_seed([0x80 + i; 32]))
         .collect();
@@ -126,31 +119,6 @@ async fn run(txs: u64, watched_per_tx: u64) {
     );
     println!("(b) deposit watcher: {watcher:8.1} slots/s into PostgreSQL");
     println!("ratio b/a = {:.2}", watcher / reference);
-}
-
-async fn watched_addresses(db: &TestDb) -> Vec<Pubkey> {
-    let seed =
-        HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "").expect("seed");
-    let keys =
-        std::sync::Arc::new(DepositKeys::new(seed, signer::BitcoinNetwork::Regtest).expect("keys"));
-    let wallets = Wallets::new(db.pool().clone(), keys);
-    let mut out = Vec::with_capacity(ADDRESSES);
-    for i in 0..ADDRESSES {
-        let user = Uuid::new_v4();
-        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'bench')")
-            .bind(user)
-            .bind(format!("bench{i}@example.com"))
-            .execute(db.pool())
-            .await
-            .expect("user");
-        let wallet = wallets
-            .create(user, chains::Chain::Solana)
-            .await
-            .expect("wallet");
-        let issued = wallets.new_address(&wallet).await.expect("address");
-        out.push(issued.address.parse().expect("pubkey"));
-    }
-    out
 }
 
 /// Slots/s of listing and fetching the blocks, answers discarded.

@@ -64,30 +64,12 @@ async fn tip(node: &Btcd) -> (u64, String) {
     (head.height, head.hash.expect("hash"))
 }
 
-/// Waits until the watcher stands on the node's tip with nothing pending at
-/// or below the final height.
+/// Waits until the watcher stands on the node's tip with nothing pending
+/// at or below the final height.
 async fn wait_synced(node: &Btcd, db: &TestDb, confirmations: u64) {
-    let (height, hash) = tip(node).await;
-    let final_height = (height + 1).saturating_sub(confirmations) as i64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let at = cursor(db.pool(), BTC).await;
-        let unconfirmed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM deposits WHERE status = 'pending' AND block_height <= $1",
-        )
-        .bind(final_height)
-        .fetch_one(db.pool())
-        .await
-        .expect("pending");
-        if at == Some((height as i64, hash.clone())) && unconfirmed == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tip = tip(node).await;
+    let final_height = (tip.0 + 1).saturating_sub(confirmations);
+    super::wait_synced(db.pool(), BTC, tip, final_height).await;
 }
 
 fn address(text: &str) -> Address {

@@ -72,29 +72,29 @@ async fn tip(anvil: &Anvil) -> (u64, String) {
     (head.height, head.hash.expect("hash"))
 }
 
-/// Waits until the watcher stands on the node's tip and nothing at or
-/// below `final_height` is still pending.
+/// Waits until the watcher stands on the node's tip with nothing pending
+/// at or below `final_height`.
 async fn wait_synced(anvil: &Anvil, db: &TestDb, final_height: u64) {
-    let (height, hash) = tip(anvil).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let at = cursor(db.pool(), ETH).await;
-        let unconfirmed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM deposits WHERE status = 'pending' AND block_height <= $1",
+    super::wait_synced(db.pool(), ETH, tip(anvil).await, final_height).await;
+}
+
+/// A deployed, allow-listed token with a supply held by the dev account.
+async fn funded_token(anvil: &Anvil, db: &TestDb) -> (TestToken, Token) {
+    let token = anvil.deploy_test_token(6).await.expect("token");
+    let supply = U256::from(10u64).pow(U256::from(15));
+    anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            token.address,
+            U256::ZERO,
+            &TestToken::mint(Anvil::DEV_ACCOUNT, supply),
+            None,
         )
-        .bind(final_height as i64)
-        .fetch_one(db.pool())
         .await
-        .expect("pending");
-        if at == Some((height as i64, hash.clone())) && unconfirmed == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .expect("mint");
+    anvil.mine(1).await.expect("mine");
+    let allowed = register_token(db, &token, 6).await;
+    (token, allowed)
 }
 
 fn addr(text: &str) -> Address {
@@ -306,19 +306,7 @@ async fn reorgs_of_depth_one_to_ten_leave_the_ledger_of_the_final_chain() {
     let users = users_with_addresses(db.pool(), ETH, 4).await;
     let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
     let from = Anvil::DEV_ACCOUNT;
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    anvil
-        .send(
-            from,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
-            None,
-        )
-        .await
-        .expect("mint");
-    anvil.mine(1).await.expect("mine");
-    let allowed = register_token(&db, &token, 6).await;
+    let (token, allowed) = funded_token(&anvil, &db).await;
     let start_height = tip(&anvil).await.0 + 1;
     let config = by_depth(3, start_height, vec![allowed]);
     let running = start(&anvil, &db, config.clone());
@@ -448,19 +436,7 @@ async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
     let users = users_with_addresses(db.pool(), ETH, 10).await;
     let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
     let from = Anvil::DEV_ACCOUNT;
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    anvil
-        .send(
-            from,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
-            None,
-        )
-        .await
-        .expect("mint");
-    anvil.mine(1).await.expect("mine");
-    let allowed = register_token(&db, &token, 6).await;
+    let (token, allowed) = funded_token(&anvil, &db).await;
     let start_height = tip(&anvil).await.0 + 1;
     anvil
         .request("evm_setAutomine", json!([false]))
@@ -535,19 +511,7 @@ async fn a_thousand_addresses_are_each_credited_exactly_once() {
     let users = users_with_addresses(db.pool(), ETH, 1_000).await;
     let to: Vec<Address> = users.iter().map(|(_, a)| addr(a)).collect();
     let from = Anvil::DEV_ACCOUNT;
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    anvil
-        .send(
-            from,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(10u64).pow(U256::from(15))),
-            None,
-        )
-        .await
-        .expect("mint");
-    anvil.mine(1).await.expect("mine");
-    let allowed = register_token(&db, &token, 6).await;
+    let (token, allowed) = funded_token(&anvil, &db).await;
     let start_height = tip(&anvil).await.0 + 1;
     let running = start(&anvil, &db, by_depth(2, start_height, vec![allowed]));
     anvil

@@ -86,6 +86,36 @@ where
     }
 }
 
+/// Waits until `chain`'s watcher stands on the node's tip (`height`,
+/// `hash`) with nothing pending at or below `final_height`.
+pub async fn wait_synced(
+    pool: &PgPool,
+    chain: Chain,
+    (height, hash): (u64, String),
+    final_height: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = cursor(pool, chain).await;
+        let unconfirmed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deposits WHERE chain = $1 AND status = 'pending' AND block_height <= $2",
+        )
+        .bind(chain.as_str())
+        .bind(final_height as i64)
+        .fetch_one(pool)
+        .await
+        .expect("pending");
+        if at == Some((height as i64, hash.clone())) && unconfirmed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{chain} watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn cursor(pool: &PgPool, chain: Chain) -> Option<(i64, String)> {
     sqlx::query_as("SELECT height, block_hash FROM chain_cursors WHERE chain = $1")
         .bind(chain.as_str())

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
@@ -27,6 +28,11 @@ const CHAIN: Chain = Chain::Solana;
 #[derive(Clone)]
 pub struct SolanaClient {
     rpc: Arc<RpcClient>,
+    /// Plain HTTP for `getBlock`: the body is decoded straight into the
+    /// lean structs below, without the intermediate JSON tree `RpcClient`
+    /// builds for every answer.
+    http: reqwest::Client,
+    url: Arc<str>,
 }
 
 impl std::fmt::Debug for SolanaClient {
@@ -48,7 +54,18 @@ impl SolanaClient {
             timeout,
             CommitmentConfig::confirmed(),
         );
-        Ok(Self { rpc: Arc::new(rpc) })
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| Error::Config {
+                chain: CHAIN,
+                detail: format!("http client: {e}"),
+            })?;
+        Ok(Self {
+            rpc: Arc::new(rpc),
+            http,
+            url: url.into(),
+        })
     }
 
     /// The underlying client, for calls this wrapper does not cover yet.
@@ -118,7 +135,8 @@ struct RpcTransactionWithMeta {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RpcMeta {
-    err: Option<Value>,
+    /// Left unparsed: only whether it is null matters.
+    err: Option<Box<RawValue>>,
     #[serde(default)]
     inner_instructions: Option<Vec<RpcInnerInstructions>>,
     #[serde(default)]
@@ -154,8 +172,44 @@ struct RpcAccountKey {
 struct RpcInstruction {
     program: Option<String>,
     program_id: Option<String>,
-    /// An object for parsed programs; a string for some (memo).
-    parsed: Option<Value>,
+    /// An object for parsed programs, a string for some (memo); decoded
+    /// only for the programs deposits come from.
+    parsed: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct ParsedInstruction {
+    #[serde(rename = "type")]
+    kind: String,
+    info: ParsedInfo,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ParsedInfo {
+    destination: Option<String>,
+    lamports: Option<u64>,
+    amount: Option<String>,
+    mint: Option<String>,
+    token_amount: Option<ParsedTokenAmount>,
+}
+
+#[derive(Deserialize)]
+struct ParsedTokenAmount {
+    amount: String,
+}
+
+/// A JSON-RPC answer.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    result: Option<T>,
+    error: Option<RpcErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct RpcErrorBody {
+    code: i64,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -195,25 +249,8 @@ impl SolanaClient {
         observe_rpc("getBlocks", started);
         let raw: Vec<(u64, RpcBlock)> = futures::stream::iter(produced)
             .map(|slot| async move {
-                let started = Instant::now();
-                let block: Option<RpcBlock> = self
-                    .rpc
-                    .send(
-                        RpcRequest::GetBlock,
-                        json!([slot, {
-                            "encoding": "jsonParsed",
-                            "transactionDetails": "full",
-                            "rewards": false,
-                            "maxSupportedTransactionVersion": 0,
-                            "commitment": "confirmed",
-                        }]),
-                    )
-                    .await
-                    .map_err(|e| classify("getBlock", e))?;
-                observe_rpc("getBlock", started);
-                let block = block.ok_or_else(|| {
-                    Error::inconsistent(CHAIN, format!("listed slot {slot} has no block"))
-                })?;
+                let body = self.block_body(slot).await?;
+                let block = decode_block(slot, &body)?;
                 Ok::<_, Error>((slot, block))
             })
             .buffered(FETCH_CONCURRENCY)
@@ -233,6 +270,48 @@ impl SolanaClient {
                 time: block.block_time,
             })
             .collect())
+    }
+
+    /// The raw JSON-RPC answer to `getBlock` for `slot` at `confirmed`
+    /// (`jsonParsed`, full transactions): what [`Self::blocks`] decodes.
+    pub async fn block_body(&self, slot: u64) -> Result<bytes::Bytes> {
+        const METHOD: &str = "getBlock";
+        let started = Instant::now();
+        let request = json!({
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": METHOD,
+            "params": [slot, {
+                "encoding": "jsonParsed",
+                "transactionDetails": "full",
+                "rewards": false,
+                "maxSupportedTransactionVersion": 0,
+                "commitment": "confirmed",
+            }],
+        });
+        let response = self
+            .http
+            .post(&*self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request.to_string())
+            .send()
+            .await
+            .map_err(|e| Error::transport(CHAIN, METHOD, e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(CHAIN, METHOD, e))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(Error::transport(
+                CHAIN,
+                METHOD,
+                format!("HTTP {status}: {text}"),
+            ));
+        }
+        observe_rpc(METHOD, started);
+        Ok(body)
     }
 
     /// The block hash at each slot at `commitment`; `None` where the slot
@@ -314,6 +393,35 @@ impl SolanaClient {
     }
 }
 
+/// Decodes a `getBlock` answer for a slot `getBlocks` listed.
+fn decode_block(slot: u64, body: &[u8]) -> Result<RpcBlock> {
+    let envelope: Envelope<RpcBlock> = serde_json::from_slice(body).map_err(|e| {
+        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+        Error::malformed(
+            CHAIN,
+            "getBlock",
+            format!("{e}; response starts: {snippet}"),
+        )
+    })?;
+    if let Some(error) = envelope.error {
+        return Err(if NO_BLOCK_CODES.contains(&error.code) {
+            Error::inconsistent(
+                CHAIN,
+                format!("listed slot {slot} has no block: {}", error.message),
+            )
+        } else {
+            Error::transport(
+                CHAIN,
+                "getBlock",
+                format!("node error {}: {}", error.code, error.message),
+            )
+        });
+    }
+    envelope
+        .result
+        .ok_or_else(|| Error::inconsistent(CHAIN, format!("listed slot {slot} has no block")))
+}
+
 fn no_block(err: &ClientError) -> bool {
     matches!(err.kind(), ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) if NO_BLOCK_CODES.contains(code))
 }
@@ -332,7 +440,7 @@ fn transfers(
     let Some(meta) = &tx.meta else {
         return Vec::new();
     };
-    if meta.err.as_ref().is_some_and(|e| !e.is_null()) {
+    if meta.err.is_some() {
         return Vec::new();
     }
     let Some(signature) = tx.transaction.signatures.first() else {
@@ -398,30 +506,30 @@ fn transfers(
 
 type Credit = (String, Option<String>, u64);
 
+/// The instruction's parsed form, if it is an object of the usual shape.
+fn parsed(ix: &RpcInstruction) -> Option<ParsedInstruction> {
+    serde_json::from_str(ix.parsed.as_ref()?.get()).ok()
+}
+
 fn system_transfer(ix: &RpcInstruction) -> Option<Credit> {
-    let parsed = ix.parsed.as_ref()?;
-    if !matches!(parsed["type"].as_str()?, "transfer" | "transferWithSeed") {
+    let parsed = parsed(ix)?;
+    if !matches!(parsed.kind.as_str(), "transfer" | "transferWithSeed") {
         return None;
     }
-    let info = &parsed["info"];
-    Some((
-        info["destination"].as_str()?.to_owned(),
-        None,
-        info["lamports"].as_u64()?,
-    ))
+    Some((parsed.info.destination?, None, parsed.info.lamports?))
 }
 
 fn token_transfer(ix: &RpcInstruction, accounts: &HashMap<&str, (&str, &str)>) -> Option<Credit> {
-    let parsed = ix.parsed.as_ref()?;
-    let info = &parsed["info"];
-    let amount = match parsed["type"].as_str()? {
-        "transfer" => info["amount"].as_str()?,
-        "transferChecked" => info["tokenAmount"]["amount"].as_str()?,
+    let parsed = parsed(ix)?;
+    let info = parsed.info;
+    let amount = match parsed.kind.as_str() {
+        "transfer" => info.amount?,
+        "transferChecked" => info.token_amount?.amount,
         _ => return None,
     };
-    let (mint, owner) = accounts.get(info["destination"].as_str()?)?;
-    if let Some(named) = info["mint"].as_str()
-        && named != *mint
+    let (mint, owner) = accounts.get(info.destination?.as_str())?;
+    if let Some(named) = &info.mint
+        && named != mint
     {
         return None;
     }
@@ -448,5 +556,90 @@ pub(crate) fn classify(method: &'static str, err: ClientError) -> Error {
         ErrorKind::SerdeJson(e) => Error::malformed(CHAIN, method, e.to_string()),
         ErrorKind::RpcError(RpcError::ParseError(e)) => Error::malformed(CHAIN, method, e.clone()),
         _ => Error::transport(CHAIN, method, err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINT: &str = "Mint111111111111111111111111111111111111111";
+    const OWNER: &str = "Owner11111111111111111111111111111111111111";
+
+    /// A block with a SOL transfer, an SPL `transferChecked` into a token
+    /// account created in the same transaction, and a failed transfer.
+    fn block_json(err: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"blockhash":"B","previousBlockhash":"A","blockTime":1700000000,"parentSlot":9,
+            "transactions":[
+             {{"meta":{{"err":null,"innerInstructions":[],"postTokenBalances":[]}},
+               "transaction":{{"signatures":["S1"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"{OWNER}"}}],
+               "instructions":[{{"program":"system","programId":"11111111111111111111111111111111",
+                 "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":5}}}}}},
+                 {{"programId":"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr","program":"spl-memo","parsed":"hello"}}]}}}}}},
+             {{"meta":{{"err":null,"postTokenBalances":[{{"accountIndex":2,"mint":"{MINT}","owner":"{OWNER}","programId":"{TOKEN_PROGRAM}"}}]}},
+               "transaction":{{"signatures":["S2"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"PayerAta"}},{{"pubkey":"OwnerAta"}}],
+               "instructions":[{{"program":"spl-associated-token-account","programId":"ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL","parsed":{{"type":"createIdempotent","info":{{}}}}}},
+                 {{"program":"spl-token","programId":"{TOKEN_PROGRAM}","parsed":{{"type":"transferChecked",
+                 "info":{{"source":"PayerAta","destination":"OwnerAta","mint":"{MINT}","tokenAmount":{{"amount":"2000000","decimals":6}}}}}}}}]}}}}}},
+             {{"meta":{{"err":{err}}},
+               "transaction":{{"signatures":["S3"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"{OWNER}"}}],
+               "instructions":[{{"program":"system","programId":"11111111111111111111111111111111",
+                 "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":7}}}}}}]}}}}}}
+            ]}}}}"#
+        )
+    }
+
+    fn transfers_of(body: &str, mints: &[String]) -> Vec<(String, u32, Option<String>, u64)> {
+        let block = decode_block(10, body.as_bytes()).expect("decodes");
+        let wanted = |owner: &str| owner == OWNER;
+        block
+            .transactions
+            .iter()
+            .flat_map(|tx| transfers(tx, mints, &wanted))
+            .map(|t| (t.signature, t.position, t.mint, t.amount))
+            .collect()
+    }
+
+    #[test]
+    fn successful_sol_and_allow_listed_token_transfers_are_found() {
+        let body = block_json(r#"{"InstructionError":[0,{"Custom":1}]}"#);
+        assert_eq!(
+            transfers_of(&body, &[MINT.to_owned()]),
+            vec![
+                ("S1".into(), 0, None, 5),
+                ("S2".into(), 1, Some(MINT.into()), 2_000_000),
+            ],
+            "the failed S3 is not a deposit"
+        );
+        assert_eq!(
+            transfers_of(&body, &[]),
+            vec![("S1".into(), 0, None, 5)],
+            "a mint off the allow-list is not a deposit"
+        );
+    }
+
+    #[test]
+    fn errors_and_malformed_answers_are_told_apart() {
+        let skipped =
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32007,"message":"Slot 10 was skipped"}}"#;
+        assert_eq!(
+            decode_block(10, skipped.as_bytes()).err().map(|e| e.kind()),
+            Some("inconsistent")
+        );
+        let failing =
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}}"#;
+        assert_eq!(
+            decode_block(10, failing.as_bytes()).err().map(|e| e.kind()),
+            Some("transport")
+        );
+        for garbage in ["", "{", r#"{"result":{"blockhash":5}}"#, "<html>502</html>"] {
+            let err = decode_block(10, garbage.as_bytes()).err();
+            assert_eq!(
+                err.as_ref().map(Error::kind),
+                Some("malformed"),
+                "{garbage}: {err:?}"
+            );
+        }
     }
 }

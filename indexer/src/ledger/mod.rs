@@ -170,11 +170,20 @@ impl Ledger {
         for entry in entries {
             validate_entry(entry)?;
         }
-        let accounts: Vec<&AccountRef> = entries
+        // Accounts are resolved on the caller's connection, inside its
+        // transaction, and not cached: an id is only ever used where the
+        // row is certainly visible, and one created here rolls back with
+        // the entries that needed it.
+        let mut accounts: Vec<AccountRef> = entries
             .iter()
-            .flat_map(|e| e.legs.iter().map(|l| &l.account))
+            .flat_map(|e| e.legs.iter().map(|l| l.account.clone()))
             .collect();
-        let ids = self.account_ids(accounts.into_iter()).await?;
+        accounts.sort();
+        accounts.dedup();
+        let ids: AccountIds = upsert_accounts(&mut *conn, &accounts)
+            .await?
+            .into_iter()
+            .collect();
         let mut kinds = Vec::with_capacity(entries.len());
         let mut references = Vec::with_capacity(entries.len());
         let mut metadata = Vec::with_capacity(entries.len());
@@ -570,71 +579,10 @@ impl Ledger {
         Ok(ids)
     }
 
-    /// [`Self::ensure_account`] for many accounts in one statement per
-    /// round; a round that races another creator resolves the rest in the
-    /// next one.
+    /// [`Self::ensure_account`] for many accounts, on a pool connection.
     async fn ensure_accounts(&self, accounts: &[AccountRef]) -> Result<Vec<(AccountRef, i64)>> {
-        if let Some(bad) = accounts
-            .iter()
-            .find(|a| a.purpose.is_user() != a.owner.is_some())
-        {
-            return self.ensure_account(bad).await.map(|_| Vec::new());
-        }
-        let mut resolved = Vec::with_capacity(accounts.len());
-        let mut pending: Vec<&AccountRef> = accounts.iter().collect();
-        for _ in 0..MAX_ATTEMPTS {
-            let owners: Vec<Option<uuid::Uuid>> = pending.iter().map(|a| a.owner).collect();
-            let assets: Vec<&str> = pending.iter().map(|a| a.asset.as_str()).collect();
-            let purposes: Vec<AccountPurpose> = pending.iter().map(|a| a.purpose).collect();
-            let rows: Vec<(i64, Option<uuid::Uuid>, String, AccountPurpose)> = sqlx::query_as(
-                "WITH input AS (
-                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::account_purpose[]) AS i(owner_id, asset, purpose)
-                 ), created AS (
-                     INSERT INTO accounts (owner_id, asset, purpose) SELECT owner_id, asset, purpose FROM input
-                     ON CONFLICT DO NOTHING RETURNING id, owner_id, asset, purpose
-                 ), user_balances AS (
-                     INSERT INTO balances (account_id, owner_id, asset, purpose)
-                     SELECT id, owner_id, asset, purpose FROM created WHERE owner_id IS NOT NULL
-                 )
-                 SELECT id, owner_id, asset, purpose FROM created
-                 UNION ALL
-                 SELECT a.id, a.owner_id, a.asset, a.purpose FROM accounts a
-                 JOIN input i ON a.owner_id IS NOT DISTINCT FROM i.owner_id AND a.asset = i.asset AND a.purpose = i.purpose",
-            )
-            .bind(&owners)
-            .bind(&assets)
-            .bind(&purposes)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| map_db_error(e, None))?;
-            let found: HashMap<AccountRef, i64> = rows
-                .into_iter()
-                .map(|(id, owner, asset, purpose)| {
-                    (
-                        AccountRef {
-                            owner,
-                            asset,
-                            purpose,
-                        },
-                        id,
-                    )
-                })
-                .collect();
-            pending.retain(|account| match found.get(*account) {
-                Some(id) => {
-                    resolved.push(((*account).clone(), *id));
-                    false
-                }
-                None => true,
-            });
-            if pending.is_empty() {
-                return Ok(resolved);
-            }
-        }
-        Err(Error::Corrupt(format!(
-            "{} accounts could not be resolved",
-            pending.len()
-        )))
+        let mut conn = self.pool.acquire().await?;
+        upsert_accounts(&mut conn, accounts).await
     }
 
     async fn ensure_account(&self, account: &AccountRef) -> Result<i64> {
@@ -686,6 +634,85 @@ impl Ledger {
         tx.commit().await?;
         Ok(id)
     }
+}
+
+/// Creates the accounts that do not exist yet (with a balance row for user
+/// accounts) and returns every id, on `conn`: inside a caller's transaction
+/// the ids are visible to its next statements and roll back with it. A
+/// round that races another creator resolves the rest in the next one.
+async fn upsert_accounts(
+    conn: &mut PgConnection,
+    accounts: &[AccountRef],
+) -> Result<Vec<(AccountRef, i64)>> {
+    if let Some(bad) = accounts
+        .iter()
+        .find(|a| a.purpose.is_user() != a.owner.is_some())
+    {
+        return Err(Error::InvalidRequest(format!(
+            "a {:?} account {} an owner",
+            bad.purpose,
+            if bad.purpose.is_user() {
+                "needs"
+            } else {
+                "cannot have"
+            }
+        )));
+    }
+    let mut resolved = Vec::with_capacity(accounts.len());
+    let mut pending: Vec<&AccountRef> = accounts.iter().collect();
+    for _ in 0..MAX_ATTEMPTS {
+        let owners: Vec<Option<uuid::Uuid>> = pending.iter().map(|a| a.owner).collect();
+        let assets: Vec<&str> = pending.iter().map(|a| a.asset.as_str()).collect();
+        let purposes: Vec<AccountPurpose> = pending.iter().map(|a| a.purpose).collect();
+        let rows: Vec<(i64, Option<uuid::Uuid>, String, AccountPurpose)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::account_purpose[]) AS i(owner_id, asset, purpose)
+             ), created AS (
+                 INSERT INTO accounts (owner_id, asset, purpose) SELECT owner_id, asset, purpose FROM input
+                 ON CONFLICT DO NOTHING RETURNING id, owner_id, asset, purpose
+             ), user_balances AS (
+                 INSERT INTO balances (account_id, owner_id, asset, purpose)
+                 SELECT id, owner_id, asset, purpose FROM created WHERE owner_id IS NOT NULL
+             )
+             SELECT id, owner_id, asset, purpose FROM created
+             UNION ALL
+             SELECT a.id, a.owner_id, a.asset, a.purpose FROM accounts a
+             JOIN input i ON a.owner_id IS NOT DISTINCT FROM i.owner_id AND a.asset = i.asset AND a.purpose = i.purpose",
+        )
+        .bind(&owners)
+        .bind(&assets)
+        .bind(&purposes)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| map_db_error(e, None))?;
+        let found: HashMap<AccountRef, i64> = rows
+            .into_iter()
+            .map(|(id, owner, asset, purpose)| {
+                (
+                    AccountRef {
+                        owner,
+                        asset,
+                        purpose,
+                    },
+                    id,
+                )
+            })
+            .collect();
+        pending.retain(|account| match found.get(*account) {
+            Some(id) => {
+                resolved.push(((*account).clone(), *id));
+                false
+            }
+            None => true,
+        });
+        if pending.is_empty() {
+            return Ok(resolved);
+        }
+    }
+    Err(Error::Corrupt(format!(
+        "{} accounts could not be resolved",
+        pending.len()
+    )))
 }
 
 type AccountIds = HashMap<AccountRef, i64>;

@@ -328,11 +328,7 @@ impl App {
                 store,
                 config,
             );
-            let cancel = cancel.clone();
-            tasks.spawn(async move {
-                watcher.run(cancel).await;
-                Ok(())
-            });
+            spawn_watcher(tasks, watcher, cancel);
         }
         if chains.ethereum.enabled {
             let eth = &chains.ethereum;
@@ -345,15 +341,16 @@ impl App {
                     token.contract.parse().with_context(|| {
                         format!("config key `chains.ethereum.tokens[{i}].contract`")
                     })?;
-                ledger
-                    .register_asset(&indexer::ledger::Asset {
-                        code: token.asset.clone(),
-                        chain: chains::Chain::Ethereum,
-                        decimals: token.decimals,
-                        contract: Some(contract.to_checksum(None)),
-                    })
-                    .await
-                    .with_context(|| format!("config key `chains.ethereum.tokens[{i}]`"))?;
+                let key = format!("chains.ethereum.tokens[{i}]");
+                register_token(
+                    &ledger,
+                    chains::Chain::Ethereum,
+                    &key,
+                    &token.asset,
+                    token.decimals,
+                    contract.to_checksum(None),
+                )
+                .await?;
                 tokens.push(indexer::deposits::ethereum::Token {
                     contract,
                     asset: token.asset.clone(),
@@ -375,11 +372,7 @@ impl App {
                 eth.max_reorg_depth,
             );
             let watcher = indexer::deposits::ethereum::EthereumWatcher::new(client, store, config);
-            let cancel = cancel.clone();
-            tasks.spawn(async move {
-                watcher.run(cancel).await;
-                Ok(())
-            });
+            spawn_watcher(tasks, watcher, cancel);
         }
         if chains.solana.enabled {
             let sol = &chains.solana;
@@ -388,15 +381,16 @@ impl App {
             let ledger = indexer::ledger::Ledger::new(pool.clone());
             let mut tokens = Vec::with_capacity(sol.tokens.len());
             for (i, token) in sol.tokens.iter().enumerate() {
-                ledger
-                    .register_asset(&indexer::ledger::Asset {
-                        code: token.asset.clone(),
-                        chain: chains::Chain::Solana,
-                        decimals: token.decimals,
-                        contract: Some(token.mint.clone()),
-                    })
-                    .await
-                    .with_context(|| format!("config key `chains.solana.tokens[{i}]`"))?;
+                let key = format!("chains.solana.tokens[{i}]");
+                register_token(
+                    &ledger,
+                    chains::Chain::Solana,
+                    &key,
+                    &token.asset,
+                    token.decimals,
+                    token.mint.clone(),
+                )
+                .await?;
                 tokens.push(indexer::deposits::solana::SplToken {
                     mint: token.mint.clone(),
                     asset: token.asset.clone(),
@@ -416,14 +410,43 @@ impl App {
                 sol.max_reorg_depth,
             );
             let watcher = indexer::deposits::solana::SolanaWatcher::new(client, store, config);
-            let cancel = cancel.clone();
-            tasks.spawn(async move {
-                watcher.run(cancel).await;
-                Ok(())
-            });
+            spawn_watcher(tasks, watcher, cancel);
         }
         Ok(())
     }
+}
+
+/// Registers an allow-listed token as an asset; a conflict with what is
+/// registered stops startup naming the config key.
+async fn register_token(
+    ledger: &indexer::ledger::Ledger,
+    chain: chains::Chain,
+    key: &str,
+    asset: &str,
+    decimals: u8,
+    contract: String,
+) -> anyhow::Result<()> {
+    ledger
+        .register_asset(&indexer::ledger::Asset {
+            code: asset.to_owned(),
+            chain,
+            decimals,
+            contract: Some(contract),
+        })
+        .await
+        .with_context(|| format!("config key `{key}`"))
+}
+
+fn spawn_watcher<S: indexer::deposits::watcher::DepositSource>(
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    watcher: indexer::deposits::watcher::Watcher<S>,
+    cancel: &CancellationToken,
+) {
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        watcher.run(cancel).await;
+        Ok(())
+    });
 }
 
 fn task_error(

@@ -634,14 +634,7 @@ impl Settings {
                 ("batch_slots", sol.batch_slots, 1, 1_000),
                 ("fetch_concurrency", sol.fetch_concurrency as u64, 1, 64),
             ];
-            for (key, value, min, max) in ranges {
-                if !(min..=max).contains(&value) {
-                    bad(
-                        &format!("chains.solana.{key}"),
-                        format!("must be {min} to {max}, not {value}"),
-                    );
-                }
-            }
+            check_ranges(&mut bad, "chains.solana", &ranges);
             let mut seen = std::collections::HashSet::new();
             for (i, token) in sol.tokens.iter().enumerate() {
                 let key = |field: &str| format!("chains.solana.tokens[{i}].{field}");
@@ -664,14 +657,7 @@ impl Settings {
                 ("batch_blocks", eth.batch_blocks, 1, 1_000),
                 ("fetch_concurrency", eth.fetch_concurrency as u64, 1, 64),
             ];
-            for (key, value, min, max) in ranges {
-                if !(min..=max).contains(&value) {
-                    bad(
-                        &format!("chains.ethereum.{key}"),
-                        format!("must be {min} to {max}, not {value}"),
-                    );
-                }
-            }
+            check_ranges(&mut bad, "chains.ethereum", &ranges);
             let mut seen = std::collections::HashSet::new();
             for (i, token) in eth.tokens.iter().enumerate() {
                 let key = |field: &str| format!("chains.ethereum.tokens[{i}].{field}");
@@ -696,14 +682,7 @@ impl Settings {
                 ("fetch_concurrency", btc.fetch_concurrency as u64, 1, 64),
                 ("gap_limit", u64::from(btc.gap_limit), 1, 100_000),
             ];
-            for (key, value, min, max) in ranges {
-                if !(min..=max).contains(&value) {
-                    bad(
-                        &format!("chains.bitcoin.{key}"),
-                        format!("must be {min} to {max}, not {value}"),
-                    );
-                }
-            }
+            check_ranges(&mut bad, "chains.bitcoin", &ranges);
             if let Some(path) = &btc.cookie_file
                 && !path.is_file()
             {
@@ -787,6 +766,22 @@ fn issue_from_figment(err: figment::Error) -> ConfigIssue {
         key,
         message,
         origin,
+    }
+}
+
+/// Each `(key, value, min, max)` of `section` within its bounds.
+fn check_ranges(
+    bad: &mut impl FnMut(&str, String),
+    section: &str,
+    ranges: &[(&str, u64, u64, u64)],
+) {
+    for &(key, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            bad(
+                &format!("{section}.{key}"),
+                format!("must be {min} to {max}, not {value}"),
+            );
+        }
     }
 }
 

@@ -155,6 +155,14 @@ struct DepositRow {
     address: String,
 }
 
+/// A deposit about to be unwound, with the status it had.
+#[derive(sqlx::FromRow)]
+struct DoomedRow {
+    #[sqlx(flatten)]
+    deposit: DepositRow,
+    status: String,
+}
+
 impl DepositRow {
     fn amount(&self) -> Result<Amount> {
         Amount::parse(&self.amount)
@@ -377,6 +385,7 @@ impl DepositStore {
         .await?;
         let mut rows = Vec::with_capacity(count);
         let mut finals = Vec::with_capacity(count);
+        let mut times = Vec::with_capacity(count);
         for (block, deposit) in blocks
             .iter()
             .flat_map(|b| b.deposits.iter().map(move |d| (b, d)))
@@ -396,6 +405,7 @@ impl DepositStore {
                 address: deposit.address.clone(),
             });
             finals.push(final_height.is_some_and(|f| block.height <= f));
+            times.push(block.time);
         }
         let entries = rows
             .iter()
@@ -410,13 +420,15 @@ impl DepositStore {
             .collect::<Result<Vec<_>>>()?;
         let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
 
-        let mut columns = DepositColumns::with_capacity(count);
-        for (block, deposit) in blocks
-            .iter()
-            .flat_map(|b| b.deposits.iter().map(move |d| (b, d)))
-        {
-            columns.push(block, deposit)?;
-        }
+        // Parallel arrays for one `unnest` insert.
+        let tx_ids: Vec<&str> = rows.iter().map(|r| r.tx_id.as_str()).collect();
+        let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+        let heights: Vec<i64> = rows.iter().map(|r| r.block_height).collect();
+        let hashes: Vec<&str> = rows.iter().map(|r| r.block_hash.as_str()).collect();
+        let addresses: Vec<&str> = rows.iter().map(|r| r.address.as_str()).collect();
+        let users: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
+        let assets: Vec<&str> = rows.iter().map(|r| r.asset.as_str()).collect();
+        let amounts: Vec<&str> = rows.iter().map(|r| r.amount.as_str()).collect();
         let statuses: Vec<&str> = finals
             .iter()
             .map(|f| if *f { "credited" } else { "pending" })
@@ -447,15 +459,15 @@ impl DepositStore {
         )
         .bind(chain)
         .bind(&ids)
-        .bind(&columns.tx_ids)
-        .bind(&columns.positions)
-        .bind(&columns.heights)
-        .bind(&columns.hashes)
-        .bind(&columns.times)
-        .bind(&columns.addresses)
-        .bind(&columns.users)
-        .bind(&columns.assets)
-        .bind(&columns.amounts)
+        .bind(&tx_ids)
+        .bind(&positions)
+        .bind(&heights)
+        .bind(&hashes)
+        .bind(&times)
+        .bind(&addresses)
+        .bind(&users)
+        .bind(&assets)
+        .bind(&amounts)
         .bind(&statuses)
         .bind(&pending_entries)
         .bind(&credit_entries)
@@ -584,25 +596,23 @@ impl DepositStore {
             .bind(chain)
             .execute(&mut *tx)
             .await?;
-        let doomed: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, status::text FROM deposits
-             WHERE chain = $1 AND block_height > $2 AND status <> 'orphaned' ORDER BY id FOR UPDATE",
-        )
+        let doomed: Vec<DoomedRow> = sqlx::query_as(&format!(
+            "SELECT {DEPOSIT_COLUMNS}, status::text AS status FROM deposits
+             WHERE chain = $1 AND block_height > $2 AND status <> 'orphaned' ORDER BY id FOR UPDATE"
+        ))
         .bind(chain)
         .bind(above)
         .fetch_all(&mut *tx)
         .await?;
         let mut unwound = Unwound::default();
         if !doomed.is_empty() {
-            let ids: Vec<i64> = doomed.iter().map(|(id, _)| *id).collect();
-            let rows: Vec<DepositRow> = sqlx::query_as(&format!(
-                "SELECT {DEPOSIT_COLUMNS} FROM deposits WHERE id = ANY($1) ORDER BY id"
-            ))
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut entries = Vec::with_capacity(rows.len());
-            for (row, (_, status)) in rows.iter().zip(&doomed) {
+            let ids: Vec<i64> = doomed.iter().map(|d| d.deposit.id).collect();
+            let mut entries = Vec::with_capacity(doomed.len());
+            for DoomedRow {
+                deposit: row,
+                status,
+            } in &doomed
+            {
                 let amount = row.amount()?;
                 let custody = Leg::increase(
                     AccountRef::system(&row.asset, AccountPurpose::Custody),
@@ -668,7 +678,7 @@ impl DepositStore {
             .bind(&entry_ids)
             .execute(&mut *tx)
             .await?;
-            for row in &rows {
+            for DoomedRow { deposit: row, .. } in &doomed {
                 metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => "orphaned")
                     .increment(1);
             }
@@ -684,47 +694,5 @@ impl DepositStore {
         .await?;
         tx.commit().await?;
         Ok(unwound)
-    }
-}
-
-/// Deposit fields as parallel arrays for one `unnest` insert.
-struct DepositColumns<'a> {
-    tx_ids: Vec<&'a str>,
-    positions: Vec<i64>,
-    heights: Vec<i64>,
-    hashes: Vec<&'a str>,
-    times: Vec<Option<DateTime<Utc>>>,
-    addresses: Vec<&'a str>,
-    users: Vec<Uuid>,
-    assets: Vec<&'a str>,
-    amounts: Vec<String>,
-}
-
-impl<'a> DepositColumns<'a> {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            tx_ids: Vec::with_capacity(n),
-            positions: Vec::with_capacity(n),
-            heights: Vec::with_capacity(n),
-            hashes: Vec::with_capacity(n),
-            times: Vec::with_capacity(n),
-            addresses: Vec::with_capacity(n),
-            users: Vec::with_capacity(n),
-            assets: Vec::with_capacity(n),
-            amounts: Vec::with_capacity(n),
-        }
-    }
-
-    fn push(&mut self, block: &'a ObservedBlock, deposit: &'a ObservedDeposit) -> Result<()> {
-        self.tx_ids.push(&deposit.tx_id);
-        self.positions.push(deposit.position);
-        self.heights.push(to_i64(block.height)?);
-        self.hashes.push(&block.hash);
-        self.times.push(block.time);
-        self.addresses.push(&deposit.address);
-        self.users.push(deposit.user_id);
-        self.assets.push(&deposit.asset);
-        self.amounts.push(deposit.amount.to_string());
-        Ok(())
     }
 }

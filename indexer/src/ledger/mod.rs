@@ -508,9 +508,13 @@ impl Ledger {
     /// this is the only balance there is.
     pub async fn account_balance(&self, account: &AccountRef) -> Result<SignedAmount> {
         let sum: String = sqlx::query_scalar(
+            // Spelled out rather than IS NOT DISTINCT FROM, so the account
+            // and posting indexes (partial on owner_id) serve it.
             "SELECT coalesce(sum(p.amount), 0)::text FROM accounts a
-             JOIN postings p ON p.account_id = a.id AND p.owner_id IS NOT DISTINCT FROM a.owner_id
-             WHERE a.owner_id IS NOT DISTINCT FROM $1 AND a.asset = $2 AND a.purpose = $3",
+             JOIN postings p ON p.account_id = a.id
+                  AND (p.owner_id = $1 OR (p.owner_id IS NULL AND $1::uuid IS NULL))
+             WHERE (a.owner_id = $1 OR (a.owner_id IS NULL AND $1::uuid IS NULL))
+                   AND a.asset = $2 AND a.purpose = $3",
         )
         .bind(account.owner)
         .bind(&account.asset)
@@ -622,7 +626,8 @@ impl Ledger {
             }
             None => {
                 sqlx::query_scalar(
-                    "SELECT id FROM accounts WHERE owner_id IS NOT DISTINCT FROM $1 AND asset = $2 AND purpose = $3",
+                    "SELECT id FROM accounts
+                     WHERE (owner_id = $1 OR (owner_id IS NULL AND $1::uuid IS NULL)) AND asset = $2 AND purpose = $3",
                 )
                 .bind(account.owner)
                 .bind(&account.asset)
@@ -664,6 +669,8 @@ async fn upsert_accounts(
         let owners: Vec<Option<uuid::Uuid>> = pending.iter().map(|a| a.owner).collect();
         let assets: Vec<&str> = pending.iter().map(|a| a.asset.as_str()).collect();
         let purposes: Vec<AccountPurpose> = pending.iter().map(|a| a.purpose).collect();
+        // Existing accounts are matched by two joins, not one on IS NOT
+        // DISTINCT FROM, which no index serves: every call would scan them all.
         let rows: Vec<(i64, Option<uuid::Uuid>, String, AccountPurpose)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::account_purpose[]) AS i(owner_id, asset, purpose)
@@ -677,7 +684,10 @@ async fn upsert_accounts(
              SELECT id, owner_id, asset, purpose FROM created
              UNION ALL
              SELECT a.id, a.owner_id, a.asset, a.purpose FROM accounts a
-             JOIN input i ON a.owner_id IS NOT DISTINCT FROM i.owner_id AND a.asset = i.asset AND a.purpose = i.purpose",
+             JOIN input i ON a.owner_id = i.owner_id AND a.asset = i.asset AND a.purpose = i.purpose
+             UNION ALL
+             SELECT a.id, a.owner_id, a.asset, a.purpose FROM accounts a
+             JOIN input i ON a.owner_id IS NULL AND i.owner_id IS NULL AND a.asset = i.asset AND a.purpose = i.purpose",
         )
         .bind(&owners)
         .bind(&assets)

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chains::{Chain, ChainHead};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{Applied, Cursor, DepositStore, ObservedBlock};
@@ -252,7 +253,7 @@ impl<S: DepositSource> Watcher<S> {
 
         // Catch up in batches, fetching ahead while the store writes.
         let batch = self.config.batch_blocks.max(1);
-        let batches_per_step = (self.config.concurrency.max(1) as u64) * 8;
+        let batches_per_step = (self.config.concurrency.max(1) as u64) * 32;
         let from = cursor.height.max(self.scanned_to.unwrap_or(0)) + 1;
         if from > tip.height {
             self.confirm(final_height).await?;
@@ -265,42 +266,87 @@ impl<S: DepositSource> Watcher<S> {
             .step_by(usize::try_from(batch).unwrap_or(usize::MAX))
             .map(|start| start..=(start + batch - 1).min(end))
             .collect();
-        let mut fetched = futures::stream::iter(ranges)
-            .map(|range| {
-                // Spawned, so fetches progress while the store writes.
-                let fetch = tokio::spawn(self.source.fetch(range));
-                AbortOnDrop(fetch.abort_handle(), fetch)
-            })
-            .buffered(self.config.concurrency.max(1));
-        while let Some(observed) = fetched.try_next().await? {
-            if observed.is_empty() {
-                continue;
-            }
-            match self.store.apply(&observed, final_height).await? {
-                Applied::Advanced { .. } => {
-                    let last = observed.last().map(|b| b.height);
-                    if let Some(height) = last {
-                        metrics::gauge!(CHAIN_INDEXED_HEIGHT, &labels).set(height as f64);
+        let mut fetched = self.prefetch(ranges);
+        while let Some(first) = fetched.recv().await {
+            // Batches that finished while the last one was written go into
+            // one transaction: fewer commits when the store is behind.
+            let mut observed = first?;
+            let mut failed = None;
+            for _ in 1..self.config.concurrency.max(1) {
+                match fetched.try_recv() {
+                    Ok(Ok(more)) => observed.extend(more),
+                    Ok(Err(err)) => {
+                        failed = Some(err);
+                        break;
                     }
-                    self.progress.send_replace(last);
+                    Err(_) => break,
                 }
-                Applied::ParentMismatch { height, .. } => {
-                    drop(fetched);
-                    let cursor = self
-                        .store
-                        .cursor()
-                        .await?
-                        .ok_or_else(|| Error::Corrupt("cursor vanished".into()))?;
-                    tracing::warn!(%chain, height, "block does not extend the indexed chain");
-                    self.scanned_to = None;
-                    self.unwind_reorg(&cursor).await?;
-                    return Ok(Step::Busy);
+            }
+            if !observed.is_empty() {
+                match self.store.apply(&observed, final_height).await? {
+                    Applied::Advanced { .. } => {
+                        let last = observed.last().map(|b| b.height);
+                        if let Some(height) = last {
+                            metrics::gauge!(CHAIN_INDEXED_HEIGHT, &labels).set(height as f64);
+                        }
+                        self.progress.send_replace(last);
+                    }
+                    Applied::ParentMismatch { height, .. } => {
+                        drop(fetched);
+                        let cursor = self
+                            .store
+                            .cursor()
+                            .await?
+                            .ok_or_else(|| Error::Corrupt("cursor vanished".into()))?;
+                        tracing::warn!(%chain, height, "block does not extend the indexed chain");
+                        self.scanned_to = None;
+                        self.unwind_reorg(&cursor).await?;
+                        return Ok(Step::Busy);
+                    }
                 }
+            }
+            if let Some(err) = failed {
+                return Err(err);
             }
         }
         self.scanned_to = Some(end);
         self.confirm(final_height).await?;
         Ok(Step::Busy)
+    }
+
+    /// Fetches `ranges` on their own tasks, `concurrency` at a time, and
+    /// hands them over in order. Fetching runs ahead of the store by up to
+    /// `concurrency` finished batches, so neither waits on the other while
+    /// both have work; dropping the receiver stops it all.
+    fn prefetch(&self, ranges: Vec<RangeInclusive<u64>>) -> Prefetched {
+        let concurrency = self.config.concurrency.max(1);
+        // Created here, while `source` is at hand; they start when polled.
+        let fetches: Vec<_> = ranges
+            .into_iter()
+            .map(|range| self.source.fetch(range))
+            .collect();
+        let (sender, receiver) = mpsc::channel(concurrency);
+        let producer = async move {
+            let mut waiting = fetches.into_iter();
+            let mut in_flight = FuturesOrdered::new();
+            // Each on its own task, so decoding uses every core.
+            for fetch in waiting.by_ref().take(concurrency) {
+                in_flight.push_back(spawn_aborting(fetch));
+            }
+            while let Some(batch) = in_flight.next().await {
+                if let Some(fetch) = waiting.next() {
+                    in_flight.push_back(spawn_aborting(fetch));
+                }
+                let failed = batch.is_err();
+                if sender.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+        };
+        Prefetched {
+            receiver,
+            _producer: spawn_aborting(producer),
+        }
     }
 
     /// Credits deposits up to `final_height` once the final chain is known
@@ -384,6 +430,33 @@ impl<S: DepositSource> Watcher<S> {
         self.progress.send_replace(Some(ancestor.height));
         Ok(())
     }
+}
+
+/// Batches fetched ahead, in order; dropping it aborts the fetching.
+struct Prefetched {
+    receiver: mpsc::Receiver<Result<Vec<ObservedBlock>, StepError>>,
+    _producer: AbortOnDrop<()>,
+}
+
+impl Prefetched {
+    async fn recv(&mut self) -> Option<Result<Vec<ObservedBlock>, StepError>> {
+        self.receiver.recv().await
+    }
+
+    fn try_recv(
+        &mut self,
+    ) -> Result<Result<Vec<ObservedBlock>, StepError>, mpsc::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+fn spawn_aborting<F>(future: F) -> AbortOnDrop<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let task = tokio::spawn(future);
+    AbortOnDrop(task.abort_handle(), task)
 }
 
 /// A spawned fetch that is aborted if the step stops waiting for it (a

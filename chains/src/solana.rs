@@ -7,6 +7,7 @@
 //! `transfer`/`transferChecked` instructions, top-level and inner, of
 //! successful transactions.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -84,7 +85,7 @@ impl SolanaClient {
 /// The SPL Token program. Token-2022 transfers are not deposits yet.
 pub const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
 /// Blocks fetched at once within a range.
-const FETCH_CONCURRENCY: usize = 4;
+pub const FETCH_CONCURRENCY: usize = 4;
 /// `getBlock` answers for a slot without a block: skipped (-32007, -32009)
 /// or not available yet (-32004).
 const NO_BLOCK_CODES: [i64; 3] = [-32004, -32007, -32009];
@@ -116,87 +117,113 @@ pub struct Transfer {
     pub amount: u64,
 }
 
+// The answer is decoded borrowing from the response body: strings are
+// slices of it (`Cow` only copies one with escapes, which base58 never has)
+// and everything deposits do not need is skipped unparsed.
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RpcBlock {
-    blockhash: String,
-    previous_blockhash: String,
+struct RpcBlock<'a> {
+    #[serde(borrow)]
+    blockhash: Cow<'a, str>,
+    #[serde(borrow)]
+    previous_blockhash: Cow<'a, str>,
     block_time: Option<i64>,
-    #[serde(default)]
-    transactions: Vec<RpcTransactionWithMeta>,
+    #[serde(default, borrow)]
+    transactions: Vec<RpcTransactionWithMeta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RpcTransactionWithMeta {
-    meta: Option<RpcMeta>,
-    transaction: RpcTransaction,
+struct RpcTransactionWithMeta<'a> {
+    #[serde(borrow)]
+    meta: Option<RpcMeta<'a>>,
+    #[serde(borrow)]
+    transaction: RpcTransaction<'a>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RpcMeta {
+struct RpcMeta<'a> {
     /// Left unparsed: only whether it is null matters.
-    err: Option<Box<RawValue>>,
-    #[serde(default)]
-    inner_instructions: Option<Vec<RpcInnerInstructions>>,
-    #[serde(default)]
-    post_token_balances: Option<Vec<RpcTokenBalance>>,
+    #[serde(borrow)]
+    err: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    inner_instructions: Option<Vec<RpcInnerInstructions<'a>>>,
+    #[serde(default, borrow)]
+    post_token_balances: Option<Vec<RpcTokenBalance<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct RpcInnerInstructions {
+struct RpcInnerInstructions<'a> {
     index: u32,
-    instructions: Vec<RpcInstruction>,
+    #[serde(borrow)]
+    instructions: Vec<RpcInstruction<'a>>,
 }
 
 #[derive(Deserialize)]
-struct RpcTransaction {
-    message: RpcMessage,
-    signatures: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcMessage {
-    account_keys: Vec<RpcAccountKey>,
-    instructions: Vec<RpcInstruction>,
-}
-
-#[derive(Deserialize)]
-struct RpcAccountKey {
-    pubkey: String,
+struct RpcTransaction<'a> {
+    #[serde(borrow)]
+    message: RpcMessage<'a>,
+    #[serde(borrow)]
+    signatures: Vec<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RpcInstruction {
-    program: Option<String>,
-    program_id: Option<String>,
+struct RpcMessage<'a> {
+    /// Decoded only for transactions with token balances, the one place
+    /// account indexes are resolved.
+    #[serde(borrow)]
+    account_keys: &'a RawValue,
+    #[serde(borrow)]
+    instructions: Vec<RpcInstruction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RpcAccountKey<'a> {
+    #[serde(borrow)]
+    pubkey: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RpcInstruction<'a> {
+    #[serde(borrow)]
+    program: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    program_id: Option<Cow<'a, str>>,
     /// An object for parsed programs, a string for some (memo); decoded
     /// only for the programs deposits come from.
-    parsed: Option<Box<RawValue>>,
+    #[serde(borrow)]
+    parsed: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
-struct ParsedInstruction {
-    #[serde(rename = "type")]
-    kind: String,
-    info: ParsedInfo,
+struct ParsedInstruction<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    info: ParsedInfo<'a>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ParsedInfo {
-    destination: Option<String>,
+struct ParsedInfo<'a> {
+    #[serde(borrow)]
+    destination: Option<Cow<'a, str>>,
     lamports: Option<u64>,
-    amount: Option<String>,
-    mint: Option<String>,
-    token_amount: Option<ParsedTokenAmount>,
+    #[serde(borrow)]
+    amount: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    mint: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    token_amount: Option<ParsedTokenAmount<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ParsedTokenAmount {
-    amount: String,
+struct ParsedTokenAmount<'a> {
+    #[serde(borrow)]
+    amount: Cow<'a, str>,
 }
 
 /// A JSON-RPC answer.
@@ -214,11 +241,14 @@ struct RpcErrorBody {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RpcTokenBalance {
+struct RpcTokenBalance<'a> {
     account_index: u32,
-    mint: String,
-    owner: Option<String>,
-    program_id: Option<String>,
+    #[serde(borrow)]
+    mint: Cow<'a, str>,
+    #[serde(borrow)]
+    owner: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    program_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -247,29 +277,25 @@ impl SolanaClient {
             .await
             .map_err(|e| classify("getBlocks", e))?;
         observe_rpc("getBlocks", started);
-        let raw: Vec<(u64, RpcBlock)> = futures::stream::iter(produced)
+        futures::stream::iter(produced)
             .map(|slot| async move {
                 let body = self.block_body(slot).await?;
                 let block = decode_block(slot, &body)?;
-                Ok::<_, Error>((slot, block))
+                let mut found = Vec::new();
+                for tx in &block.transactions {
+                    found.extend(transfers(tx, mints, wanted)?);
+                }
+                Ok::<_, Error>(Block {
+                    slot,
+                    transfers: found,
+                    blockhash: block.blockhash.into_owned(),
+                    previous_blockhash: block.previous_blockhash.into_owned(),
+                    time: block.block_time,
+                })
             })
             .buffered(FETCH_CONCURRENCY)
             .try_collect()
-            .await?;
-        Ok(raw
-            .into_iter()
-            .map(|(slot, block)| Block {
-                slot,
-                transfers: block
-                    .transactions
-                    .iter()
-                    .flat_map(|tx| transfers(tx, mints, wanted))
-                    .collect(),
-                blockhash: block.blockhash,
-                previous_blockhash: block.previous_blockhash,
-                time: block.block_time,
-            })
-            .collect())
+            .await
     }
 
     /// The raw JSON-RPC answer to `getBlock` for `slot` at `confirmed`
@@ -394,8 +420,8 @@ impl SolanaClient {
 }
 
 /// Decodes a `getBlock` answer for a slot `getBlocks` listed.
-fn decode_block(slot: u64, body: &[u8]) -> Result<RpcBlock> {
-    let envelope: Envelope<RpcBlock> = serde_json::from_slice(body).map_err(|e| {
+fn decode_block(slot: u64, body: &[u8]) -> Result<RpcBlock<'_>> {
+    let envelope: Envelope<RpcBlock<'_>> = serde_json::from_slice(body).map_err(|e| {
         let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         Error::malformed(
             CHAIN,
@@ -433,33 +459,43 @@ fn observe_rpc(method: &'static str, started: Instant) {
 
 /// The deposits-relevant transfers of one transaction; none if it failed.
 fn transfers(
-    tx: &RpcTransactionWithMeta,
+    tx: &RpcTransactionWithMeta<'_>,
     mints: &[String],
     wanted: &(dyn Fn(&str) -> bool + Send + Sync),
-) -> Vec<Transfer> {
+) -> Result<Vec<Transfer>> {
     let Some(meta) = &tx.meta else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if meta.err.is_some() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let Some(signature) = tx.transaction.signatures.first() else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     // Token accounts of this transaction by address: (mint, owner), from
     // the balances after it ran, so an account it created is known too.
-    let token_accounts: HashMap<&str, (&str, &str)> = meta
+    let balances: Vec<&RpcTokenBalance<'_>> = meta
         .post_token_balances
         .iter()
         .flatten()
         .filter(|b| b.program_id.as_deref().is_none_or(|p| p == TOKEN_PROGRAM))
+        .collect();
+    let keys: Vec<RpcAccountKey<'_>> = if balances.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(tx.transaction.message.account_keys.get()).map_err(|e| {
+            Error::malformed(
+                CHAIN,
+                "getBlock",
+                format!("accountKeys of {signature}: {e}"),
+            )
+        })?
+    };
+    let token_accounts: HashMap<&str, (&str, &str)> = balances
+        .iter()
         .filter_map(|b| {
-            let key = tx
-                .transaction
-                .message
-                .account_keys
-                .get(b.account_index as usize)?;
-            Some((key.pubkey.as_str(), (b.mint.as_str(), b.owner.as_deref()?)))
+            let key = keys.get(b.account_index as usize)?;
+            Some((&*key.pubkey, (&*b.mint, b.owner.as_deref()?)))
         })
         .collect();
     let top = tx
@@ -476,7 +512,8 @@ fn transfers(
             .enumerate()
             .map(move |(j, ix)| (1_000 * (group.index + 1) + j as u32, ix))
     });
-    top.chain(inner)
+    Ok(top
+        .chain(inner)
         .filter_map(|(position, ix)| {
             let (owner, mint, amount) = match ix.program.as_deref() {
                 Some("system") => system_transfer(ix)?,
@@ -485,7 +522,7 @@ fn transfers(
                 }
                 _ => return None,
             };
-            if let Some(mint) = &mint
+            if let Some(mint) = mint
                 && !mints.iter().any(|m| m == mint)
             {
                 return None;
@@ -494,50 +531,50 @@ fn transfers(
                 return None;
             }
             Some(Transfer {
-                signature: signature.clone(),
+                signature: signature.clone().into_owned(),
                 position,
-                owner,
-                mint,
+                owner: owner.into_owned(),
+                mint: mint.map(str::to_owned),
                 amount,
             })
         })
-        .collect()
+        .collect())
 }
 
-type Credit = (String, Option<String>, u64);
+/// A credit found in an instruction: owner, SPL mint (`None` for SOL), amount.
+type Credit<'a> = (Cow<'a, str>, Option<&'a str>, u64);
 
 /// The instruction's parsed form, if it is an object of the usual shape.
-fn parsed(ix: &RpcInstruction) -> Option<ParsedInstruction> {
-    serde_json::from_str(ix.parsed.as_ref()?.get()).ok()
+fn parsed<'a>(ix: &RpcInstruction<'a>) -> Option<ParsedInstruction<'a>> {
+    serde_json::from_str(ix.parsed?.get()).ok()
 }
 
-fn system_transfer(ix: &RpcInstruction) -> Option<Credit> {
+fn system_transfer<'a>(ix: &RpcInstruction<'a>) -> Option<Credit<'a>> {
     let parsed = parsed(ix)?;
-    if !matches!(parsed.kind.as_str(), "transfer" | "transferWithSeed") {
+    if !matches!(&*parsed.kind, "transfer" | "transferWithSeed") {
         return None;
     }
     Some((parsed.info.destination?, None, parsed.info.lamports?))
 }
 
-fn token_transfer(ix: &RpcInstruction, accounts: &HashMap<&str, (&str, &str)>) -> Option<Credit> {
+fn token_transfer<'a>(
+    ix: &RpcInstruction<'a>,
+    accounts: &HashMap<&str, (&'a str, &'a str)>,
+) -> Option<Credit<'a>> {
     let parsed = parsed(ix)?;
     let info = parsed.info;
-    let amount = match parsed.kind.as_str() {
+    let amount = match &*parsed.kind {
         "transfer" => info.amount?,
         "transferChecked" => info.token_amount?.amount,
         _ => return None,
     };
-    let (mint, owner) = accounts.get(info.destination?.as_str())?;
+    let (mint, owner) = *accounts.get(&*info.destination?)?;
     if let Some(named) = &info.mint
         && named != mint
     {
         return None;
     }
-    Some((
-        (*owner).to_owned(),
-        Some((*mint).to_owned()),
-        amount.parse().ok()?,
-    ))
+    Some((Cow::Borrowed(owner), Some(mint), amount.parse().ok()?))
 }
 
 impl HeadSource for SolanaClient {
@@ -596,7 +633,7 @@ mod tests {
         block
             .transactions
             .iter()
-            .flat_map(|tx| transfers(tx, mints, &wanted))
+            .flat_map(|tx| transfers(tx, mints, &wanted).expect("readable"))
             .map(|t| (t.signature, t.position, t.mint, t.amount))
             .collect()
     }
@@ -641,5 +678,17 @@ mod tests {
                 "{garbage}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn unreadable_account_keys_of_a_token_transfer_are_malformed_not_skipped() {
+        let body = block_json("null").replace(
+            r#"[{"pubkey":"Payer"},{"pubkey":"PayerAta"},{"pubkey":"OwnerAta"}]"#,
+            r#"[{"pubkey":7}]"#,
+        );
+        let block = decode_block(10, body.as_bytes()).expect("the block itself decodes");
+        let wanted = |owner: &str| owner == OWNER;
+        let err = transfers(&block.transactions[1], &[MINT.to_owned()], &wanted).err();
+        assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
     }
 }

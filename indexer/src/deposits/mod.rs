@@ -14,6 +14,8 @@ pub mod solana;
 mod watched;
 pub mod watcher;
 
+use std::collections::HashMap;
+
 use chains::Chain;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -76,10 +78,7 @@ pub struct DepositView {
 }
 
 /// The deposits with these ids, by id; unknown ids are left out.
-pub async fn views(
-    pool: &PgPool,
-    ids: &[i64],
-) -> Result<std::collections::HashMap<i64, DepositView>> {
+pub async fn views(pool: &PgPool, ids: &[i64]) -> Result<HashMap<i64, DepositView>> {
     if ids.is_empty() {
         return Ok(Default::default());
     }
@@ -475,19 +474,23 @@ impl DepositStore {
         .await?;
 
         let now = Utc::now();
+        let latency = metrics::histogram!(DEPOSIT_DETECTION_LATENCY, "chain" => chain);
         for block in blocks {
             if let Some(time) = block.time {
-                let latency = (now - time).to_std().unwrap_or_default().as_secs_f64();
+                let seconds = (now - time).to_std().unwrap_or_default().as_secs_f64();
                 for _ in &block.deposits {
-                    metrics::histogram!(DEPOSIT_DETECTION_LATENCY, "chain" => chain)
-                        .record(latency);
+                    latency.record(seconds);
                 }
             }
         }
+        let mut counted: HashMap<(&str, &str), u64> = HashMap::new();
         for (row, final_) in rows.iter().zip(&finals) {
             let status = if *final_ { "credited" } else { "pending" };
-            metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => status)
-                .increment(1);
+            *counted.entry((row.asset.as_str(), status)).or_default() += 1;
+        }
+        for ((asset, status), count) in counted {
+            metrics::counter!(DEPOSITS, "chain" => chain, "asset" => asset.to_owned(), "status" => status)
+                .increment(count);
         }
         Ok(count)
     }

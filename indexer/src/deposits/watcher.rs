@@ -266,15 +266,21 @@ impl<S: DepositSource> Watcher<S> {
             .step_by(usize::try_from(batch).unwrap_or(usize::MAX))
             .map(|start| start..=(start + batch - 1).min(end))
             .collect();
+        let expected = ranges.len();
+        let mut received = 0;
         let mut fetched = self.prefetch(ranges);
         while let Some(first) = fetched.recv().await {
             // Batches that finished while the last one was written go into
             // one transaction: fewer commits when the store is behind.
             let mut observed = first?;
+            received += 1;
             let mut failed = None;
             for _ in 1..self.config.concurrency.max(1) {
                 match fetched.try_recv() {
-                    Ok(Ok(more)) => observed.extend(more),
+                    Ok(Ok(more)) => {
+                        observed.extend(more);
+                        received += 1;
+                    }
                     Ok(Err(err)) => {
                         failed = Some(err);
                         break;
@@ -308,6 +314,13 @@ impl<S: DepositSource> Watcher<S> {
             if let Some(err) = failed {
                 return Err(err);
             }
+        }
+        if received < expected {
+            // Only a fetch task that died can end the channel early; the
+            // heights it did not hand over must not count as scanned.
+            return Err(StepError::Failed(Error::Corrupt(format!(
+                "fetching stopped after {received} of {expected} batches"
+            ))));
         }
         self.scanned_to = Some(end);
         self.confirm(final_height).await?;

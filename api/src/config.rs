@@ -304,7 +304,7 @@ impl Default for SolanaSettings {
             timeout_ms: 15_000,
             start_slot: None,
             max_reorg_depth: 150,
-            batch_slots: 50,
+            batch_slots: 10,
             fetch_concurrency: 4,
             tokens: Vec::new(),
         }

@@ -2,20 +2,25 @@
 //! run on the same solana-test-validator
 //! (`cargo bench -p indexer --bench solana_catchup`).
 //!
-//! Sends `COFFER_BENCH_TXS` transactions (default 1,500) of 8 SOL transfers
+//! Sends `COFFER_BENCH_TXS` transactions (default 4,000, about 250 slots) of 8 SOL transfers
 //! each; in every `COFFER_BENCH_WATCHED_EVERY`-th transaction (default 4)
 //! one transfer pays a watched deposit address, the rest pay others, as on
 //! a real chain where few transfers are the custodian's (1 puts a deposit
 //! in every transaction). Then over the slots they landed in it measures
 //!
 //! (a) the reference: `getBlocks` and `getBlock` (`jsonParsed`, full
-//!     transactions) for every produced slot, at the watcher's batch size
-//!     and concurrency, over the same HTTP path, answers read and discarded;
+//!     transactions) for every produced slot, with the watcher's batch size
+//!     and concurrency (`COFFER_BENCH_BATCH`, `COFFER_BENCH_CONCURRENCY`,
+//!     by default the watcher's defaults), over the same HTTP path, answers
+//!     read and discarded;
 //! (b) the deposit watcher indexing the same slots into PostgreSQL, from
 //!     its start to its cursor passing the last slot;
 //!
-//! and prints both rates in slots/s and the ratio b/a, after checking that
-//! the watcher stored exactly one deposit per watched transfer.
+//! in `COFFER_BENCH_ROUNDS` rounds (default 3), each (b) on a fresh
+//! database, and prints both rates in slots/s, each round's ratio b/a
+//! against the mean of the references either side of it, and their
+//! median, after checking that the watcher stored exactly one deposit per
+//! watched transfer.
 
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
@@ -36,20 +41,32 @@ use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
 
-const BATCH: u64 = 50;
-const CONCURRENCY: usize = 4;
 const ADDRESSES: usize = 200;
 const TRANSFERS_PER_TX: u64 = 8;
 
 fn main() {
     let runtime = support::runtime();
+    let defaults = SolanaWatchConfig::default();
     runtime.block_on(run(
-        support::env("COFFER_BENCH_TXS", 1_500),
+        support::env("COFFER_BENCH_TXS", 4_000),
         support::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
+        Fetching {
+            batch: support::env("COFFER_BENCH_BATCH", defaults.batch_slots).max(1),
+            concurrency: support::env("COFFER_BENCH_CONCURRENCY", defaults.concurrency as u64)
+                .max(1) as usize,
+        },
     ));
 }
 
-async fn run(txs: u64, watched_every: u64) {
+/// The watcher's catch-up settings, which the reference fetches with too.
+#[derive(Clone, Copy)]
+struct Fetching {
+    batch: u64,
+    concurrency: usize,
+}
+
+async fn run(txs: u64, watched_every: u64, fetching: Fetching) {
+    let Fetching { batch, concurrency } = fetching;
     let validator = SolanaValidator::spawn()
         .await
         .expect("solana-test-validator (run ./scripts/devnet install)");
@@ -109,28 +126,67 @@ async fn run(txs: u64, watched_every: u64) {
         .count() as u64;
     println!(
         "solana catch-up benchmark: {sent} transactions x {TRANSFERS_PER_TX} transfers ({deposits} to {ADDRESSES} \
-         watched addresses) over slots {first}..={last}, batch {BATCH} slots, concurrency {CONCURRENCY} (setup {:.1}s)",
+         watched addresses) over slots {first}..={last}, batch {batch} slots, concurrency {concurrency} (setup {:.1}s)",
         setup.elapsed().as_secs_f64()
     );
 
-    let reference_before = reference(&validator, first, last).await;
-    let watcher = watcher_rate(&validator, &db, first, last, deposits).await;
-    let reference_after = reference(&validator, first, last).await;
-    let reference = (reference_before + reference_after) / 2.0;
+    // Rounds of (a) then (b), each (b) on a fresh database issuing the
+    // same addresses, and (a) once more at the end: each ratio is against
+    // the mean of the references either side of it.
+    let rounds = support::env("COFFER_BENCH_ROUNDS", 3).max(1);
+    let mut round_dbs = Vec::new();
+    for _ in 0..rounds {
+        let round_db = TestDb::new().await.expect("bench database");
+        let issued = support::watched_addresses(&round_db, chains::Chain::Solana, ADDRESSES).await;
+        assert_eq!(
+            issued
+                .iter()
+                .map(|a| a.parse::<Pubkey>().expect("address"))
+                .collect::<Vec<_>>(),
+            watched,
+            "the same seed issues the same addresses"
+        );
+        round_dbs.push(round_db);
+    }
+    // The databases' creation is written out now, not during a measurement;
+    // they are dropped only after the last one for the same reason.
+    sqlx::query("CHECKPOINT")
+        .execute(db.pool())
+        .await
+        .expect("checkpoint");
+    let mut references = vec![reference(&validator, first, last, fetching).await];
+    let mut watchers = Vec::new();
+    for round_db in &round_dbs {
+        watchers.push(watcher_rate(&validator, round_db, first, last, deposits, fetching).await);
+        references.push(reference(&validator, first, last, fetching).await);
+    }
+    let mut ratios = Vec::new();
+    for (round, watcher) in watchers.iter().enumerate() {
+        let reference = (references[round] + references[round + 1]) / 2.0;
+        let ratio = watcher / reference;
+        println!(
+            "round {}: (a) bare getBlock {reference:7.1} slots/s, (b) deposit watcher {watcher:7.1} slots/s into PostgreSQL, b/a = {ratio:.2}",
+            round + 1
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "(a) bare getBlock:   {reference:8.1} slots/s (before {reference_before:.1}, after {reference_after:.1})"
+        "ratio b/a = {:.2} (median of {rounds}; range {:.2}..{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
     );
-    println!("(b) deposit watcher: {watcher:8.1} slots/s into PostgreSQL");
-    println!("ratio b/a = {:.2}", watcher / reference);
 }
 
 /// Slots/s of listing and fetching the blocks, answers discarded.
-async fn reference(validator: &SolanaValidator, first: u64, last: u64) -> f64 {
+async fn reference(validator: &SolanaValidator, first: u64, last: u64, fetching: Fetching) -> f64 {
+    let Fetching { batch, concurrency } = fetching;
     let client = validator.client();
     let rpc = client.rpc();
     let ranges: Vec<(u64, u64)> = (first..=last)
-        .step_by(BATCH as usize)
-        .map(|start| (start, (start + BATCH - 1).min(last)))
+        .step_by(batch as usize)
+        .map(|start| (start, (start + batch - 1).min(last)))
         .collect();
     let started = Instant::now();
     futures::stream::iter(ranges)
@@ -143,11 +199,11 @@ async fn reference(validator: &SolanaValidator, first: u64, last: u64) -> f64 {
                 .map(|slot| async move {
                     drop(client.block_body(slot).await.expect("getBlock"));
                 })
-                .buffered(4)
+                .buffered(chains::solana::FETCH_CONCURRENCY)
                 .count()
                 .await
         })
-        .buffered(CONCURRENCY)
+        .buffered(concurrency)
         .count()
         .await;
     (last - first + 1) as f64 / started.elapsed().as_secs_f64()
@@ -160,11 +216,12 @@ async fn watcher_rate(
     first: u64,
     last: u64,
     deposits: u64,
+    fetching: Fetching,
 ) -> f64 {
     let config = SolanaWatchConfig {
         start_slot: Some(first),
-        batch_slots: BATCH,
-        concurrency: CONCURRENCY,
+        batch_slots: fetching.batch,
+        concurrency: fetching.concurrency,
         poll_interval: Duration::from_millis(50),
         ..SolanaWatchConfig::default()
     };

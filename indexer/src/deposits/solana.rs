@@ -49,7 +49,7 @@ impl Default for SolanaWatchConfig {
         Self {
             start_slot: None,
             max_reorg_depth: 150,
-            batch_slots: 50,
+            batch_slots: 10,
             concurrency: 4,
             poll_interval: Duration::from_millis(400),
             tokens: Vec::new(),

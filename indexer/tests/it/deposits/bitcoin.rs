@@ -327,7 +327,12 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         node.pay(outpoint, value, &outputs).await.expect("pay");
         node.generate(1).await.expect("mine");
     }
-    let config = config(start_height, 2);
+    // One 3-block batch per commit (none fetched ahead to be merged), so
+    // the catch-up takes ten commits to be killed after.
+    let config = BitcoinWatchConfig {
+        concurrency: 1,
+        ..config(start_height, 2)
+    };
     let (tip_height, tip_hash) = tip(&node).await;
     let mut kills = 0;
     loop {

@@ -261,8 +261,11 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         assert!(ok);
     }
     let end = confirmed_slot(validator).await;
+    // One 3-slot batch per commit (none fetched ahead to be merged), so
+    // the catch-up takes several commits to be killed after.
     let config = SolanaWatchConfig {
         batch_slots: 3,
+        concurrency: 1,
         ..config(start, Vec::new())
     };
     let mut kills = 0;

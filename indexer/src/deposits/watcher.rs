@@ -463,6 +463,7 @@ impl Prefetched {
     }
 }
 
+/// Runs `future` on its own task until it finishes or the handle is dropped.
 fn spawn_aborting<F>(future: F) -> AbortOnDrop<F::Output>
 where
     F: Future + Send + 'static,

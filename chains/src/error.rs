@@ -22,6 +22,10 @@ pub enum Error {
     /// answers came from two branches). Retrying sees one branch.
     #[error("{chain} node answered from two branches: {detail}")]
     Inconsistent { chain: Chain, detail: String },
+    /// The node no longer has blocks it was asked for (pruned from its
+    /// ledger). Retrying cannot help: another node must serve them.
+    #[error("{chain} node no longer has the blocks asked for: {detail}")]
+    HistoryUnavailable { chain: Chain, detail: String },
     #[error("invalid {chain} client setting: {detail}")]
     Config { chain: Chain, detail: String },
     #[error("unknown chain `{0}` (expected bitcoin, ethereum or solana)")]
@@ -56,12 +60,14 @@ impl Error {
         }
     }
 
-    /// A short label for metrics: `transport`, `malformed`, `inconsistent`, `config`.
+    /// A short label for metrics: `transport`, `malformed`, `inconsistent`,
+    /// `history_unavailable`, `config`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Transport { .. } => "transport",
             Error::Malformed { .. } => "malformed",
             Error::Inconsistent { .. } => "inconsistent",
+            Error::HistoryUnavailable { .. } => "history_unavailable",
             Error::Config { .. } | Error::UnknownChain(_) => "config",
         }
     }

@@ -89,6 +89,8 @@ pub const FETCH_CONCURRENCY: usize = 4;
 /// `getBlock` answers for a slot without a block: skipped (-32007, -32009)
 /// or not available yet (-32004).
 const NO_BLOCK_CODES: [i64; 3] = [-32004, -32007, -32009];
+/// `getBlock` for a slot the node has cleaned up from its ledger.
+const CLEANED_UP: i64 = -32001;
 
 /// A block reduced to what deposit matching needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -430,7 +432,12 @@ fn decode_block(slot: u64, body: &[u8]) -> Result<RpcBlock<'_>> {
         )
     })?;
     if let Some(error) = envelope.error {
-        return Err(if NO_BLOCK_CODES.contains(&error.code) {
+        return Err(if error.code == CLEANED_UP {
+            Error::HistoryUnavailable {
+                chain: CHAIN,
+                detail: error.message,
+            }
+        } else if NO_BLOCK_CODES.contains(&error.code) {
             Error::inconsistent(
                 CHAIN,
                 format!("listed slot {slot} has no block: {}", error.message),
@@ -590,6 +597,14 @@ impl HeadSource for SolanaClient {
 
 pub(crate) fn classify(method: &'static str, err: ClientError) -> Error {
     match err.kind() {
+        ErrorKind::RpcError(RpcError::RpcResponseError { code, message, .. })
+            if *code == CLEANED_UP =>
+        {
+            Error::HistoryUnavailable {
+                chain: CHAIN,
+                detail: message.clone(),
+            }
+        }
         ErrorKind::SerdeJson(e) => Error::malformed(CHAIN, method, e.to_string()),
         ErrorKind::RpcError(RpcError::ParseError(e)) => Error::malformed(CHAIN, method, e.clone()),
         _ => Error::transport(CHAIN, method, err),
@@ -663,6 +678,11 @@ mod tests {
         assert_eq!(
             decode_block(10, skipped.as_bytes()).err().map(|e| e.kind()),
             Some("inconsistent")
+        );
+        let pruned = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"Block 10 cleaned up, does not exist on node. First available block: 20"}}"#;
+        assert_eq!(
+            decode_block(10, pruned.as_bytes()).err().map(|e| e.kind()),
+            Some("history_unavailable")
         );
         let failing =
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}}"#;

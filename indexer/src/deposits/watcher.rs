@@ -100,12 +100,27 @@ enum StepError {
     #[error("{0}")]
     Halt(String),
     #[error(transparent)]
-    Failed(#[from] Error),
+    Failed(Error),
+}
+
+impl From<Error> for StepError {
+    fn from(err: Error) -> Self {
+        match err {
+            // Retrying the same node cannot bring pruned blocks back, and
+            // skipping them would lose deposits: stop and alert.
+            Error::Chain(chain @ chains::Error::HistoryUnavailable { .. }) => {
+                StepError::Halt(format!(
+                    "{chain}; point the chain's rpc_url at a node that still has them (or an archive node), then restart"
+                ))
+            }
+            other => StepError::Failed(other),
+        }
+    }
 }
 
 impl From<chains::Error> for StepError {
     fn from(err: chains::Error) -> Self {
-        StepError::Failed(Error::Chain(err))
+        StepError::from(Error::Chain(err))
     }
 }
 
@@ -498,5 +513,27 @@ impl<T> Future for AbortOnDrop<Result<T>> {
                     "fetch task: {err}"
                 )))),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruned_history_halts_while_other_node_failures_are_retried() {
+        let pruned = chains::Error::HistoryUnavailable {
+            chain: Chain::Solana,
+            detail: "Block 10 cleaned up".into(),
+        };
+        match StepError::from(pruned) {
+            StepError::Halt(reason) => assert!(reason.contains("rpc_url"), "{reason}"),
+            StepError::Failed(err) => panic!("retried: {err}"),
+        }
+        let down = chains::Error::Inconsistent {
+            chain: Chain::Solana,
+            detail: "moved".into(),
+        };
+        assert!(matches!(StepError::from(down), StepError::Failed(_)));
     }
 }

@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
@@ -67,15 +69,23 @@ async fn block_fetch_reports_only_successful_wanted_transfers() {
     let rogue = node.deploy_test_token(6).await.expect("deploy rogue token");
     let from = Anvil::DEV_ACCOUNT;
     for t in [token, rogue] {
-        node.send(
-            from,
-            t.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(1_000_000)),
-            None,
-        )
-        .await
-        .expect("mint");
+        let mint = node
+            .send(
+                from,
+                t.address,
+                U256::ZERO,
+                &TestToken::mint(from, U256::from(1_000_000)),
+                None,
+            )
+            .await
+            .expect("mint");
+        // Automine answers before the block exists under load; the test's
+        // blocks must start after the mints'.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while node.succeeded(mint).await.is_err() {
+            assert!(Instant::now() < deadline, "mint {mint} not mined");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let start = client.head().await.expect("head").height + 1;
 

@@ -61,6 +61,16 @@ pub struct Cursor {
     pub hash: String,
 }
 
+impl Cursor {
+    /// From a `(height, block_hash)` row.
+    fn from_row((height, hash): (i64, String)) -> Result<Self> {
+        Ok(Self {
+            height: to_u64(height)?,
+            hash,
+        })
+    }
+}
+
 /// A deposit as clients see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DepositView {
@@ -216,13 +226,7 @@ impl DepositStore {
                 .bind(self.chain.as_str())
                 .fetch_optional(self.pool())
                 .await?;
-        row.map(|(height, hash)| {
-            Ok(Cursor {
-                height: to_u64(height)?,
-                hash,
-            })
-        })
-        .transpose()
+        row.map(Cursor::from_row).transpose()
     }
 
     /// Starts the watcher after `block` (the block before the configured
@@ -256,14 +260,7 @@ impl DepositStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|(height, hash)| {
-                Ok(Cursor {
-                    height: to_u64(height)?,
-                    hash,
-                })
-            })
-            .collect()
+        rows.into_iter().map(Cursor::from_row).collect()
     }
 
     /// The newest indexed block at or below `height`.
@@ -276,13 +273,7 @@ impl DepositStore {
         .bind(to_i64(height)?)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|(height, hash)| {
-            Ok(Cursor {
-                height: to_u64(height)?,
-                hash,
-            })
-        })
-        .transpose()
+        row.map(Cursor::from_row).transpose()
     }
 
     /// Stores `blocks` (ascending, each extending the previous) with their

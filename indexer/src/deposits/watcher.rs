@@ -107,7 +107,7 @@ impl From<Error> for StepError {
     fn from(err: Error) -> Self {
         match err {
             // Retrying the same node cannot bring pruned blocks back, and
-            // skipping them would lose deposits: stop and alert.
+            // indexing past them would lose deposits: stop and alert.
             Error::Chain(chain @ chains::Error::HistoryUnavailable { .. }) => {
                 StepError::Halt(format!(
                     "{chain}; point the chain's rpc_url at a node that still has them (or an archive node), then restart"
@@ -284,14 +284,14 @@ impl<S: DepositSource> Watcher<S> {
         let expected = ranges.len();
         let mut received = 0;
         let mut fetched = self.prefetch(ranges);
-        while let Some(first) = fetched.recv().await {
+        while let Some(first) = fetched.receiver.recv().await {
             // Batches that finished while the last one was written go into
             // one transaction: fewer commits when the store is behind.
             let mut observed = first?;
             received += 1;
             let mut failed = None;
             for _ in 1..self.config.concurrency.max(1) {
-                match fetched.try_recv() {
+                match fetched.receiver.try_recv() {
                     Ok(Ok(more)) => {
                         observed.extend(more);
                         received += 1;
@@ -464,18 +464,6 @@ impl<S: DepositSource> Watcher<S> {
 struct Prefetched {
     receiver: mpsc::Receiver<Result<Vec<ObservedBlock>, StepError>>,
     _producer: AbortOnDrop<()>,
-}
-
-impl Prefetched {
-    async fn recv(&mut self) -> Option<Result<Vec<ObservedBlock>, StepError>> {
-        self.receiver.recv().await
-    }
-
-    fn try_recv(
-        &mut self,
-    ) -> Result<Result<Vec<ObservedBlock>, StepError>, mpsc::error::TryRecvError> {
-        self.receiver.try_recv()
-    }
 }
 
 /// Runs `future` on its own task until it finishes or the handle is dropped.

@@ -8,7 +8,6 @@ use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher};
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
 use indexer::wallets::Wallets;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -40,23 +39,8 @@ fn watcher(node: &Btcd, db: &TestDb, config: BitcoinWatchConfig) -> BitcoinWatch
     )
 }
 
-struct Running {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.expect("watcher task");
-    }
-}
-
 fn start(node: &Btcd, db: &TestDb, config: BitcoinWatchConfig) -> Running {
-    let watcher = watcher(node, db, config);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    Running { cancel, task }
+    Running::spawn(watcher(node, db, config))
 }
 
 async fn tip(node: &Btcd) -> (u64, String) {

@@ -8,7 +8,6 @@ use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher, Token};
 use indexer::devnet::TestDb;
 use indexer::ledger::{Asset, Ledger};
 use serde_json::json;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -16,25 +15,10 @@ use super::*;
 const ETH: Chain = Chain::Ethereum;
 const TOKEN_ASSET: &str = "TUSD";
 
-struct Running {
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.expect("watcher task");
-    }
-}
-
 fn start(anvil: &Anvil, db: &TestDb, config: EthereumWatchConfig) -> Running {
     init_logs();
     let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
-    let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    Running { cancel, task }
+    Running::spawn(EthereumWatcher::new(anvil.client().clone(), store, config))
 }
 
 fn by_depth(confirmations: u64, start_height: u64, tokens: Vec<Token>) -> EthereumWatchConfig {

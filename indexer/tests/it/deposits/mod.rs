@@ -9,13 +9,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chains::Chain;
+use indexer::deposits::watcher::{DepositSource, Watcher};
 use indexer::wallets::Wallets;
 use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Watcher logs on the test's output (shown for failing tests), filtered by
 /// `RUST_LOG` (default `warn`).
+/// A watcher running on its own task until stopped.
+pub struct Running {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn spawn<S: DepositSource>(watcher: Watcher<S>) -> Self {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(watcher.run(cancel.clone()));
+        Self { cancel, task }
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.task.await.expect("watcher task");
+    }
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

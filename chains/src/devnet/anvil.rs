@@ -117,6 +117,20 @@ impl Anvil {
         }
     }
 
+    /// Waits until `tx` is in a block. With automine, `eth_sendTransaction`
+    /// can answer before the block exists, so a test that reads the tip
+    /// right after sending waits here first.
+    pub async fn mined(&self, tx: B256) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.succeeded(tx).await.is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(DevnetError::Other(format!("{tx} not mined within 10 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Deploys a fresh `TestToken` with `decimals` from [`Self::DEV_ACCOUNT`]
     /// and mines it.
     pub async fn deploy_test_token(&self, decimals: u8) -> Result<TestToken> {

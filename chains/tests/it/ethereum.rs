@@ -1,5 +1,3 @@
-use std::time::{Duration, Instant};
-
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
@@ -79,13 +77,8 @@ async fn block_fetch_reports_only_successful_wanted_transfers() {
             )
             .await
             .expect("mint");
-        // Automine answers before the block exists under load; the test's
-        // blocks must start after the mints'.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node.succeeded(mint).await.is_err() {
-            assert!(Instant::now() < deadline, "mint {mint} not mined");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The test's blocks must start after the mints'.
+        node.mined(mint).await.expect("mint mined");
     }
     let start = client.head().await.expect("head").height + 1;
 

@@ -379,10 +379,11 @@ async fn a_reorg_deeper_than_the_limit_halts_the_watcher() {
     let cancel = CancellationToken::new();
     let task = tokio::spawn(watcher.run(cancel.clone()));
     for _ in 0..6 {
-        anvil
+        let sent = anvil
             .send(Anvil::DEV_ACCOUNT, alice, U256::from(5), &[], None)
             .await
             .expect("eth");
+        anvil.mined(sent).await.expect("mined");
     }
     let (height, _) = tip(&anvil).await;
     wait_synced(&anvil, &db, height - 1).await;

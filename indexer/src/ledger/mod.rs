@@ -190,22 +190,25 @@ impl Ledger {
         let mut leg_entries = Vec::new();
         let mut leg_accounts = Vec::new();
         let mut leg_amounts = Vec::new();
+        let mut leg_assets = Vec::new();
+        let mut leg_owners = Vec::new();
         for (n, entry) in entries.iter().enumerate() {
             kinds.push(entry.kind);
             references.push(entry.reference.as_str());
             metadata.push(&entry.metadata);
-            let (legs, values) = ordered_legs(entry, &ids)?;
-            for (account, amount) in legs.into_iter().zip(values) {
+            for (account, amount, account_ref) in resolved_legs(entry, &ids)? {
                 leg_entries.push(
                     i32::try_from(n + 1)
                         .map_err(|_| Error::InvalidRequest("too many entries".into()))?,
                 );
                 leg_accounts.push(account);
                 leg_amounts.push(amount);
+                leg_assets.push(account_ref.asset.as_str());
+                leg_owners.push(account_ref.owner);
             }
         }
-        // Postings go in in account order so concurrent writers lock
-        // balance rows in one order and cannot deadlock.
+        // Postings name their accounts' asset and owner, which the database
+        // checks once per statement instead of looking each one up.
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM unnest($1::entry_kind[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(kind, reference, metadata, n)
@@ -216,11 +219,11 @@ impl Ledger {
              ), numbered AS (
                  SELECT input.n, created.id FROM created JOIN input USING (reference)
              ), legs AS (
-                 INSERT INTO postings (entry_id, account_id, amount)
-                 SELECT numbered.id, l.account_id, l.amount::numeric
-                 FROM unnest($4::int[], $5::bigint[], $6::text[]) WITH ORDINALITY AS l(entry_n, account_id, amount, k)
+                 INSERT INTO postings (entry_id, account_id, amount, asset, owner_id)
+                 SELECT numbered.id, l.account_id, l.amount::numeric, l.asset, l.owner_id
+                 FROM unnest($4::int[], $5::bigint[], $6::text[], $7::text[], $8::uuid[])
+                      AS l(entry_n, account_id, amount, asset, owner_id)
                  JOIN numbered ON numbered.n = l.entry_n
-                 ORDER BY l.account_id, l.k
              )
              SELECT n, id FROM numbered ORDER BY n",
         )
@@ -230,6 +233,8 @@ impl Ledger {
         .bind(&leg_entries)
         .bind(&leg_accounts)
         .bind(&leg_amounts)
+        .bind(&leg_assets)
+        .bind(&leg_owners)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| map_db_error(e, None))?;
@@ -837,10 +842,21 @@ async fn insert_hold(
     .await?)
 }
 
-/// The legs as parallel arrays in account-id order, so concurrent entries
-/// lock balance rows in the same order and cannot deadlock.
+/// The legs as parallel arrays in account-id order. (Balance rows are
+/// locked in account order by the database whatever the order here.)
 fn ordered_legs(entry: &NewEntry, ids: &AccountIds) -> Result<(Vec<i64>, Vec<String>)> {
-    let mut legs: Vec<(i64, String)> = entry
+    Ok(resolved_legs(entry, ids)?
+        .into_iter()
+        .map(|(id, amount, _)| (id, amount))
+        .unzip())
+}
+
+/// Each leg's account id, amount and account, in account-id order.
+fn resolved_legs<'a>(
+    entry: &'a NewEntry,
+    ids: &AccountIds,
+) -> Result<Vec<(i64, String, &'a AccountRef)>> {
+    let mut legs: Vec<(i64, String, &AccountRef)> = entry
         .legs
         .iter()
         .map(|leg| {
@@ -848,11 +864,11 @@ fn ordered_legs(entry: &NewEntry, ids: &AccountIds) -> Result<(Vec<i64>, Vec<Str
                 .get(&leg.account)
                 .copied()
                 .ok_or_else(|| Error::Corrupt("unresolved account".into()))?;
-            Ok((account, leg.amount.to_string()))
+            Ok((account, leg.amount.to_string(), &leg.account))
         })
         .collect::<Result<_>>()?;
-    legs.sort();
-    Ok(legs.into_iter().unzip())
+    legs.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Ok(legs)
 }
 
 /// Inserts the entry and its postings in one statement, inside `tx`.

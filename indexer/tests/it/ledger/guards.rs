@@ -107,6 +107,36 @@ async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
     let err = sql_fails(pool, &[&first, &second, &third]).await;
     assert!(err.contains("does not balance in BTC"), "{err}");
 
+    // An entry made in a savepoint and given its other leg after it: checked
+    // all the same, and committed when it balances.
+    let in_savepoint = |reference: &str, amount: i64| {
+        [
+            "SAVEPOINT made".to_owned(),
+            format!(
+                "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', '{reference}') RETURNING id)
+                 INSERT INTO postings (entry_id, account_id, amount) SELECT id, {alice_available}, -1 FROM e"
+            ),
+            "RELEASE SAVEPOINT made".to_owned(),
+            format!(
+                "INSERT INTO postings (entry_id, account_id, amount)
+                 SELECT id, {bob_available}, {amount} FROM entries WHERE reference = '{reference}'"
+            ),
+        ]
+    };
+    let statements = in_savepoint("forged-6", 2);
+    let err = sql_fails(pool, &statements.each_ref().map(String::as_str)).await;
+    assert!(err.contains("does not balance in BTC"), "{err}");
+    let mut tx = pool.begin().await.expect("begin");
+    for statement in in_savepoint("saved", 1) {
+        sqlx::query(&statement)
+            .execute(&mut *tx)
+            .await
+            .expect("statement");
+    }
+    tx.commit()
+        .await
+        .expect("a balanced entry made in a savepoint commits");
+
     // An entry with no postings at all.
     let err = sql_fails(
         pool,
@@ -149,18 +179,46 @@ async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
     );
 
     // Postings cannot claim another asset or owner than their account's.
-    let mut tx = pool.begin().await.expect("begin");
+    let claims = [
+        ("'ETH'", "a.owner_id"),
+        ("a.asset", "gen_random_uuid()"),
+        ("a.asset", "NULL"),
+    ];
+    for (asset, owner) in claims {
+        let claimed = format!(
+            "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'claimed') RETURNING id)
+             INSERT INTO postings (entry_id, account_id, asset, owner_id, amount)
+             SELECT e.id, a.id, {asset}, {owner}, CASE WHEN a.id = {alice_available} THEN -1 ELSE 1 END
+             FROM e, accounts a WHERE a.id IN ({alice_available}, {bob_available})"
+        );
+        let err = sql_fails(pool, &[&claimed]).await;
+        assert!(err.contains("which are not the account's"), "{err}");
+    }
+
+    // Postings that name no asset get their account's, and move its balance.
+    let before: String = sqlx::query_scalar(&format!(
+        "SELECT balance::text FROM balances WHERE account_id = {bob_available}"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("balance");
     sqlx::query(&format!(
         "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'stamped') RETURNING id)
-         INSERT INTO postings (entry_id, account_id, asset, owner_id, amount)
-         SELECT id, {alice_available}, 'ETH', gen_random_uuid(), -1 FROM e UNION ALL
-         SELECT id, {bob_available}, 'ETH', gen_random_uuid(), 1 FROM e"
+         INSERT INTO postings (entry_id, account_id, amount)
+         SELECT id, {alice_available}, -1 FROM e UNION ALL SELECT id, {bob_available}, 1 FROM e"
     ))
-    .execute(&mut *tx)
+    .execute(pool)
     .await
-    .expect("insert");
-    tx.commit()
-        .await
-        .expect("a balanced, stamped entry commits");
+    .expect("a balanced entry without assets commits");
+    let after: String = sqlx::query_scalar(&format!(
+        "SELECT balance::text FROM balances WHERE account_id = {bob_available}"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("balance");
+    assert_eq!(
+        after.parse::<u64>().expect("balance"),
+        before.parse::<u64>().expect("balance") + 1
+    );
     assert_invariants(pool).await;
 }

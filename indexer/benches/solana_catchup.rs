@@ -16,7 +16,7 @@
 //! (b) the deposit watcher indexing the same slots into PostgreSQL, from
 //!     its start to its cursor passing the last slot;
 //!
-//! in `COFFER_BENCH_ROUNDS` rounds (default 3), each (b) on a fresh
+//! in `COFFER_BENCH_ROUNDS` rounds (default 7), each (b) on a fresh
 //! database, and prints both rates in slots/s, each round's ratio b/a
 //! against the mean of the references either side of it, and their
 //! median, after checking that the watcher stored exactly one deposit per
@@ -133,7 +133,7 @@ async fn run(txs: u64, watched_every: u64, fetching: Fetching) {
     // Rounds of (a) then (b), each (b) on a fresh database issuing the
     // same addresses, and (a) once more at the end: each ratio is against
     // the mean of the references either side of it.
-    let rounds = support::env("COFFER_BENCH_ROUNDS", 3).max(1);
+    let rounds = support::env("COFFER_BENCH_ROUNDS", 7).max(1);
     let mut round_dbs = Vec::new();
     for _ in 0..rounds {
         let round_db = TestDb::new().await.expect("bench database");

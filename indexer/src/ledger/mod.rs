@@ -842,8 +842,8 @@ async fn insert_hold(
     .await?)
 }
 
-/// The legs as parallel arrays in account-id order. (Balance rows are
-/// locked in account order by the database whatever the order here.)
+/// The legs as parallel arrays, in account-id order for a stable posting
+/// order (the posting trigger locks balance rows in that order itself).
 fn ordered_legs(entry: &NewEntry, ids: &AccountIds) -> Result<(Vec<i64>, Vec<String>)> {
     Ok(resolved_legs(entry, ids)?
         .into_iter()

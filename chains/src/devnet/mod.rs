@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use anvil::{Anvil, TestToken};
 pub use btcd::Btcd;
-pub use validator::SolanaValidator;
+pub use validator::{LedgerCopy, SolanaValidator};
 
 /// The command that installs every devnet tool; named in every "missing tool" error.
 pub const INSTALL_COMMAND: &str = "./scripts/devnet install";
@@ -203,6 +203,27 @@ impl NodeProcess {
         &self.name
     }
 
+    /// Stops every thread of the process (SIGSTOP) until the returned guard
+    /// is dropped (SIGCONT). Returns once all threads are stopped, so its
+    /// files hold still: what they show is what a crash right now would
+    /// leave on disk.
+    pub fn freeze(&self) -> Result<Frozen> {
+        let pid = self.child.id();
+        signal(pid, libc::SIGSTOP)?;
+        let frozen = Frozen { pid };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            if Instant::now() >= deadline {
+                return Err(DevnetError::Other(format!(
+                    "{} did not stop within 10 s of SIGSTOP",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(frozen)
+    }
+
     /// The last lines of the node's log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
@@ -244,6 +265,49 @@ impl NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process stopped by [`NodeProcess::freeze`]; dropping it resumes it.
+#[must_use = "the process resumes when this is dropped"]
+#[derive(Debug)]
+pub struct Frozen {
+    pid: u32,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = signal(self.pid, libc::SIGCONT);
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| DevnetError::Other(format!("pid {pid} out of range")))?;
+    // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own
+    // child, not yet reaped, so it cannot name another process.
+    if unsafe { libc::kill(pid, signal) } != 0 {
+        return Err(DevnetError::Other(format!(
+            "signal {signal} to {pid}: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in `/proc`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    })
 }
 
 impl Drop for NodeProcess {

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -8,14 +9,28 @@ use tokio::sync::OnceCell;
 use super::{DevnetError, NodeProcess, Result, free_port_range, locate_tool};
 use crate::solana::SolanaClient;
 
+/// The ledger directory's name inside the node's directory.
+const LEDGER: &str = "ledger";
+
 /// A solana-test-validator. It keeps about one core busy, so a test binary
 /// shares one through [`SolanaValidator::shared`].
 #[derive(Debug)]
 pub struct SolanaValidator {
-    /// Held for its drop, which kills the node.
-    _process: NodeProcess,
+    /// Killed on drop.
+    process: NodeProcess,
+    ledger: PathBuf,
     rpc_url: String,
     client: SolanaClient,
+}
+
+/// A validator's ledger as a crash at one instant would have left it; a
+/// node started from it by [`SolanaValidator::resume`] forks from there.
+#[derive(Debug)]
+pub struct LedgerCopy {
+    dir: tempfile::TempDir,
+    /// The node's confirmed slot just before the copy: the copy holds at
+    /// least every block up to it.
+    pub confirmed_slot: u64,
 }
 
 impl SolanaValidator {
@@ -25,10 +40,46 @@ impl SolanaValidator {
         SHARED.get_or_try_init(Self::spawn).await
     }
 
-    /// Starts a validator of its own; prefer [`SolanaValidator::shared`].
+    /// Starts a validator of its own on a new ledger; prefer
+    /// [`SolanaValidator::shared`].
     pub async fn spawn() -> Result<Self> {
-        let binary = locate_tool("solana-test-validator")?;
+        Self::start(super::node_dir("solana")?, true).await
+    }
+
+    /// Starts a validator on a copied ledger, on ports of its own: it
+    /// replays the copy and goes on producing blocks from its last one.
+    pub async fn resume(copy: LedgerCopy) -> Result<Self> {
+        Self::start(copy.dir, false).await
+    }
+
+    /// Copies the ledger while the node is stopped for the moment it takes.
+    pub async fn copy_ledger(&self) -> Result<LedgerCopy> {
+        let confirmed_slot = self.client.slot(CommitmentConfig::confirmed()).await?;
         let dir = super::node_dir("solana")?;
+        let copy = {
+            let _frozen = self.process.freeze()?;
+            Command::new("cp")
+                .arg("-a")
+                .arg(&self.ledger)
+                .arg(dir.path().join(LEDGER))
+                .output()
+        };
+        match copy {
+            Ok(out) if out.status.success() => Ok(LedgerCopy {
+                dir,
+                confirmed_slot,
+            }),
+            Ok(out) => Err(DevnetError::Other(format!(
+                "copying the ledger failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+            Err(e) => Err(DevnetError::Other(format!("running cp: {e}"))),
+        }
+    }
+
+    async fn start(dir: tempfile::TempDir, reset: bool) -> Result<Self> {
+        let binary = locate_tool("solana-test-validator")?;
+        let ledger = dir.path().join(LEDGER);
         // RPC takes the first two ports (HTTP and websocket), the faucet the
         // third, gossip the fourth, and the validator's sockets the rest.
         let base = free_port_range(64)
@@ -36,7 +87,7 @@ impl SolanaValidator {
         let rpc_url = format!("http://127.0.0.1:{base}");
         let mut cmd = Command::new(binary);
         cmd.arg("--ledger")
-            .arg(dir.path().join("ledger"))
+            .arg(&ledger)
             .args(["--bind-address", "127.0.0.1"])
             .args(["--rpc-port", &base.to_string()])
             .args(["--faucet-port", &(base + 2).to_string()])
@@ -45,7 +96,10 @@ impl SolanaValidator {
                 "--dynamic-port-range",
                 &format!("{}-{}", base + 4, base + 63),
             ])
-            .args(["--reset", "--quiet"]);
+            .arg("--quiet");
+        if reset {
+            cmd.arg("--reset");
+        }
         let mut process = NodeProcess::spawn("solana-test-validator", cmd, dir.path())?;
         process.own_dir(dir);
         let client = SolanaClient::new(&rpc_url, Duration::from_secs(30))?;
@@ -63,7 +117,8 @@ impl SolanaValidator {
             })
             .await?;
         Ok(Self {
-            _process: process,
+            process,
+            ledger,
             rpc_url,
             client,
         })

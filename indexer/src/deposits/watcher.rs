@@ -248,18 +248,13 @@ impl<S: DepositSource> Watcher<S> {
         };
         metrics::gauge!(CHAIN_INDEXED_HEIGHT, &labels).set(cursor.height as f64);
         if tip.height <= cursor.height {
-            let canonical = if tip.height == cursor.height {
-                tip.hash.clone()
+            let holds = if tip.height == cursor.height {
+                tip.hash.as_deref() == Some(cursor.hash.as_str())
             } else {
-                self.source
-                    .block_hashes(&[cursor.height])
-                    .await?
-                    .into_iter()
-                    .next()
-                    .flatten()
+                self.holds_indexed_prefix(&tip).await?
             };
-            if canonical.as_deref() != Some(cursor.hash.as_str()) {
-                self.unwind_reorg(&cursor).await?;
+            if !holds {
+                self.unwind_reorg(&cursor, tip.height).await?;
                 return Ok(Step::Busy);
             }
             self.confirm(final_height).await?;
@@ -321,7 +316,7 @@ impl<S: DepositSource> Watcher<S> {
                             .ok_or_else(|| Error::Corrupt("cursor vanished".into()))?;
                         tracing::warn!(%chain, height, "block does not extend the indexed chain");
                         self.scanned_to = None;
-                        self.unwind_reorg(&cursor).await?;
+                        self.unwind_reorg(&cursor, tip.height).await?;
                         return Ok(Step::Busy);
                     }
                 }
@@ -411,9 +406,38 @@ impl<S: DepositSource> Watcher<S> {
         Ok(cursor)
     }
 
+    /// Whether a node whose tip is below the cursor is only behind (restarting,
+    /// or a lagging replica): it holds the block indexed at or below its tip.
+    /// Heights above its tip say nothing yet, so they are not compared.
+    async fn holds_indexed_prefix(&self, tip: &ChainHead) -> Result<bool, StepError> {
+        let Some(block) = self.store.indexed_at_or_below(tip.height).await? else {
+            // Nothing that low is kept to compare with: wait for the node.
+            return Ok(true);
+        };
+        let hash = if block.height == tip.height {
+            tip.hash.clone()
+        } else {
+            self.source
+                .block_hashes(&[block.height])
+                .await?
+                .into_iter()
+                .next()
+                .flatten()
+        };
+        let holds = hash.as_deref() == Some(block.hash.as_str());
+        if holds {
+            tracing::debug!(
+                chain = %self.source.chain(), tip = tip.height,
+                "the node is behind the indexed chain; waiting for it"
+            );
+        }
+        Ok(holds)
+    }
+
     /// Walks back from `cursor` to the newest indexed block the node still
-    /// has, and unwinds everything above it. Deeper than allowed: halt.
-    async fn unwind_reorg(&mut self, cursor: &Cursor) -> Result<(), StepError> {
+    /// has at or below its tip, and unwinds everything above it. Deeper than
+    /// allowed: halt.
+    async fn unwind_reorg(&mut self, cursor: &Cursor, tip: u64) -> Result<(), StepError> {
         let chain = self.source.chain();
         let limit = self.config.max_reorg_depth;
         // Everything kept, so a reorg just past the limit is still measured.
@@ -421,6 +445,8 @@ impl<S: DepositSource> Watcher<S> {
         if recent.first().map(|b| b.height) != Some(cursor.height) {
             recent.insert(0, cursor.clone());
         }
+        // The node has nothing above its tip yet, which proves nothing.
+        recent.retain(|b| b.height <= tip);
         let heights: Vec<u64> = recent.iter().map(|b| b.height).collect();
         let canonical = self.source.block_hashes(&heights).await?;
         let ancestor = recent

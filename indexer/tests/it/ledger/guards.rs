@@ -195,6 +195,37 @@ async fn direct_sql_cannot_rewrite_or_unbalance_the_ledger() {
         assert!(err.contains("which are not the account's"), "{err}");
     }
 
+    // Postings must name an entry and an account that exist, whether or not
+    // they name an asset; and accounts, like entries, are never removed.
+    for (asset, owner) in [("'BTC'", "a.owner_id"), ("NULL::text", "NULL::uuid")] {
+        let dangling_account = format!(
+            "WITH e AS (INSERT INTO entries (kind, reference) VALUES ('adjustment', 'dangling') RETURNING id)
+             INSERT INTO postings (entry_id, account_id, asset, owner_id, amount)
+             SELECT e.id, a.id + 1000000, {asset}, {owner}, 1 FROM e, accounts a WHERE a.id = {bob_available}
+             UNION ALL SELECT e.id, {alice_available}, {asset}, {owner}, -1 FROM e, accounts a WHERE a.id = {alice_available}"
+        );
+        let err = sql_fails(pool, &[&dangling_account]).await;
+        let missing = bob_available + 1_000_000;
+        assert!(
+            err.contains(&format!("account {missing} does not exist")),
+            "{err}"
+        );
+    }
+    let dangling_entry = format!(
+        "INSERT INTO postings (entry_id, account_id, amount)
+         VALUES (999999999, {alice_available}, -1), (999999999, {bob_available}, 1)"
+    );
+    let err = sql_fails(pool, &[&dangling_entry]).await;
+    assert!(err.contains("entry 999999999 does not exist"), "{err}");
+    for statement in [
+        format!("DELETE FROM accounts WHERE id = {bob_available}"),
+        format!("UPDATE accounts SET owner_id = gen_random_uuid() WHERE id = {bob_available}"),
+        "TRUNCATE accounts CASCADE".to_owned(),
+    ] {
+        let err = sql_fails(pool, &[&statement]).await;
+        assert!(err.contains("append-only"), "{statement}: {err}");
+    }
+
     // Postings that name no asset get their account's, and move its balance.
     let before: String = sqlx::query_scalar(&format!(
         "SELECT balance::text FROM balances WHERE account_id = {bob_available}"

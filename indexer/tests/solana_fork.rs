@@ -58,11 +58,7 @@ async fn deposits(db: &TestDb) -> Vec<(String, i64, String)> {
 
 /// (available, pending) of `address` in SOL.
 async fn sol_balance(db: &TestDb, address: &str) -> (String, String) {
-    balances_by_address(db.pool(), SOL)
-        .await
-        .get(&(address.to_owned(), "SOL".to_owned()))
-        .map(|(available, pending, _)| (available.clone(), pending.clone()))
-        .unwrap_or_else(|| ("0".into(), "0".into()))
+    address_balance(db.pool(), SOL, address, "SOL").await
 }
 
 #[tokio::test]

@@ -72,11 +72,7 @@ async fn mature_node() -> Btcd {
 }
 
 async fn btc_balance(db: &TestDb, address: &str) -> (String, String) {
-    balances_by_address(db.pool(), BTC)
-        .await
-        .get(&(address.to_owned(), "BTC".to_owned()))
-        .map(|(a, p, _)| (a.clone(), p.clone()))
-        .unwrap_or_else(|| ("0".into(), "0".into()))
+    address_balance(db.pool(), BTC, address, "BTC").await
 }
 
 #[tokio::test]

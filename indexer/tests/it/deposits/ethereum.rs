@@ -86,10 +86,7 @@ fn addr(text: &str) -> Address {
 }
 
 async fn balance(db: &TestDb, address: &str, asset: &str) -> (String, String) {
-    let all = balances_by_address(db.pool(), ETH).await;
-    all.get(&(address.to_owned(), asset.to_owned()))
-        .map(|(a, p, _)| (a.clone(), p.clone()))
-        .unwrap_or_else(|| ("0".into(), "0".into()))
+    address_balance(db.pool(), ETH, address, asset).await
 }
 
 #[tokio::test]

@@ -49,11 +49,7 @@ fn pubkey(text: &str) -> Pubkey {
 }
 
 async fn sol_balance(db: &TestDb, address: &str, asset: &str) -> (String, String) {
-    balances_by_address(db.pool(), SOL)
-        .await
-        .get(&(address.to_owned(), asset.to_owned()))
-        .map(|(a, p, _)| (a.clone(), p.clone()))
-        .unwrap_or_else(|| ("0".into(), "0".into()))
+    address_balance(db.pool(), SOL, address, asset).await
 }
 
 async fn wait_balance(

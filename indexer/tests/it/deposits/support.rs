@@ -172,6 +172,20 @@ pub async fn balances_by_address(pool: &PgPool, chain: Chain) -> Balances {
     out
 }
 
+/// (available, pending) of `asset` at one deposit address; zeros for none.
+pub async fn address_balance(
+    pool: &PgPool,
+    chain: Chain,
+    address: &str,
+    asset: &str,
+) -> (String, String) {
+    balances_by_address(pool, chain)
+        .await
+        .get(&(address.to_owned(), asset.to_owned()))
+        .map(|(available, pending, _)| (available.clone(), pending.clone()))
+        .unwrap_or_else(|| ("0".into(), "0".into()))
+}
+
 /// System account balances (custody, suspense, …) per asset and purpose.
 pub async fn system_balances(pool: &PgPool) -> BTreeMap<(String, String), String> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(

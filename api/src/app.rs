@@ -313,6 +313,7 @@ impl App {
                 max_reorg_depth: btc.max_reorg_depth,
                 batch_blocks: btc.batch_blocks,
                 concurrency: btc.fetch_concurrency,
+                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
                 poll_interval: Duration::from_millis(btc.poll_interval_ms),
                 gap_limit: btc.gap_limit,
             };
@@ -363,6 +364,7 @@ impl App {
                 max_reorg_depth: eth.max_reorg_depth,
                 batch_blocks: eth.batch_blocks,
                 concurrency: eth.fetch_concurrency,
+                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
                 poll_interval: Duration::from_millis(eth.poll_interval_ms),
                 tokens,
             };
@@ -401,6 +403,7 @@ impl App {
                 max_reorg_depth: sol.max_reorg_depth,
                 batch_slots: sol.batch_slots,
                 concurrency: sol.fetch_concurrency,
+                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
                 poll_interval: Duration::from_millis(sol.poll_interval_ms),
                 tokens,
             };

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, WatchConfig, Watcher};
+use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
 use super::{DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
 use crate::ledger::Amount;
 use crate::metrics::{ADDRESS_GAP, ADDRESS_GAP_EXCEEDED, DEPOSITS_UNASSIGNED};
@@ -42,6 +42,8 @@ pub struct BitcoinWatchConfig {
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,
+    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
+    pub fetch_ahead: usize,
     pub poll_interval: Duration,
     /// Addresses derived past the last issued one, and the longest run of
     /// issued addresses without a deposit before the alarm
@@ -57,6 +59,7 @@ impl Default for BitcoinWatchConfig {
             max_reorg_depth: 24,
             batch_blocks: 10,
             concurrency: 2,
+            fetch_ahead: FETCH_AHEAD,
             poll_interval: Duration::from_secs(2),
             gap_limit: 20,
         }
@@ -79,6 +82,7 @@ impl Watcher<BitcoinSource> {
             max_reorg_depth: config.max_reorg_depth,
             batch_blocks: config.batch_blocks,
             concurrency: config.concurrency,
+            fetch_ahead: config.fetch_ahead,
             poll_interval: config.poll_interval,
         };
         let source = BitcoinSource {

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, WatchConfig, Watcher};
+use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
 use super::{DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
 use crate::ledger::Amount;
 use crate::{Error, Result};
@@ -43,6 +43,8 @@ pub struct EthereumWatchConfig {
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,
+    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
+    pub fetch_ahead: usize,
     pub poll_interval: Duration,
     pub tokens: Vec<Token>,
 }
@@ -56,6 +58,7 @@ impl Default for EthereumWatchConfig {
             max_reorg_depth: 64,
             batch_blocks: 25,
             concurrency: 4,
+            fetch_ahead: FETCH_AHEAD,
             poll_interval: Duration::from_secs(2),
             tokens: Vec::new(),
         }
@@ -72,6 +75,7 @@ impl Watcher<EthereumSource> {
             max_reorg_depth: config.max_reorg_depth,
             batch_blocks: config.batch_blocks,
             concurrency: config.concurrency,
+            fetch_ahead: config.fetch_ahead,
             poll_interval: config.poll_interval,
         };
         let source = EthereumSource {

@@ -16,7 +16,7 @@ use solana_commitment_config::CommitmentConfig;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, WatchConfig, Watcher};
+use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
 use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
 use crate::Result;
 use crate::ledger::Amount;
@@ -40,6 +40,8 @@ pub struct SolanaWatchConfig {
     pub batch_slots: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,
+    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
+    pub fetch_ahead: usize,
     pub poll_interval: Duration,
     pub tokens: Vec<SplToken>,
 }
@@ -51,6 +53,7 @@ impl Default for SolanaWatchConfig {
             max_reorg_depth: 150,
             batch_slots: 10,
             concurrency: 4,
+            fetch_ahead: FETCH_AHEAD,
             poll_interval: Duration::from_millis(400),
             tokens: Vec::new(),
         }
@@ -67,6 +70,7 @@ impl Watcher<SolanaSource> {
             max_reorg_depth: config.max_reorg_depth,
             batch_blocks: config.batch_slots,
             concurrency: config.concurrency,
+            fetch_ahead: config.fetch_ahead,
             poll_interval: config.poll_interval,
         };
         let source = SolanaSource {

@@ -90,8 +90,15 @@ pub struct WatchConfig {
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,
+    /// Finished batches held per fetch in flight. A store that falls
+    /// behind writes every batch waiting in one transaction, paying a
+    /// transaction's fixed costs (its commit's WAL flush above all) once.
+    pub fetch_ahead: usize,
     pub poll_interval: Duration,
 }
+
+/// The default [`WatchConfig::fetch_ahead`].
+pub const FETCH_AHEAD: usize = 4;
 
 /// Why a step did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -285,7 +292,7 @@ impl<S: DepositSource> Watcher<S> {
             let mut observed = first?;
             received += 1;
             let mut failed = None;
-            for _ in 1..self.config.concurrency.max(1) {
+            for _ in 1..self.config.concurrency.max(1) * self.config.fetch_ahead.max(1) {
                 match fetched.receiver.try_recv() {
                     Ok(Ok(more)) => {
                         observed.extend(more);
@@ -339,8 +346,8 @@ impl<S: DepositSource> Watcher<S> {
 
     /// Fetches `ranges` on their own tasks, `concurrency` at a time, and
     /// hands them over in order. Fetching runs ahead of the store by up to
-    /// `concurrency` finished batches, so neither waits on the other while
-    /// both have work; dropping the receiver stops it all.
+    /// `concurrency * fetch_ahead` finished batches, so neither waits on the
+    /// other while both have work; dropping the receiver stops it all.
     fn prefetch(&self, ranges: Vec<RangeInclusive<u64>>) -> Prefetched {
         let concurrency = self.config.concurrency.max(1);
         // Created here, while `source` is at hand; they start when polled.
@@ -348,7 +355,7 @@ impl<S: DepositSource> Watcher<S> {
             .into_iter()
             .map(|range| self.source.fetch(range))
             .collect();
-        let (sender, receiver) = mpsc::channel(concurrency);
+        let (sender, receiver) = mpsc::channel(concurrency * self.config.fetch_ahead.max(1));
         let producer = async move {
             let mut waiting = fetches.into_iter();
             let mut in_flight = FuturesOrdered::new();

@@ -23,6 +23,7 @@ fn config(start_height: u64, confirmations: u64) -> BitcoinWatchConfig {
         concurrency: 2,
         poll_interval: Duration::from_millis(50),
         gap_limit: 20,
+        ..BitcoinWatchConfig::default()
     }
 }
 
@@ -311,6 +312,7 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
     // the catch-up takes ten commits to be killed after.
     let config = BitcoinWatchConfig {
         concurrency: 1,
+        fetch_ahead: 1,
         ..config(start_height, 2)
     };
     let (tip_height, tip_hash) = tip(&node).await;

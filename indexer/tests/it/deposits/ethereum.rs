@@ -31,6 +31,7 @@ fn by_depth(confirmations: u64, start_height: u64, tokens: Vec<Token>) -> Ethere
         concurrency: 3,
         poll_interval: Duration::from_millis(50),
         tokens,
+        ..EthereumWatchConfig::default()
     }
 }
 

@@ -262,6 +262,7 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
     let config = SolanaWatchConfig {
         batch_slots: 3,
         concurrency: 1,
+        fetch_ahead: 1,
         ..config(start, Vec::new())
     };
     let mut kills = 0;

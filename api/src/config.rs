@@ -245,7 +245,7 @@ pub struct BitcoinSettings {
     pub confirmations: u64,
     /// A reorg deeper than this halts the watcher (`coffer_watcher_halted`).
     pub max_reorg_depth: u64,
-    /// Blocks per database transaction during catch-up.
+    /// Blocks per fetch during catch-up; a transaction writes one or more.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub fetch_concurrency: usize,
@@ -287,7 +287,7 @@ pub struct SolanaSettings {
     pub start_slot: Option<u64>,
     /// A fork deeper than this many slots halts the watcher.
     pub max_reorg_depth: u64,
-    /// Slots per fetch and per database transaction.
+    /// Slots per fetch; a transaction writes one or more fetches.
     pub batch_slots: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub fetch_concurrency: usize,
@@ -337,7 +337,7 @@ pub struct EthereumSettings {
     pub confirmations: u64,
     /// A reorg deeper than this halts the watcher (`coffer_watcher_halted`).
     pub max_reorg_depth: u64,
-    /// Blocks per batched request and per database transaction.
+    /// Blocks per batched request; a transaction writes one or more.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub fetch_concurrency: usize,

@@ -38,7 +38,7 @@ pub struct BitcoinWatchConfig {
     pub confirmations: u64,
     /// A reorg deeper than this halts the watcher.
     pub max_reorg_depth: u64,
-    /// Blocks per database transaction.
+    /// Blocks per fetch; a transaction writes one or more fetches.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,

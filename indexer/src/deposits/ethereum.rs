@@ -39,7 +39,7 @@ pub struct EthereumWatchConfig {
     pub confirmations: u64,
     /// A reorg deeper than this halts the watcher.
     pub max_reorg_depth: u64,
-    /// Blocks per batched request and per database transaction.
+    /// Blocks per batched request; a transaction writes one or more.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,

@@ -36,7 +36,7 @@ pub struct SolanaWatchConfig {
     pub start_slot: Option<u64>,
     /// A fork deeper than this many slots halts the watcher.
     pub max_reorg_depth: u64,
-    /// Slots per fetch and per database transaction.
+    /// Slots per fetch; a transaction writes one or more fetches.
     pub batch_slots: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,

@@ -86,7 +86,7 @@ pub struct WatchConfig {
     pub start_height: Option<u64>,
     /// A reorg deeper than this halts the watcher.
     pub max_reorg_depth: u64,
-    /// Blocks per fetch and per database transaction.
+    /// Blocks per fetch; a transaction writes one or more fetches.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
     pub concurrency: usize,

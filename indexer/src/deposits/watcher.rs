@@ -37,24 +37,8 @@ pub trait DepositSource: Send + Sync + 'static {
         heights: &[u64],
     ) -> impl Future<Output = chains::Result<Vec<Option<String>>>> + Send;
 
-    /// The block a new watcher starts after: the one at `height`, or on
-    /// chains with empty heights (Solana's skipped slots) the last one below.
-    fn anchor(&self, height: u64) -> impl Future<Output = chains::Result<Option<Cursor>>> + Send {
-        async move {
-            Ok(self
-                .block_hashes(&[height])
-                .await?
-                .into_iter()
-                .next()
-                .flatten()
-                .map(|hash| Cursor { height, hash }))
-        }
-    }
-
-    /// The final chain's block hash at `height`, checked before deposits
-    /// at or below it are credited. Where the node's view is one chain
-    /// (Bitcoin, Ethereum) it is the block hash; Solana asks at `finalized`.
-    fn final_block_hash(
+    /// The node's block hash at one height.
+    fn block_hash(
         &self,
         height: u64,
     ) -> impl Future<Output = chains::Result<Option<String>>> + Send {
@@ -66,6 +50,27 @@ pub trait DepositSource: Send + Sync + 'static {
                 .next()
                 .flatten())
         }
+    }
+
+    /// The block a new watcher starts after: the one at `height`, or on
+    /// chains with empty heights (Solana's skipped slots) the last one below.
+    fn anchor(&self, height: u64) -> impl Future<Output = chains::Result<Option<Cursor>>> + Send {
+        async move {
+            Ok(self
+                .block_hash(height)
+                .await?
+                .map(|hash| Cursor { height, hash }))
+        }
+    }
+
+    /// The final chain's block hash at `height`, checked before deposits
+    /// at or below it are credited. Where the node's view is one chain
+    /// (Bitcoin, Ethereum) it is the block hash; Solana asks at `finalized`.
+    fn final_block_hash(
+        &self,
+        height: u64,
+    ) -> impl Future<Output = chains::Result<Option<String>>> + Send {
+        self.block_hash(height)
     }
 
     /// Brings the watched set up to date; called at the start of each step.
@@ -424,12 +429,7 @@ impl<S: DepositSource> Watcher<S> {
         let hash = if block.height == tip.height {
             tip.hash.clone()
         } else {
-            self.source
-                .block_hashes(&[block.height])
-                .await?
-                .into_iter()
-                .next()
-                .flatten()
+            self.source.block_hash(block.height).await?
         };
         let holds = hash.as_deref() == Some(block.hash.as_str());
         if holds {

@@ -3,12 +3,12 @@
 //! Deposit fetching lists the produced slots of a range with `getBlocks`
 //! (skipped slots are normal and simply absent), then reads each block with
 //! `getBlock` in `jsonParsed` encoding, decoded into lean structs that read
-//! only what deposits need: system-program transfers and SPL Token
-//! `transfer`/`transferChecked` instructions, top-level and inner, of
-//! successful transactions.
+//! only what deposits need: the balance changes of successful transactions
+//! (lamports per account, SPL Token amounts per token account with their
+//! owners before and after) and the instructions that create token
+//! accounts.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,9 +38,10 @@ pub struct SolanaClient {
 
 impl std::fmt::Debug for SolanaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry an API key: never printed.
         f.debug_struct("SolanaClient")
-            .field("url", &self.rpc.url())
-            .finish()
+            .field("url", &"[REDACTED]")
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +49,7 @@ impl SolanaClient {
     pub fn new(url: &str, timeout: Duration) -> Result<Self> {
         url::Url::parse(url).map_err(|e| Error::Config {
             chain: CHAIN,
-            detail: format!("rpc url `{url}`: {e}"),
+            detail: format!("rpc_url: {e}"),
         })?;
         let rpc = RpcClient::new_with_timeout_and_commitment(
             url.to_owned(),
@@ -84,6 +85,8 @@ impl SolanaClient {
 
 /// The SPL Token program. Token-2022 transfers are not deposits yet.
 pub const TOKEN_PROGRAM: &str = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA";
+/// The Associated Token Account program, which creates token accounts.
+pub const ASSOCIATED_TOKEN_PROGRAM: &str = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL";
 /// Blocks fetched at once within a range.
 pub const FETCH_CONCURRENCY: usize = 4;
 /// `getBlock` answers for a slot without a block: skipped (-32007, -32009)
@@ -101,21 +104,41 @@ pub struct Block {
     /// Unix seconds, where the node knows it.
     pub time: Option<i64>,
     pub transfers: Vec<Transfer>,
+    pub owner_changes: Vec<OwnerChange>,
 }
 
-/// Value arriving at a wanted owner in a successful transaction.
+/// Value that arrived at a wanted owner in a successful transaction: the
+/// net increase of one account's balance over the whole transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     pub signature: String,
-    /// The instruction: its index for a top-level one, and
-    /// `1000 * (outer + 1) + inner` for an inner (CPI) one.
+    /// The credited account's index in the transaction's account keys: the
+    /// wallet itself for SOL, its token account for SPL.
     pub position: u32,
-    /// The wallet address credited: the SOL recipient, or the owner of the
-    /// receiving token account.
+    /// The wallet address credited: the account whose lamports grew, or
+    /// the owner of the token account whose balance grew.
     pub owner: String,
     /// The SPL mint; `None` for SOL.
     pub mint: Option<String>,
     /// Lamports or token base units.
+    pub amount: u64,
+}
+
+/// A token account of an allow-listed mint that a wanted owner holds after
+/// a transaction but did not hold throughout it (another owner before, or
+/// created for someone else and handed over). Its balance is not a
+/// deposit: what the owner was given is an account, not tokens that
+/// arrived at an address it controlled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerChange {
+    pub signature: String,
+    /// The token account.
+    pub account: String,
+    /// Its owner before the transaction; `None` where it was created in it.
+    pub previous_owner: Option<String>,
+    pub owner: String,
+    pub mint: String,
+    /// Its balance after the transaction.
     pub amount: u64,
 }
 
@@ -149,15 +172,21 @@ struct RpcMeta<'a> {
     /// Left unparsed: only whether it is null matters.
     #[serde(borrow)]
     err: Option<&'a RawValue>,
+    /// Lamports per account key, before and after the transaction.
+    #[serde(default)]
+    pre_balances: Vec<u64>,
+    #[serde(default)]
+    post_balances: Vec<u64>,
     #[serde(default, borrow)]
     inner_instructions: Option<Vec<RpcInnerInstructions<'a>>>,
+    #[serde(default, borrow)]
+    pre_token_balances: Option<Vec<RpcTokenBalance<'a>>>,
     #[serde(default, borrow)]
     post_token_balances: Option<Vec<RpcTokenBalance<'a>>>,
 }
 
 #[derive(Deserialize)]
 struct RpcInnerInstructions<'a> {
-    index: u32,
     #[serde(borrow)]
     instructions: Vec<RpcInstruction<'a>>,
 }
@@ -173,8 +202,8 @@ struct RpcTransaction<'a> {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RpcMessage<'a> {
-    /// Decoded only for transactions with token balances, the one place
-    /// account indexes are resolved.
+    /// Decoded only for transactions whose balances credit something, the
+    /// one place account indexes are resolved.
     #[serde(borrow)]
     account_keys: &'a RawValue,
     #[serde(borrow)]
@@ -185,13 +214,13 @@ struct RpcMessage<'a> {
 struct RpcAccountKey<'a> {
     #[serde(borrow)]
     pubkey: Cow<'a, str>,
+    #[serde(default)]
+    signer: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RpcInstruction<'a> {
-    #[serde(borrow)]
-    program: Option<Cow<'a, str>>,
     #[serde(borrow)]
     program_id: Option<Cow<'a, str>>,
     /// An object for parsed programs, a string for some (memo); decoded
@@ -208,22 +237,21 @@ struct ParsedInstruction<'a> {
     info: ParsedInfo<'a>,
 }
 
+/// The fields of an instruction that creates a token account: SPL Token
+/// `initializeAccount{,2,3}` name `owner`, the Associated Token Account
+/// program's `create{,Idempotent}` name `wallet`.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ParsedInfo<'a> {
     #[serde(borrow)]
-    destination: Option<Cow<'a, str>>,
-    lamports: Option<u64>,
+    account: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    amount: Option<Cow<'a, str>>,
+    owner: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    mint: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    token_amount: Option<ParsedTokenAmount<'a>>,
+    wallet: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct ParsedTokenAmount<'a> {
+struct UiTokenAmount<'a> {
     #[serde(borrow)]
     amount: Cow<'a, str>,
 }
@@ -251,6 +279,8 @@ struct RpcTokenBalance<'a> {
     owner: Option<Cow<'a, str>>,
     #[serde(borrow)]
     program_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ui_token_amount: UiTokenAmount<'a>,
 }
 
 #[derive(Deserialize)]
@@ -283,13 +313,14 @@ impl SolanaClient {
             .map(|slot| async move {
                 let body = self.block_body(slot).await?;
                 let block = decode_block(slot, &body)?;
-                let mut found = Vec::new();
+                let mut found = Credits::default();
                 for tx in &block.transactions {
-                    found.extend(transfers(tx, mints, wanted)?);
+                    credits(tx, mints, wanted, &mut found)?;
                 }
                 Ok::<_, Error>(Block {
                     slot,
-                    transfers: found,
+                    transfers: found.transfers,
+                    owner_changes: found.owner_changes,
                     blockhash: block.blockhash.into_owned(),
                     previous_blockhash: block.previous_blockhash.into_owned(),
                     time: block.block_time,
@@ -464,124 +495,184 @@ fn observe_rpc(method: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// The deposits-relevant transfers of one transaction; none if it failed.
-fn transfers(
+/// What a block's transactions credited to wanted owners.
+#[derive(Default)]
+struct Credits {
+    transfers: Vec<Transfer>,
+    owner_changes: Vec<OwnerChange>,
+}
+
+/// Adds what one transaction credited; nothing if it failed.
+///
+/// A deposit is the net increase of an account's balance over the whole
+/// transaction, never what an instruction names: lamports of a wanted
+/// account however they arrived (transfer, account closure, program CPI),
+/// and SPL tokens of a token account the wanted owner held before and
+/// after, or that was created in the transaction already owned by it.
+/// Accounts that signed are Coffer's own keys acting (sweeps), never
+/// deposits.
+fn credits(
     tx: &RpcTransactionWithMeta<'_>,
     mints: &[String],
     wanted: &(dyn Fn(&str) -> bool + Send + Sync),
-) -> Result<Vec<Transfer>> {
+    out: &mut Credits,
+) -> Result<()> {
     let Some(meta) = &tx.meta else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     if meta.err.is_some() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let Some(signature) = tx.transaction.signatures.first() else {
-        return Ok(Vec::new());
+        return Ok(());
     };
-    // Token accounts of this transaction by address: (mint, owner), from
-    // the balances after it ran, so an account it created is known too.
-    let balances: Vec<&RpcTokenBalance<'_>> = meta
+    let malformed =
+        |what: String| Error::malformed(CHAIN, "getBlock", format!("{signature}: {what}"));
+    if meta.pre_balances.len() != meta.post_balances.len() {
+        return Err(malformed(format!(
+            "{} preBalances but {} postBalances",
+            meta.pre_balances.len(),
+            meta.post_balances.len()
+        )));
+    }
+    let gained = |i: usize| meta.post_balances[i].saturating_sub(meta.pre_balances[i]);
+    let allowed = |b: &&RpcTokenBalance<'_>| {
+        b.program_id.as_deref().is_none_or(|p| p == TOKEN_PROGRAM)
+            && mints.iter().any(|m| *m == b.mint)
+    };
+    let post_tokens: Vec<&RpcTokenBalance<'_>> = meta
         .post_token_balances
         .iter()
         .flatten()
-        .filter(|b| b.program_id.as_deref().is_none_or(|p| p == TOKEN_PROGRAM))
+        .filter(allowed)
         .collect();
-    let keys: Vec<RpcAccountKey<'_>> = if balances.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_str(tx.transaction.message.account_keys.get()).map_err(|e| {
-            Error::malformed(
-                CHAIN,
-                "getBlock",
-                format!("accountKeys of {signature}: {e}"),
-            )
-        })?
-    };
-    let token_accounts: HashMap<&str, (&str, &str)> = balances
+    // Most transactions credit no wanted account; their keys stay unread.
+    if post_tokens.is_empty() && !(0..meta.post_balances.len()).any(|i| gained(i) > 0) {
+        return Ok(());
+    }
+    let keys: Vec<RpcAccountKey<'_>> =
+        serde_json::from_str(tx.transaction.message.account_keys.get())
+            .map_err(|e| malformed(format!("accountKeys: {e}")))?;
+    if keys.len() != meta.post_balances.len() {
+        return Err(malformed(format!(
+            "{} account keys but {} balances",
+            keys.len(),
+            meta.post_balances.len()
+        )));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let amount = gained(i);
+        if amount > 0 && !key.signer && wanted(&key.pubkey) {
+            out.transfers.push(Transfer {
+                signature: signature.clone().into_owned(),
+                position: i as u32,
+                owner: key.pubkey.clone().into_owned(),
+                mint: None,
+                amount,
+            });
+        }
+    }
+    if post_tokens.is_empty() {
+        return Ok(());
+    }
+    let signed = |owner: &str| keys.iter().any(|k| k.signer && k.pubkey == owner);
+    let mut created: Option<Vec<(Cow<'_, str>, Cow<'_, str>)>> = None;
+    for post in post_tokens {
+        let Some(owner) = post.owner.as_deref() else {
+            continue;
+        };
+        if !wanted(owner) || signed(owner) {
+            continue;
+        }
+        let key = keys
+            .get(post.account_index as usize)
+            .ok_or_else(|| malformed(format!("token balance index {}", post.account_index)))?;
+        let amount = token_amount(post).map_err(&malformed)?;
+        let pre = meta
+            .pre_token_balances
+            .iter()
+            .flatten()
+            .find(|b| b.account_index == post.account_index);
+        let (held_throughout, before) = match pre {
+            Some(pre) => (
+                pre.owner.as_deref() == Some(owner) && pre.mint == post.mint,
+                token_amount(pre).map_err(&malformed)?,
+            ),
+            None => {
+                let created = created.get_or_insert_with(|| token_accounts_created(tx, meta));
+                let by_owner = created
+                    .iter()
+                    .any(|(account, holder)| *account == key.pubkey && holder == owner);
+                (by_owner, 0)
+            }
+        };
+        if !held_throughout {
+            out.owner_changes.push(OwnerChange {
+                signature: signature.clone().into_owned(),
+                account: key.pubkey.clone().into_owned(),
+                previous_owner: pre.and_then(|p| p.owner.as_deref()).map(str::to_owned),
+                owner: owner.to_owned(),
+                mint: post.mint.clone().into_owned(),
+                amount,
+            });
+            continue;
+        }
+        if amount > before {
+            out.transfers.push(Transfer {
+                signature: signature.clone().into_owned(),
+                position: post.account_index,
+                owner: owner.to_owned(),
+                mint: Some(post.mint.clone().into_owned()),
+                amount: amount - before,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn token_amount(balance: &RpcTokenBalance<'_>) -> std::result::Result<u64, String> {
+    balance.ui_token_amount.amount.parse().map_err(|e| {
+        format!(
+            "token amount `{:.40}` of account index {}: {e}",
+            balance.ui_token_amount.amount, balance.account_index
+        )
+    })
+}
+
+/// (token account, owner) for every token account the transaction
+/// initialized, top-level or inner.
+fn token_accounts_created<'a>(
+    tx: &RpcTransactionWithMeta<'a>,
+    meta: &RpcMeta<'a>,
+) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+    let inner = meta
+        .inner_instructions
         .iter()
-        .filter_map(|b| {
-            let key = keys.get(b.account_index as usize)?;
-            Some((&*key.pubkey, (&*b.mint, b.owner.as_deref()?)))
-        })
-        .collect();
-    let top = tx
-        .transaction
+        .flatten()
+        .flat_map(|group| group.instructions.iter());
+    tx.transaction
         .message
         .instructions
         .iter()
-        .enumerate()
-        .map(|(i, ix)| (i as u32, ix));
-    let inner = meta.inner_instructions.iter().flatten().flat_map(|group| {
-        group
-            .instructions
-            .iter()
-            .enumerate()
-            .map(move |(j, ix)| (1_000 * (group.index + 1) + j as u32, ix))
-    });
-    Ok(top
         .chain(inner)
-        .filter_map(|(position, ix)| {
-            let (owner, mint, amount) = match ix.program.as_deref() {
-                Some("system") => system_transfer(ix)?,
-                Some("spl-token") if ix.program_id.as_deref() == Some(TOKEN_PROGRAM) => {
-                    token_transfer(ix, &token_accounts)?
-                }
+        .filter_map(|ix| {
+            let parsed = parsed(ix)?;
+            let holder = match (ix.program_id.as_deref()?, &*parsed.kind) {
+                (
+                    TOKEN_PROGRAM,
+                    "initializeAccount" | "initializeAccount2" | "initializeAccount3",
+                ) => parsed.info.owner?,
+                (ASSOCIATED_TOKEN_PROGRAM, "create" | "createIdempotent") => parsed.info.wallet?,
                 _ => return None,
             };
-            if let Some(mint) = mint
-                && !mints.iter().any(|m| m == mint)
-            {
-                return None;
-            }
-            if amount == 0 || !wanted(&owner) {
-                return None;
-            }
-            Some(Transfer {
-                signature: signature.clone().into_owned(),
-                position,
-                owner: owner.into_owned(),
-                mint: mint.map(str::to_owned),
-                amount,
-            })
+            Some((parsed.info.account?, holder))
         })
-        .collect())
+        .collect()
 }
-
-/// A credit found in an instruction: owner, SPL mint (`None` for SOL), amount.
-type Credit<'a> = (Cow<'a, str>, Option<&'a str>, u64);
 
 /// The instruction's parsed form, if it is an object of the usual shape.
 fn parsed<'a>(ix: &RpcInstruction<'a>) -> Option<ParsedInstruction<'a>> {
     serde_json::from_str(ix.parsed?.get()).ok()
-}
-
-fn system_transfer<'a>(ix: &RpcInstruction<'a>) -> Option<Credit<'a>> {
-    let parsed = parsed(ix)?;
-    if !matches!(&*parsed.kind, "transfer" | "transferWithSeed") {
-        return None;
-    }
-    Some((parsed.info.destination?, None, parsed.info.lamports?))
-}
-
-fn token_transfer<'a>(
-    ix: &RpcInstruction<'a>,
-    accounts: &HashMap<&str, (&'a str, &'a str)>,
-) -> Option<Credit<'a>> {
-    let parsed = parsed(ix)?;
-    let info = parsed.info;
-    let amount = match &*parsed.kind {
-        "transfer" => info.amount?,
-        "transferChecked" => info.token_amount?.amount,
-        _ => return None,
-    };
-    let (mint, owner) = *accounts.get(&*info.destination?)?;
-    if let Some(named) = &info.mint
-        && named != mint
-    {
-        return None;
-    }
-    Some((Cow::Borrowed(owner), Some(mint), amount.parse().ok()?))
 }
 
 impl HeadSource for SolanaClient {
@@ -617,38 +708,69 @@ mod tests {
 
     const MINT: &str = "Mint111111111111111111111111111111111111111";
     const OWNER: &str = "Owner11111111111111111111111111111111111111";
+    const SYSTEM: &str = "11111111111111111111111111111111";
+
+    fn token_balance(index: u32, owner: &str, amount: u64) -> String {
+        format!(
+            r#"{{"accountIndex":{index},"mint":"{MINT}","owner":"{owner}","programId":"{TOKEN_PROGRAM}",
+               "uiTokenAmount":{{"amount":"{amount}","decimals":6,"uiAmountString":"0"}}}}"#
+        )
+    }
 
     /// A block with a SOL transfer, an SPL `transferChecked` into a token
     /// account created in the same transaction, and a failed transfer.
     fn block_json(err: &str) -> String {
+        let created = token_balance(2, OWNER, 2_000_000);
         format!(
             r#"{{"jsonrpc":"2.0","id":1,"result":{{"blockhash":"B","previousBlockhash":"A","blockTime":1700000000,"parentSlot":9,
             "transactions":[
-             {{"meta":{{"err":null,"innerInstructions":[],"postTokenBalances":[]}},
-               "transaction":{{"signatures":["S1"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"{OWNER}"}}],
-               "instructions":[{{"program":"system","programId":"11111111111111111111111111111111",
+             {{"meta":{{"err":null,"preBalances":[100,0,1],"postBalances":[90,5,1],"innerInstructions":[],"postTokenBalances":[]}},
+               "transaction":{{"signatures":["S1"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"{OWNER}","signer":false}},{{"pubkey":"{SYSTEM}","signer":false}}],
+               "instructions":[{{"program":"system","programId":"{SYSTEM}",
                  "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":5}}}}}},
                  {{"programId":"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr","program":"spl-memo","parsed":"hello"}}]}}}}}},
-             {{"meta":{{"err":null,"postTokenBalances":[{{"accountIndex":2,"mint":"{MINT}","owner":"{OWNER}","programId":"{TOKEN_PROGRAM}"}}]}},
-               "transaction":{{"signatures":["S2"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"PayerAta"}},{{"pubkey":"OwnerAta"}}],
-               "instructions":[{{"program":"spl-associated-token-account","programId":"ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL","parsed":{{"type":"createIdempotent","info":{{}}}}}},
+             {{"meta":{{"err":null,"preBalances":[100,50,0,1],"postBalances":[80,50,20,1],"preTokenBalances":[],"postTokenBalances":[{created}]}},
+               "transaction":{{"signatures":["S2"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"PayerAta"}},{{"pubkey":"OwnerAta"}},{{"pubkey":"{OWNER}"}}],
+               "instructions":[{{"program":"spl-associated-token-account","programId":"{ASSOCIATED_TOKEN_PROGRAM}","parsed":{{"type":"createIdempotent","info":{{"account":"OwnerAta","wallet":"{OWNER}","mint":"{MINT}"}}}}}},
                  {{"program":"spl-token","programId":"{TOKEN_PROGRAM}","parsed":{{"type":"transferChecked",
                  "info":{{"source":"PayerAta","destination":"OwnerAta","mint":"{MINT}","tokenAmount":{{"amount":"2000000","decimals":6}}}}}}}}]}}}}}},
-             {{"meta":{{"err":{err}}},
-               "transaction":{{"signatures":["S3"],"message":{{"accountKeys":[{{"pubkey":"Payer"}},{{"pubkey":"{OWNER}"}}],
-               "instructions":[{{"program":"system","programId":"11111111111111111111111111111111",
+             {{"meta":{{"err":{err},"preBalances":[100,0],"postBalances":[95,7]}},
+               "transaction":{{"signatures":["S3"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"{OWNER}"}}],
+               "instructions":[{{"program":"system","programId":"{SYSTEM}",
                  "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":7}}}}}}]}}}}}}
             ]}}}}"#
         )
     }
 
-    fn transfers_of(body: &str, mints: &[String]) -> Vec<(String, u32, Option<String>, u64)> {
+    /// A block holding one successful transaction with these parts.
+    fn one_tx(
+        keys: &str,
+        balances: (&str, &str),
+        tokens: (&str, &str),
+        instructions: &str,
+    ) -> String {
+        format!(
+            r#"{{"result":{{"blockhash":"B","previousBlockhash":"A","blockTime":null,"transactions":[
+             {{"meta":{{"err":null,"preBalances":{},"postBalances":{},"preTokenBalances":{},"postTokenBalances":{},"innerInstructions":[]}},
+               "transaction":{{"signatures":["S"],"message":{{"accountKeys":{keys},"instructions":{instructions}}}}}}}]}}}}"#,
+            balances.0, balances.1, tokens.0, tokens.1
+        )
+    }
+
+    fn credits_of(body: &str, mints: &[String]) -> Credits {
         let block = decode_block(10, body.as_bytes()).expect("decodes");
         let wanted = |owner: &str| owner == OWNER;
-        block
-            .transactions
-            .iter()
-            .flat_map(|tx| transfers(tx, mints, &wanted).expect("readable"))
+        let mut found = Credits::default();
+        for tx in &block.transactions {
+            credits(tx, mints, &wanted, &mut found).expect("readable");
+        }
+        found
+    }
+
+    fn transfers_of(body: &str, mints: &[String]) -> Vec<(String, u32, Option<String>, u64)> {
+        credits_of(body, mints)
+            .transfers
+            .into_iter()
             .map(|t| (t.signature, t.position, t.mint, t.amount))
             .collect()
     }
@@ -659,15 +781,115 @@ mod tests {
         assert_eq!(
             transfers_of(&body, &[MINT.to_owned()]),
             vec![
-                ("S1".into(), 0, None, 5),
-                ("S2".into(), 1, Some(MINT.into()), 2_000_000),
+                ("S1".into(), 1, None, 5),
+                ("S2".into(), 2, Some(MINT.into()), 2_000_000),
             ],
             "the failed S3 is not a deposit"
         );
         assert_eq!(
             transfers_of(&body, &[]),
-            vec![("S1".into(), 0, None, 5)],
+            vec![("S1".into(), 1, None, 5)],
             "a mint off the allow-list is not a deposit"
+        );
+    }
+
+    #[test]
+    fn a_token_account_handed_to_a_wanted_owner_credits_nothing() {
+        // The attacker's account X moves tokens in and out, then is handed
+        // to OWNER with SetAuthority: X ends empty, OWNER received nothing.
+        let keys =
+            r#"[{"pubkey":"Attacker","signer":true},{"pubkey":"X"},{"pubkey":"AttackerAta"}]"#;
+        let handed = one_tx(
+            keys,
+            ("[100,2,2]", "[95,2,2]"),
+            (
+                &format!("[{}]", token_balance(1, "Attacker", 0)),
+                &format!("[{}]", token_balance(1, OWNER, 0)),
+            ),
+            r#"[{"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"transfer","info":{"source":"AttackerAta","destination":"X","amount":"100"}}},
+                {"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"setAuthority","info":{"account":"X","authorityType":"accountOwner","newAuthority":"Owner11111111111111111111111111111111111111"}}}]"#,
+        );
+        let found = credits_of(&handed, &[MINT.to_owned()]);
+        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
+        assert_eq!(found.owner_changes.len(), 1);
+        assert_eq!(
+            found.owner_changes[0].previous_owner.as_deref(),
+            Some("Attacker")
+        );
+
+        // Handed over holding tokens: still an account given, not a deposit.
+        let full = handed.replace(&token_balance(1, OWNER, 0), &token_balance(1, OWNER, 500));
+        let found = credits_of(&full, &[MINT.to_owned()]);
+        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
+
+        // Created in the transaction for the attacker, then handed over.
+        let created_for_attacker = one_tx(
+            keys,
+            ("[100,0,2]", "[90,2,2]"),
+            ("[]", &format!("[{}]", token_balance(1, OWNER, 300))),
+            r#"[{"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"initializeAccount3","info":{"account":"X","mint":"Mint111111111111111111111111111111111111111","owner":"Attacker"}}}]"#,
+        );
+        let found = credits_of(&created_for_attacker, &[MINT.to_owned()]);
+        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
+        assert_eq!(found.owner_changes[0].previous_owner, None);
+
+        // Created already owned by OWNER: what it holds arrived.
+        let created_for_owner =
+            created_for_attacker.replace(r#""owner":"Attacker""#, &format!(r#""owner":"{OWNER}""#));
+        assert_eq!(
+            transfers_of(&created_for_owner, &[MINT.to_owned()]),
+            vec![("S".into(), 1, Some(MINT.into()), 300)]
+        );
+    }
+
+    #[test]
+    fn a_token_deposit_is_the_net_increase_over_the_transaction() {
+        let keys =
+            r#"[{"pubkey":"Payer","signer":true},{"pubkey":"OwnerAta"},{"pubkey":"PayerAta"}]"#;
+        let body = one_tx(
+            keys,
+            ("[100,2,2]", "[95,2,2]"),
+            (
+                &format!("[{}]", token_balance(1, OWNER, 1_000)),
+                &format!("[{}]", token_balance(1, OWNER, 1_250)),
+            ),
+            "[]",
+        );
+        assert_eq!(
+            transfers_of(&body, &[MINT.to_owned()]),
+            vec![("S".into(), 1, Some(MINT.into()), 250)]
+        );
+        let shrank = body.replace(
+            &token_balance(1, OWNER, 1_250),
+            &token_balance(1, OWNER, 900),
+        );
+        assert_eq!(transfers_of(&shrank, &[MINT.to_owned()]), vec![]);
+    }
+
+    #[test]
+    fn lamports_count_however_they_arrived_but_not_for_a_signer() {
+        // No system transfer at all: a closed account's rent went to OWNER.
+        let keys = format!(
+            r#"[{{"pubkey":"Payer","signer":true}},{{"pubkey":"Closed"}},{{"pubkey":"{OWNER}"}}]"#
+        );
+        let body = one_tx(
+            &keys,
+            ("[100,2039280,7]", "[95,0,2039287]"),
+            ("[]", "[]"),
+            "[]",
+        );
+        assert_eq!(
+            transfers_of(&body, &[]),
+            vec![("S".into(), 2, None, 2_039_280)]
+        );
+        let signed = body.replace(
+            &format!(r#"{{"pubkey":"{OWNER}"}}"#),
+            &format!(r#"{{"pubkey":"{OWNER}","signer":true}}"#),
+        );
+        assert_eq!(
+            transfers_of(&signed, &[]),
+            vec![],
+            "Coffer's own transaction"
         );
     }
 
@@ -701,14 +923,31 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_account_keys_of_a_token_transfer_are_malformed_not_skipped() {
+    fn unreadable_account_keys_or_balances_are_malformed_not_skipped() {
+        let wanted = |owner: &str| owner == OWNER;
         let body = block_json("null").replace(
-            r#"[{"pubkey":"Payer"},{"pubkey":"PayerAta"},{"pubkey":"OwnerAta"}]"#,
+            r#"[{"pubkey":"Payer","signer":true},{"pubkey":"PayerAta"},{"pubkey":"OwnerAta"},{"pubkey":"Owner11111111111111111111111111111111111111"}]"#,
             r#"[{"pubkey":7}]"#,
         );
         let block = decode_block(10, body.as_bytes()).expect("the block itself decodes");
-        let wanted = |owner: &str| owner == OWNER;
-        let err = transfers(&block.transactions[1], &[MINT.to_owned()], &wanted).err();
+        let err = credits(
+            &block.transactions[1],
+            &[MINT.to_owned()],
+            &wanted,
+            &mut Credits::default(),
+        )
+        .err();
+        assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
+
+        let short = block_json("null").replace("[90,5,1]", "[90,5]");
+        let block = decode_block(10, short.as_bytes()).expect("the block itself decodes");
+        let err = credits(
+            &block.transactions[0],
+            &[],
+            &wanted,
+            &mut Credits::default(),
+        )
+        .err();
         assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
     }
 }

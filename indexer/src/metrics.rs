@@ -12,6 +12,8 @@ pub const DEPOSITS: &str = "coffer_deposits_total";
 pub const DEPOSIT_REVERSALS_OF_CREDITS: &str = "coffer_deposit_credit_reversals_total";
 pub const DEPOSIT_DETECTION_LATENCY: &str = "coffer_deposit_detection_seconds";
 pub const DEPOSITS_UNASSIGNED: &str = "coffer_deposits_unassigned_total";
+pub const DEPOSITS_REFUSED: &str = "coffer_deposits_refused_total";
+pub const DEPOSIT_OWNER_HANDOVERS: &str = "coffer_deposit_owner_handovers_total";
 pub const ADDRESS_GAP: &str = "coffer_deposit_address_gap";
 pub const ADDRESS_GAP_EXCEEDED: &str = "coffer_deposit_address_gap_exceeded";
 pub const CHAIN_UP: &str = "coffer_chain_up";
@@ -61,6 +63,16 @@ pub fn describe() {
         DEPOSITS_UNASSIGNED,
         Unit::Count,
         "Payments to derived deposit addresses that were never issued (not credited; alert)."
+    );
+    describe_counter!(
+        DEPOSITS_REFUSED,
+        Unit::Count,
+        "Transfers to deposit addresses the ledger refused (a zero amount, say): recorded with the reason in refused_deposits, never credited, never blocking their batch."
+    );
+    describe_counter!(
+        DEPOSIT_OWNER_HANDOVERS,
+        Unit::Count,
+        "Token accounts handed to a deposit address rather than paid into it (not credited)."
     );
     describe_gauge!(
         ADDRESS_GAP,

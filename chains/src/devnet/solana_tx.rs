@@ -18,7 +18,7 @@ use super::{DevnetError, Result, SolanaValidator};
 
 pub const SYSTEM_PROGRAM: &str = "11111111111111111111111111111111";
 pub const TOKEN_PROGRAM: &str = crate::solana::TOKEN_PROGRAM;
-pub const ASSOCIATED_TOKEN_PROGRAM: &str = "ATokenGPvbdGVxr1b2hvZbsiqW5xWH25efTNsLJA8knL";
+pub const ASSOCIATED_TOKEN_PROGRAM: &str = crate::solana::ASSOCIATED_TOKEN_PROGRAM;
 /// An SPL mint account's size.
 pub const MINT_SPACE: u64 = 82;
 
@@ -109,6 +109,53 @@ pub fn initialize_mint(mint: &Pubkey, decimals: u8, authority: &Pubkey) -> Instr
         program: key(TOKEN_PROGRAM),
         accounts: vec![AccountMeta::new(*mint, false, true)],
         data,
+    }
+}
+
+/// An SPL token account's size.
+pub const TOKEN_ACCOUNT_SPACE: u64 = 165;
+
+/// SPL Token `InitializeAccount3` (18): a plain (not associated) token
+/// account of `mint` owned by `owner`.
+pub fn initialize_account(account: &Pubkey, mint: &Pubkey, owner: &Pubkey) -> Instruction {
+    let mut data = vec![18];
+    data.extend_from_slice(owner.as_ref());
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*account, false, true),
+            AccountMeta::new(*mint, false, false),
+        ],
+        data,
+    }
+}
+
+/// SPL Token `SetAuthority` (6) of type `AccountOwner` (2): hands the token
+/// account to `new_owner`.
+pub fn set_account_owner(account: &Pubkey, owner: &Pubkey, new_owner: &Pubkey) -> Instruction {
+    let mut data = vec![6, 2, 1];
+    data.extend_from_slice(new_owner.as_ref());
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*account, false, true),
+            AccountMeta::new(*owner, true, false),
+        ],
+        data,
+    }
+}
+
+/// SPL Token `CloseAccount` (9): an empty token account's lamports go to
+/// `destination`.
+pub fn close_account(account: &Pubkey, destination: &Pubkey, owner: &Pubkey) -> Instruction {
+    Instruction {
+        program: key(TOKEN_PROGRAM),
+        accounts: vec![
+            AccountMeta::new(*account, false, true),
+            AccountMeta::new(*destination, false, true),
+            AccountMeta::new(*owner, true, false),
+        ],
+        data: vec![9],
     }
 }
 

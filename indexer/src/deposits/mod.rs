@@ -24,7 +24,9 @@ use uuid::Uuid;
 pub use watched::WatchedAddresses;
 
 use crate::ledger::{AccountPurpose, AccountRef, Amount, EntryKind, Ledger, Leg, NewEntry};
-use crate::metrics::{DEPOSIT_DETECTION_LATENCY, DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
+use crate::metrics::{
+    DEPOSIT_DETECTION_LATENCY, DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS, DEPOSITS_REFUSED,
+};
 use crate::{Error, Result};
 
 /// Blocks kept in `indexed_blocks` beyond the reorg window, and below the
@@ -397,17 +399,33 @@ impl DepositStore {
             finals.push(final_height.is_some_and(|f| block.height <= f));
             times.push(block.time);
         }
-        let entries = rows
-            .iter()
-            .zip(&finals)
-            .map(|(row, final_)| {
-                if *final_ {
-                    self.credit_entry(row, AccountPurpose::Custody)
-                } else {
-                    self.pending_entry(row)
+        let mut entries = Vec::with_capacity(count);
+        let mut refused = Vec::new();
+        let (mut kept_rows, mut kept_finals, mut kept_times) = (Vec::new(), Vec::new(), Vec::new());
+        for ((row, final_), time) in rows.into_iter().zip(finals).zip(times) {
+            let entry = if final_ {
+                self.credit_entry(&row, AccountPurpose::Custody)?
+            } else {
+                self.pending_entry(&row)?
+            };
+            // The ledger would refuse this entry and with it the whole
+            // batch: the deposit is set aside with the reason instead.
+            match Ledger::check_entry(&entry) {
+                Ok(()) => {
+                    entries.push(entry);
+                    kept_rows.push(row);
+                    kept_finals.push(final_);
+                    kept_times.push(time);
                 }
-            })
-            .collect::<Result<Vec<_>>>()?;
+                Err(reason) => refused.push((row, reason)),
+            }
+        }
+        let (rows, finals, times) = (kept_rows, kept_finals, kept_times);
+        self.refuse(tx, &refused).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
 
         // Parallel arrays for one `unnest` insert.
@@ -479,11 +497,63 @@ impl DepositStore {
             let status = if *final_ { "credited" } else { "pending" };
             *counted.entry((row.asset.as_str(), status)).or_default() += 1;
         }
-        for ((asset, status), count) in counted {
+        for ((asset, status), n) in counted {
             metrics::counter!(DEPOSITS, "chain" => chain, "asset" => asset.to_owned(), "status" => status)
-                .increment(count);
+                .increment(n);
         }
-        Ok(count)
+        Ok(rows.len())
+    }
+
+    /// Records deposits the ledger refuses, with the reason, in the batch's
+    /// transaction; logged and counted, never credited.
+    async fn refuse(&self, tx: &mut PgConnection, refused: &[(DepositRow, Error)]) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let chain = self.chain.as_str();
+        let mut reasons = Vec::with_capacity(refused.len());
+        for (row, reason) in refused {
+            let kind = match reason {
+                Error::InvalidAmount(_) => "invalid_amount",
+                Error::Unbalanced(_) => "unbalanced",
+                _ => "invalid_entry",
+            };
+            tracing::warn!(
+                chain, tx_id = %row.tx_id, position = row.position, address = %row.address,
+                user_id = %row.user_id, asset = %row.asset, amount = %row.amount,
+                block_height = row.block_height, %reason,
+                "deposit refused by the ledger; recorded in refused_deposits, not credited"
+            );
+            metrics::counter!(DEPOSITS_REFUSED, "chain" => chain, "asset" => row.asset.clone(), "reason" => kind)
+                .increment(1);
+            reasons.push(reason.to_string());
+        }
+        let column = |f: fn(&DepositRow) -> &str| -> Vec<&str> {
+            refused.iter().map(|(r, _)| f(r)).collect()
+        };
+        sqlx::query(
+            "INSERT INTO refused_deposits (chain, tx_id, position, block_height, block_hash, address, user_id, asset,
+                                           amount, reason)
+             SELECT $1, r.tx_id, r.position, r.block_height, r.block_hash, r.address, r.user_id, r.asset,
+                    r.amount::numeric, r.reason
+             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::uuid[], $8::text[],
+                         $9::text[], $10::text[])
+                  AS r(tx_id, position, block_height, block_hash, address, user_id, asset, amount, reason)
+             ON CONFLICT (chain, tx_id, position) WHERE orphaned_at IS NULL DO NOTHING",
+        )
+        .bind(chain)
+        .bind(column(|r| &r.tx_id))
+        .bind(refused.iter().map(|(r, _)| r.position).collect::<Vec<_>>())
+        .bind(refused.iter().map(|(r, _)| r.block_height).collect::<Vec<_>>())
+        .bind(column(|r| &r.block_hash))
+        .bind(column(|r| &r.address))
+        .bind(refused.iter().map(|(r, _)| r.user_id).collect::<Vec<_>>())
+        .bind(column(|r| &r.asset))
+        .bind(column(|r| &r.amount))
+        .bind(&reasons)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
 
     fn pending_entry(&self, d: &DepositRow) -> Result<NewEntry> {
@@ -601,6 +671,21 @@ impl DepositStore {
         let mut unwound = Unwound::default();
         if !doomed.is_empty() {
             let ids: Vec<i64> = doomed.iter().map(|d| d.deposit.id).collect();
+            // Several credited deposits of one user and asset draw on one
+            // available balance: each reversal takes from what the earlier
+            // ones left, so together they never exceed it.
+            let mut pairs: Vec<(Uuid, String)> = doomed
+                .iter()
+                .filter(|d| d.status == "credited")
+                .map(|d| (d.deposit.user_id, d.deposit.asset.clone()))
+                .collect();
+            pairs.sort();
+            pairs.dedup();
+            let mut remaining = if pairs.is_empty() {
+                HashMap::new()
+            } else {
+                self.ledger.available_for_update(&mut tx, &pairs).await?
+            };
             let mut entries = Vec::with_capacity(doomed.len());
             for DoomedRow {
                 deposit: row,
@@ -616,20 +701,13 @@ impl DepositStore {
                 if status == "credited" {
                     unwound.credited += 1;
                     let available = AccountRef::available(row.user_id, &row.asset);
-                    let balance: Option<String> = sqlx::query_scalar(
-                        "SELECT b.balance::text FROM balances b JOIN accounts a ON a.id = b.account_id
-                         WHERE a.owner_id = $1 AND a.asset = $2 AND a.purpose = 'available' FOR UPDATE OF b",
-                    )
-                    .bind(row.user_id)
-                    .bind(&row.asset)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let balance = balance
-                        .map(|b| Amount::parse(&b))
-                        .transpose()
-                        .map_err(|e| Error::Corrupt(format!("balance: {e}")))?
-                        .unwrap_or(Amount::ZERO);
-                    let taken = balance.min(amount);
+                    let balance = remaining
+                        .get_mut(&(row.user_id, row.asset.clone()))
+                        .ok_or_else(|| Error::Corrupt("reversal balance missing".into()))?;
+                    let taken = (*balance).min(amount);
+                    *balance = balance
+                        .checked_sub(taken)
+                        .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
                     let shortfall = amount
                         .checked_sub(taken)
                         .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
@@ -678,7 +756,9 @@ impl DepositStore {
             }
         }
         sqlx::query(
-            "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2)
+            "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2),
+                  refusals AS (UPDATE refused_deposits SET orphaned_at = now()
+                               WHERE chain = $1 AND block_height > $2 AND orphaned_at IS NULL)
              UPDATE chain_cursors SET height = $2, block_hash = $3, updated_at = now() WHERE chain = $1",
         )
         .bind(chain)

@@ -1,8 +1,9 @@
-//! Solana deposits: system-program transfers of SOL and SPL Token
-//! `transfer`/`transferChecked` of allow-listed mints into a token account
-//! owned by a watched address, from successful transactions; pending at
-//! `confirmed`, available at `finalized`. Heights are slots; skipped slots
-//! simply have no block.
+//! Solana deposits: the net lamport increase of a watched address, and the
+//! net increase of an allow-listed mint in a token account the watched
+//! address owned before and after the transaction (or that was created in
+//! it already owned by it), in successful transactions it did not sign;
+//! pending at `confirmed`, available at `finalized`. Heights are slots;
+//! skipped slots simply have no block.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -20,6 +21,7 @@ use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
 use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
 use crate::Result;
 use crate::ledger::Amount;
+use crate::metrics::DEPOSIT_OWNER_HANDOVERS;
 
 const CHAIN: Chain = Chain::Solana;
 
@@ -171,6 +173,15 @@ fn observe(
     watched: &HashMap<String, Uuid>,
     mint_assets: &HashMap<String, String>,
 ) -> ObservedBlock {
+    for change in &block.owner_changes {
+        tracing::warn!(
+            chain = CHAIN.as_str(), slot = block.slot, signature = %change.signature,
+            token_account = %change.account, previous_owner = ?change.previous_owner,
+            owner = %change.owner, mint = %change.mint, amount = change.amount,
+            "a token account was handed to a deposit address; its balance is not a deposit"
+        );
+        metrics::counter!(DEPOSIT_OWNER_HANDOVERS, "chain" => CHAIN.as_str()).increment(1);
+    }
     let deposits = block
         .transfers
         .iter()

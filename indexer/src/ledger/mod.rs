@@ -509,6 +509,45 @@ impl Ledger {
             }))
     }
 
+    /// The available balances of these (owner, asset) pairs, locked until
+    /// the caller's transaction ends, in account order as the posting
+    /// trigger locks them, so the caller can plan postings that must not
+    /// overdraw them. Pairs without an account are zero.
+    pub async fn available_for_update(
+        &self,
+        conn: &mut PgConnection,
+        pairs: &[(OwnerId, String)],
+    ) -> Result<HashMap<(OwnerId, String), Amount>> {
+        let owners: Vec<OwnerId> = pairs.iter().map(|(o, _)| *o).collect();
+        let assets: Vec<&str> = pairs.iter().map(|(_, a)| a.as_str()).collect();
+        let rows: Vec<(OwnerId, String, String)> = sqlx::query_as(
+            "SELECT a.owner_id, a.asset, b.balance::text
+             FROM unnest($1::uuid[], $2::text[]) AS p(owner_id, asset)
+             JOIN accounts a ON a.owner_id = p.owner_id AND a.asset = p.asset AND a.purpose = 'available'
+             JOIN balances b ON b.account_id = a.id
+             ORDER BY b.account_id FOR UPDATE OF b",
+        )
+        .bind(&owners)
+        .bind(&assets)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out: HashMap<(OwnerId, String), Amount> =
+            pairs.iter().map(|p| (p.clone(), Amount::ZERO)).collect();
+        for (owner, asset, balance) in rows {
+            let balance = Amount::parse(&balance)
+                .map_err(|e| Error::Corrupt(format!("balance {balance}: {e}")))?;
+            out.insert((owner, asset), balance);
+        }
+        Ok(out)
+    }
+
+    /// Checks an entry against the rules the database enforces, without
+    /// writing it: for batch writers that set refused items aside instead
+    /// of failing the batch.
+    pub fn check_entry(entry: &NewEntry) -> Result<()> {
+        validate_entry(entry)
+    }
+
     /// Any account's balance as the sum of its postings; for system accounts
     /// this is the only balance there is.
     pub async fn account_balance(&self, account: &AccountRef) -> Result<SignedAmount> {

@@ -352,3 +352,49 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
     assert_eq!(total, Some(expected.to_string()));
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
+
+#[tokio::test]
+async fn a_zero_value_output_is_refused_and_the_batch_beside_it_commits() {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 2).await;
+    let (alice, bob) = (&users[0].1, &users[1].1);
+    let start_height = tip(&node).await.0 + 1;
+    let running = start(&node, &db, config(start_height, 2));
+    let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
+    // Non-standard for Bitcoin Core, relayed by btcd's regtest: a 0-sat
+    // output to an issued address beside a real payment.
+    let txid = node
+        .pay(
+            outpoint,
+            value,
+            &[
+                (address(alice), Amount::ZERO),
+                (address(bob), Amount::from_sat(500_000)),
+            ],
+        )
+        .await
+        .expect("pay");
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    running.stop().await;
+
+    assert_eq!(btc_balance(&db, bob).await, ("500000".into(), "0".into()));
+    assert_eq!(btc_balance(&db, alice).await, ("0".into(), "0".into()));
+    let refused: Vec<(String, i64, String, String, String)> = sqlx::query_as(
+        "SELECT tx_id, position, address, amount::text, reason FROM refused_deposits WHERE orphaned_at IS NULL",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (tx_id, position, to, amount, reason) = &refused[0];
+    assert_eq!(
+        (tx_id.as_str(), *position, to.as_str(), amount.as_str()),
+        (txid.to_string().as_str(), 0, alice.as_str(), "0")
+    );
+    assert!(reason.contains("zero"), "{reason}");
+    let live = live_deposits(db.pool()).await;
+    assert_eq!(live.len(), 1, "only bob's output is a deposit: {live:?}");
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}

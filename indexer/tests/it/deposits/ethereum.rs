@@ -547,3 +547,95 @@ async fn a_thousand_addresses_are_each_credited_exactly_once() {
     assert_eq!(credited, 2_000);
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
+
+#[tokio::test]
+async fn a_reorg_taking_back_two_credits_of_one_user_after_a_spend_unwinds_once() {
+    use indexer::ledger::{AccountRef, Amount, EntryKind, IdempotencyKey, Leg, NewEntry};
+
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 2).await;
+    let (alice, bob) = (users[0].0, users[1].0);
+    let start_height = tip(&anvil).await.0 + 1;
+    // Credited two blocks deep, so a reorg of four takes back credits.
+    let config = by_depth(2, start_height, Vec::new());
+    let running = start(&anvil, &db, config);
+    for wei in [1_000u64, 2_000] {
+        let sent = anvil
+            .send(
+                Anvil::DEV_ACCOUNT,
+                addr(&users[0].1),
+                U256::from(wei),
+                &[],
+                None,
+            )
+            .await
+            .expect("eth");
+        anvil.mined(sent).await.expect("mined");
+    }
+    anvil.mine(2).await.expect("mine");
+    let (height, _) = tip(&anvil).await;
+    wait_synced(&anvil, &db, height - 1).await;
+    assert_eq!(
+        balance(&db, &users[0].1, "ETH").await,
+        ("3000".into(), "0".into())
+    );
+
+    // Alice moves most of it on before the chain takes it back.
+    let ledger = Ledger::new(db.pool().clone());
+    let spent = Amount::from_u64(2_500);
+    ledger
+        .post(
+            &IdempotencyKey::new("test", "spend"),
+            &NewEntry {
+                kind: EntryKind::Transfer,
+                reference: "spend".into(),
+                metadata: json!({}),
+                legs: vec![
+                    Leg::decrease(AccountRef::available(alice, "ETH"), spent),
+                    Leg::increase(AccountRef::available(bob, "ETH"), spent),
+                ],
+            },
+        )
+        .await
+        .expect("spend");
+
+    anvil
+        .request("anvil_reorg", json!([4, []]))
+        .await
+        .expect("anvil_reorg");
+    anvil.mine(1).await.expect("mine");
+    let (height, _) = tip(&anvil).await;
+    wait_synced(&anvil, &db, height - 1).await;
+    running.stop().await;
+
+    let orphaned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM deposits WHERE status = 'orphaned' AND credit_entry_id IS NOT NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("count");
+    assert_eq!(orphaned, 2, "both credits reversed");
+    assert_eq!(
+        balance(&db, &users[0].1, "ETH").await,
+        ("0".into(), "0".into())
+    );
+    assert_eq!(
+        balance(&db, &users[1].1, "ETH").await,
+        ("2500".into(), "0".into())
+    );
+    let system = system_balances(db.pool()).await;
+    assert_eq!(
+        system
+            .get(&("ETH".into(), "suspense".into()))
+            .map(String::as_str),
+        Some("-2500"),
+        "what alice had moved on waits in suspense: {system:?}"
+    );
+    assert_eq!(
+        system.get(&("ETH".into(), "custody".into())),
+        None,
+        "custody back to zero: {system:?}"
+    );
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}

@@ -3,8 +3,9 @@ use std::time::{Duration, Instant};
 use chains::Chain;
 use chains::devnet::SolanaValidator;
 use chains::devnet::solana_tx::{
-    Keypair, associated_token_address, create_associated_token_account, mint_to, system_transfer,
-    transfer_checked,
+    Keypair, TOKEN_ACCOUNT_SPACE, TOKEN_PROGRAM, associated_token_address, close_account,
+    create_account, create_associated_token_account, initialize_account, mint_to,
+    set_account_owner, system_transfer, transfer_checked,
 };
 use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher, SplToken};
@@ -220,10 +221,12 @@ async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finali
         .iter()
         .map(|d| (d.3.clone(), d.1, d.5.clone()))
         .collect();
+    // Positions are the credited account's index in the transaction: alice
+    // after the payer, alice's token account after the payer.
     assert_eq!(
         summary,
         vec![
-            ("SOL".into(), 0, "credited".into()),
+            ("SOL".into(), 1, "credited".into()),
             ("TUSDC".into(), 1, "credited".into())
         ],
         "{live:?}"
@@ -312,5 +315,183 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
     .expect("sum");
     let expected: u64 = (0..16).map(|i| 1_000_000 + i).sum();
     assert_eq!(total, Some(expected.to_string()));
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+#[tokio::test]
+async fn only_what_arrived_is_credited_not_an_account_handed_over() {
+    let validator = SolanaValidator::shared()
+        .await
+        .expect("solana-test-validator");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses_from(db.pool(), SOL, 1, 300).await;
+    let deposit = pubkey(&users[0].1);
+    let attacker = Keypair::from_seed([0x71; 32]);
+    let mint = Keypair::from_seed([0x72; 32]);
+    let handed = Keypair::from_seed([0x73; 32]);
+    let closed = Keypair::from_seed([0x74; 32]);
+    validator
+        .airdrop(&attacker.pubkey(), 20 * LAMPORTS)
+        .await
+        .expect("airdrop");
+    validator
+        .create_mint(&attacker, &mint, 6)
+        .await
+        .expect("mint");
+    let attacker_ata = associated_token_address(&attacker.pubkey(), &mint.pubkey());
+    let rent = validator
+        .rent_exempt(TOKEN_ACCOUNT_SPACE)
+        .await
+        .expect("rent");
+    let token_program = pubkey(TOKEN_PROGRAM);
+    // The attacker's funded account, and a plain token account of theirs
+    // to close into the deposit address later.
+    let (_, ok) = validator
+        .send(
+            &[
+                create_associated_token_account(
+                    &attacker.pubkey(),
+                    &attacker.pubkey(),
+                    &mint.pubkey(),
+                ),
+                mint_to(
+                    &mint.pubkey(),
+                    &attacker_ata,
+                    &attacker.pubkey(),
+                    1_000_000_000,
+                ),
+                create_account(
+                    &attacker.pubkey(),
+                    &closed.pubkey(),
+                    rent,
+                    TOKEN_ACCOUNT_SPACE,
+                    &token_program,
+                ),
+                initialize_account(&closed.pubkey(), &mint.pubkey(), &attacker.pubkey()),
+            ],
+            &[&attacker, &closed],
+        )
+        .await
+        .expect("setup");
+    assert!(ok);
+    Ledger::new(db.pool().clone())
+        .register_asset(&Asset {
+            code: "TUSDC".into(),
+            chain: SOL,
+            decimals: 6,
+            contract: Some(mint.pubkey().to_string()),
+        })
+        .await
+        .expect("asset");
+    let tokens = vec![SplToken {
+        mint: mint.pubkey().to_string(),
+        asset: "TUSDC".into(),
+    }];
+    let start = confirmed_slot(validator).await + 1;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(watcher(validator, &db, config(start, tokens)).run(cancel.clone()));
+
+    // ONE transaction: create X owned by the attacker, move 100 tokens in
+    // and back out five times, then hand X to the deposit address.
+    let x = handed.pubkey();
+    let mut attack = vec![
+        create_account(
+            &attacker.pubkey(),
+            &x,
+            rent,
+            TOKEN_ACCOUNT_SPACE,
+            &token_program,
+        ),
+        initialize_account(&x, &mint.pubkey(), &attacker.pubkey()),
+    ];
+    for _ in 0..5 {
+        attack.push(transfer_checked(
+            &attacker_ata,
+            &mint.pubkey(),
+            &x,
+            &attacker.pubkey(),
+            100,
+            6,
+        ));
+        attack.push(transfer_checked(
+            &x,
+            &mint.pubkey(),
+            &attacker_ata,
+            &attacker.pubkey(),
+            100,
+            6,
+        ));
+    }
+    attack.push(set_account_owner(&x, &attacker.pubkey(), &deposit));
+    let (_, ok) = validator
+        .send(&attack, &[&attacker, &handed])
+        .await
+        .expect("handover");
+    assert!(ok, "the handover transaction succeeds on chain");
+    // Beside it, a real transfer into the deposit address's token account.
+    let (paid, ok) = validator
+        .send(
+            &[
+                create_associated_token_account(&attacker.pubkey(), &deposit, &mint.pubkey()),
+                transfer_checked(
+                    &attacker_ata,
+                    &mint.pubkey(),
+                    &associated_token_address(&deposit, &mint.pubkey()),
+                    &attacker.pubkey(),
+                    2_000_000,
+                    6,
+                ),
+            ],
+            &[&attacker],
+        )
+        .await
+        .expect("token");
+    assert!(ok);
+    // Lamports without a System transfer: a token account closed into it.
+    let (closure, ok) = validator
+        .send(
+            &[close_account(
+                &closed.pubkey(),
+                &deposit,
+                &attacker.pubkey(),
+            )],
+            &[&attacker],
+        )
+        .await
+        .expect("close");
+    assert!(ok);
+
+    let rent_text = rent.to_string();
+    wait_balance(
+        &db,
+        &users[0].1,
+        "TUSDC",
+        ("2000000", "0"),
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_balance(
+        &db,
+        &users[0].1,
+        "SOL",
+        (rent_text.as_str(), "0"),
+        Duration::from_secs(90),
+    )
+    .await;
+    cancel.cancel();
+    task.await.expect("watcher");
+    let live = live_deposits(db.pool()).await;
+    let summary: Vec<(String, String, String)> = live
+        .iter()
+        .map(|d| (d.0.clone(), d.3.clone(), d.4.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (paid, "TUSDC".into(), "2000000".into()),
+            (closure, "SOL".into(), rent_text.clone()),
+        ],
+        "the handed-over account credits nothing"
+    );
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }

@@ -54,13 +54,13 @@ pub const CONNECTIONS: usize = 4;
 pub struct BitcoinClient {
     rpcs: Arc<[Arc<bitcoincore_rpc::Client>]>,
     next: Arc<AtomicUsize>,
-    url: String,
 }
 
 impl std::fmt::Debug for BitcoinClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry an API key or a password: never printed.
         f.debug_struct("BitcoinClient")
-            .field("url", &self.url)
+            .field("url", &"[REDACTED]")
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +73,12 @@ impl BitcoinClient {
         };
         let mut builder = simple_http::Builder::new()
             .url(url)
-            .map_err(|e| config_err(format!("rpc url `{url}`: {e}")))?
+            .map_err(|e| {
+                config_err(format!(
+                    "rpc_url: {}",
+                    crate::error::redact_urls(&e.to_string())
+                ))
+            })?
             .timeout(timeout);
         builder = match auth {
             BitcoinAuth::None => builder,
@@ -93,7 +98,6 @@ impl BitcoinClient {
         Ok(Self {
             rpcs: rpcs.into(),
             next: Arc::default(),
-            url: url.to_owned(),
         })
     }
 
@@ -127,6 +131,18 @@ impl BitcoinClient {
     pub async fn best_block_hash(&self) -> Result<BlockHash> {
         self.blocking("getbestblockhash", |rpc| rpc.get_best_block_hash())
             .await
+    }
+
+    /// The node's network as `getblockchaininfo` names it: Bitcoin Core says
+    /// `main`, `test`, `testnet4`, `signet` or `regtest`; btcd `mainnet`,
+    /// `testnet3`, `signet`, `regtest` or `simnet`.
+    pub async fn network_name(&self) -> Result<String> {
+        const METHOD: &str = "getblockchaininfo";
+        let info: Value = self.blocking(METHOD, |rpc| rpc.call(METHOD, &[])).await?;
+        info.get("chain")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::malformed(CHAIN, METHOD, "no string `chain` in the answer"))
     }
 
     /// `getblock <hash> 0`: the raw serialized block, decoded locally.
@@ -270,6 +286,9 @@ fn classify(method: &'static str, err: bitcoincore_rpc::Error) -> Error {
         other => Error::transport(CHAIN, method, other),
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

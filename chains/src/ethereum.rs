@@ -21,15 +21,25 @@ use alloy::transports::http::{Http, reqwest};
 use alloy::transports::{RpcError, TransportErrorKind};
 use serde::Deserialize;
 
+use crate::error::excerpt;
 use crate::{Chain, ChainHead, Error, HeadSource, Result};
 
 const CHAIN: Chain = Chain::Ethereum;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EthereumClient {
     provider: RootProvider,
     /// The same client as the provider's, for batched requests.
     rpc: RpcClient,
+}
+
+impl std::fmt::Debug for EthereumClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL (inside the transport) may carry an API key: never printed.
+        f.debug_struct("EthereumClient")
+            .field("url", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
 }
 
 impl EthereumClient {
@@ -40,7 +50,7 @@ impl EthereumClient {
         };
         let parsed: url::Url = url
             .parse()
-            .map_err(|e| config_err(format!("rpc url `{url}`: {e}")))?;
+            .map_err(|e| config_err(format!("rpc_url: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -84,6 +94,19 @@ impl EthereumClient {
     /// The `finalized` head, `None` where the node serves none.
     pub async fn finalized(&self) -> Result<Option<ChainHead>> {
         self.head_at(BlockNumberOrTag::Finalized).await
+    }
+
+    /// `eth_chainId`: which network the node follows (1 is mainnet).
+    pub async fn chain_id(&self) -> Result<u64> {
+        const METHOD: &str = "eth_chainId";
+        let started = Instant::now();
+        let id = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|e| classify(METHOD, e))?;
+        observe_rpc(METHOD, started);
+        Ok(id)
     }
 }
 
@@ -463,8 +486,7 @@ fn decode<T: serde::de::DeserializeOwned>(
     raw: &serde_json::value::RawValue,
 ) -> Result<T> {
     serde_json::from_str(raw.get()).map_err(|e| {
-        let text = raw.get();
-        let snippet = &text[..text.len().min(200)];
+        let snippet = excerpt(raw.get());
         Error::malformed(CHAIN, method, format!("{e}; response starts: {snippet}"))
     })
 }
@@ -477,14 +499,16 @@ fn observe_rpc(method: &'static str, started: Instant) {
 fn classify(method: &'static str, err: RpcError<TransportErrorKind>) -> Error {
     match err {
         RpcError::DeserError { err, text } => {
-            let mut snippet = text;
-            snippet.truncate(200);
+            let snippet = excerpt(&text);
             Error::malformed(CHAIN, method, format!("{err}; response starts: {snippet}"))
         }
         RpcError::NullResp => Error::malformed(CHAIN, method, "null response"),
         other => Error::transport(CHAIN, method, other),
     }
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

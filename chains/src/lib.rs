@@ -11,6 +11,8 @@ mod error;
 pub mod ethereum;
 pub mod metrics;
 pub mod solana;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(feature = "devnet")]
 pub mod devnet;

@@ -51,10 +51,16 @@ impl SolanaClient {
             chain: CHAIN,
             detail: format!("rpc_url: {e}"),
         })?;
-        let rpc = RpcClient::new_with_timeout_and_commitment(
-            url.to_owned(),
-            timeout,
-            CommitmentConfig::confirmed(),
+        // Not `HttpSender`, which panics on a reply that is not an object.
+        let sender = sender::JsonRpcSender::new(url, timeout).map_err(|e| Error::Config {
+            chain: CHAIN,
+            detail: format!("http client: {e}"),
+        })?;
+        let rpc = RpcClient::new_sender(
+            sender,
+            solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(
+                CommitmentConfig::confirmed(),
+            ),
         );
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -80,6 +86,19 @@ impl SolanaClient {
             .get_slot_with_commitment(commitment)
             .await
             .map_err(|e| classify("getSlot", e))
+    }
+
+    /// `getGenesisHash` (base58): which cluster the node belongs to.
+    pub async fn genesis_hash(&self) -> Result<String> {
+        const METHOD: &str = "getGenesisHash";
+        let started = Instant::now();
+        let hash = self
+            .rpc
+            .get_genesis_hash()
+            .await
+            .map_err(|e| classify(METHOD, e))?;
+        observe_rpc(METHOD, started);
+        Ok(hash.to_string())
     }
 }
 
@@ -951,3 +970,8 @@ mod tests {
         assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
     }
 }
+
+mod sender;
+
+#[cfg(test)]
+mod proptests;

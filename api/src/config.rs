@@ -24,7 +24,7 @@ pub struct Settings {
     /// secrets are refused.
     pub network: Network,
     pub database: DatabaseSettings,
-    pub grpc: ListenerSettings,
+    pub grpc: GrpcSettings,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
@@ -95,6 +95,16 @@ pub enum Network {
 /// work on the devnet with no setup, and is refused on mainnet.
 pub const INSECURE_DEVNET_JWT_SECRET: &str = "coffer-devnet-insecure-jwt-signing-key-0001";
 
+/// The devnet's Bitcoin RPC password (`scripts/devnet`, docker compose):
+/// public, so refused on mainnet.
+pub const INSECURE_DEVNET_BITCOIN_RPC_PASSWORD: &str = "coffer-devnet";
+
+/// Ethereum mainnet's `eth_chainId`.
+pub const ETHEREUM_MAINNET_CHAIN_ID: u64 = 1;
+
+/// Solana mainnet-beta's genesis hash.
+pub const SOLANA_MAINNET_GENESIS_HASH: &str = "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d";
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
@@ -105,11 +115,31 @@ pub struct AuthSettings {
     /// The `kid` that signs new access tokens; every key in `keys` verifies.
     pub active_kid: String,
     pub keys: Vec<JwtKey>,
-    /// Failed logins allowed per account and client address in `login_window_secs`.
+    /// Failed password checks (Login, ChangePassword) allowed per account
+    /// and client address in `login_window_secs`.
     pub login_failures_per_account_and_client: u32,
-    /// Failed logins allowed per client address, over all accounts.
+    /// Failed password checks allowed per client address, over all
+    /// accounts; taken emails at Register count too.
     pub login_failures_per_client: u32,
+    /// Failed password checks allowed per account over all client addresses
+    /// in the window; past it each attempt waits a doubling backoff after
+    /// the last failure, except from a client that logged into the account
+    /// before.
+    pub login_failures_per_account: u32,
+    /// The ceiling of that backoff.
+    pub login_backoff_max_secs: u64,
     pub login_window_secs: u64,
+    /// Registrations allowed per client address in `login_window_secs`.
+    pub registrations_per_client: u32,
+    /// Proxies (addresses or CIDR blocks) whose `client_address_header` is
+    /// believed. A client is an IPv4 address or an IPv6 /64.
+    pub trusted_proxies: Vec<String>,
+    /// Where trusted proxies put the client's address, `X-Forwarded-For`
+    /// style: read from the right, past trusted proxies.
+    pub client_address_header: String,
+    /// Password hashes and checks (argon2id, 19 MiB each) run at once at
+    /// most; 0 means one per CPU.
+    pub password_hash_concurrency: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -134,7 +164,13 @@ impl Default for AuthSettings {
             }],
             login_failures_per_account_and_client: 5,
             login_failures_per_client: 50,
+            login_failures_per_account: 20,
+            login_backoff_max_secs: 60,
             login_window_secs: 300,
+            registrations_per_client: 100,
+            trusted_proxies: Vec::new(),
+            client_address_header: "x-forwarded-for".into(),
+            password_hash_concurrency: 0,
         }
     }
 }
@@ -144,7 +180,11 @@ impl Default for AuthSettings {
 pub struct DatabaseSettings {
     /// `postgres://` URL; a secret because it may carry a password.
     pub url: Secret,
+    /// The pool gRPC requests use.
     pub max_connections: u32,
+    /// The pool of the chain watchers, the event relay and offer expiry, kept
+    /// apart so that no flood of requests can starve them.
+    pub background_max_connections: u32,
     pub acquire_timeout_ms: u64,
 }
 
@@ -153,6 +193,7 @@ impl Default for DatabaseSettings {
         Self {
             url: Secret::from("postgres://postgres@127.0.0.1:55432/coffer"),
             max_connections: 16,
+            background_max_connections: 8,
             acquire_timeout_ms: 5_000,
         }
     }
@@ -160,18 +201,50 @@ impl Default for DatabaseSettings {
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ListenerSettings {
+pub struct GrpcSettings {
     pub enabled: bool,
     /// Port 0 picks a free port (tests).
     pub listen: SocketAddr,
+    /// Deadline of every call, waiting for its turn included; a client's
+    /// shorter `grpc-timeout` wins. Past it: DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+    /// Calls served at once over all connections.
+    pub concurrency_limit: usize,
+    /// Calls waiting for a turn at most; more are refused at once with
+    /// RESOURCE_EXHAUSTED, as is one still waiting at its deadline.
+    pub queue_limit: usize,
+    /// Largest message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    pub tls: TlsSettings,
 }
 
-impl Default for ListenerSettings {
+impl Default for GrpcSettings {
     fn default() -> Self {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            request_timeout_ms: 10_000,
+            concurrency_limit: 128,
+            queue_limit: 1_024,
+            max_message_bytes: 4 * 1024 * 1024,
+            tls: TlsSettings::default(),
         }
+    }
+}
+
+/// Serve gRPC over TLS (rustls) when both files are set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
     }
 }
 
@@ -230,7 +303,8 @@ pub struct BitcoinSettings {
     pub enabled: bool,
     /// Address format and BIP84 coin type: `bitcoin` (mainnet), `testnet`, `signet`, `regtest`.
     pub network: BitcoinNetwork,
-    pub rpc_url: String,
+    /// A secret: node URLs often carry a provider's API key.
+    pub rpc_url: Secret,
     pub rpc_user: Option<String>,
     pub rpc_password: Option<Secret>,
     /// Bitcoin Core's `.cookie` file; when set it replaces `rpc_user`/`rpc_password`.
@@ -261,7 +335,7 @@ impl Default for BitcoinSettings {
             network: BitcoinNetwork::Regtest,
             rpc_url: "http://127.0.0.1:18334".into(),
             rpc_user: Some("coffer".into()),
-            rpc_password: Some(Secret::from("coffer-devnet")),
+            rpc_password: Some(Secret::from(INSECURE_DEVNET_BITCOIN_RPC_PASSWORD)),
             cookie_file: None,
             poll_interval_ms: 1_000,
             timeout_ms: 15_000,
@@ -279,7 +353,13 @@ impl Default for BitcoinSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct SolanaSettings {
     pub enabled: bool,
-    pub rpc_url: String,
+    /// A secret: node URLs often carry a provider's API key.
+    pub rpc_url: Secret,
+    /// The cluster's genesis hash (base58), checked against the node's
+    /// `getGenesisHash` at start. Unset: mainnet-beta's on mainnet; on other
+    /// networks any cluster but mainnet-beta (a fresh local validator has a
+    /// genesis of its own).
+    pub genesis_hash: Option<String>,
     pub poll_interval_ms: u64,
     pub timeout_ms: u64,
     /// First slot to index on a new install; unset starts at the node's
@@ -300,6 +380,7 @@ impl Default for SolanaSettings {
         Self {
             enabled: true,
             rpc_url: "http://127.0.0.1:8899".into(),
+            genesis_hash: None,
             poll_interval_ms: 400,
             timeout_ms: 15_000,
             start_slot: None,
@@ -324,7 +405,11 @@ pub struct SplTokenSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct EthereumSettings {
     pub enabled: bool,
-    pub rpc_url: String,
+    /// A secret: node URLs often carry a provider's API key.
+    pub rpc_url: Secret,
+    /// The chain id the node must report (`eth_chainId`) at start. Unset: 1
+    /// on mainnet; on other networks any chain but mainnet.
+    pub chain_id: Option<u64>,
     pub poll_interval_ms: u64,
     pub timeout_ms: u64,
     /// First block to index on a new install; unset starts at the node's
@@ -350,6 +435,7 @@ impl Default for EthereumSettings {
         Self {
             enabled: true,
             rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: None,
             poll_interval_ms: 1_000,
             timeout_ms: 15_000,
             start_height: None,
@@ -405,6 +491,12 @@ impl Secret {
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
+        Secret(SecretString::from(value))
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
         Secret(SecretString::from(value))
     }
 }
@@ -503,8 +595,53 @@ impl Settings {
         if self.database.max_connections == 0 {
             bad("database.max_connections", "must be at least 1".into());
         }
+        if self.database.background_max_connections == 0 {
+            bad(
+                "database.background_max_connections",
+                "must be at least 1".into(),
+            );
+        }
         if self.database.acquire_timeout_ms == 0 {
             bad("database.acquire_timeout_ms", "must be at least 1".into());
+        }
+        let grpc = &self.grpc;
+        let ranges = [
+            ("request_timeout_ms", grpc.request_timeout_ms, 1, 3_600_000),
+            (
+                "concurrency_limit",
+                grpc.concurrency_limit as u64,
+                1,
+                100_000,
+            ),
+            ("queue_limit", grpc.queue_limit as u64, 0, 1_000_000),
+            (
+                "max_message_bytes",
+                grpc.max_message_bytes as u64,
+                1_024,
+                256 * 1024 * 1024,
+            ),
+        ];
+        check_ranges(&mut bad, "grpc", &ranges);
+        match (&grpc.tls.cert_file, &grpc.tls.key_file) {
+            (Some(_), None) => bad(
+                "grpc.tls.key_file",
+                "grpc.tls.cert_file and key_file must be set together".into(),
+            ),
+            (None, Some(_)) => bad(
+                "grpc.tls.cert_file",
+                "grpc.tls.cert_file and key_file must be set together".into(),
+            ),
+            _ => {}
+        }
+        for (key, path) in [
+            ("grpc.tls.cert_file", &grpc.tls.cert_file),
+            ("grpc.tls.key_file", &grpc.tls.key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                bad(key, format!("{} is not a readable file", path.display()));
+            }
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             bad("log.filter", format!("not a valid filter directive: {err}"));
@@ -555,6 +692,46 @@ impl Settings {
         if auth.login_window_secs == 0 {
             bad("auth.login_window_secs", "must be at least 1".into());
         }
+        for (key, value) in [
+            (
+                "auth.login_failures_per_account_and_client",
+                auth.login_failures_per_account_and_client,
+            ),
+            (
+                "auth.login_failures_per_client",
+                auth.login_failures_per_client,
+            ),
+            (
+                "auth.login_failures_per_account",
+                auth.login_failures_per_account,
+            ),
+            (
+                "auth.registrations_per_client",
+                auth.registrations_per_client,
+            ),
+        ] {
+            if value == 0 {
+                bad(key, "must be at least 1".into());
+            }
+        }
+        if auth.login_backoff_max_secs == 0 {
+            bad("auth.login_backoff_max_secs", "must be at least 1".into());
+        }
+        if let Err((index, why)) = crate::grpc::throttle::ClientAddresses::new(
+            &auth.trusted_proxies,
+            &auth.client_address_header,
+        ) {
+            bad(&format!("auth.trusted_proxies[{index}]"), why);
+        }
+        let header = auth.client_address_header.trim().to_ascii_lowercase();
+        if tonic::metadata::AsciiMetadataKey::from_bytes(header.as_bytes()).is_err()
+            || header.ends_with("-bin")
+        {
+            bad(
+                "auth.client_address_header",
+                "must be a header name such as `x-forwarded-for`".into(),
+            );
+        }
         if self.signer.seed_file.is_some() && self.signer.seed_env.is_some() {
             bad(
                 "signer.seed_env",
@@ -574,27 +751,41 @@ impl Settings {
                     "must be `bitcoin` on mainnet".into(),
                 );
             }
+            self.validate_mainnet(&mut bad);
+        } else {
+            // Real money only under mainnet's rules (and never with the
+            // public devnet secrets that other networks allow).
+            let needs_mainnet = "names mainnet, which needs network = \"mainnet\"";
+            if self.chains.bitcoin.network == BitcoinNetwork::Bitcoin {
+                bad("chains.bitcoin.network", needs_mainnet.into());
+            }
+            if self.chains.ethereum.chain_id == Some(ETHEREUM_MAINNET_CHAIN_ID) {
+                bad("chains.ethereum.chain_id", needs_mainnet.into());
+            }
+            if self.chains.solana.genesis_hash.as_deref() == Some(SOLANA_MAINNET_GENESIS_HASH) {
+                bad("chains.solana.genesis_hash", needs_mainnet.into());
+            }
         }
         let btc = &self.chains.bitcoin;
         let nodes = [
             (
                 "bitcoin",
                 btc.enabled,
-                btc.rpc_url.as_str(),
+                btc.rpc_url.expose(),
                 btc.poll_interval_ms,
                 btc.timeout_ms,
             ),
             (
                 "ethereum",
                 self.chains.ethereum.enabled,
-                self.chains.ethereum.rpc_url.as_str(),
+                self.chains.ethereum.rpc_url.expose(),
                 self.chains.ethereum.poll_interval_ms,
                 self.chains.ethereum.timeout_ms,
             ),
             (
                 "solana",
                 self.chains.solana.enabled,
-                self.chains.solana.rpc_url.as_str(),
+                self.chains.solana.rpc_url.expose(),
                 self.chains.solana.poll_interval_ms,
                 self.chains.solana.timeout_ms,
             ),
@@ -635,6 +826,14 @@ impl Settings {
                 ("fetch_concurrency", sol.fetch_concurrency as u64, 1, 64),
             ];
             check_ranges(&mut bad, "chains.solana", &ranges);
+            if let Some(hash) = &sol.genesis_hash
+                && let Err(err) = hash.parse::<solana_pubkey::Pubkey>()
+            {
+                bad(
+                    "chains.solana.genesis_hash",
+                    format!("not a base58 hash: {err}"),
+                );
+            }
             let mut seen = std::collections::HashSet::new();
             for (i, token) in sol.tokens.iter().enumerate() {
                 let key = |field: &str| format!("chains.solana.tokens[{i}].{field}");
@@ -658,6 +857,9 @@ impl Settings {
                 ("fetch_concurrency", eth.fetch_concurrency as u64, 1, 64),
             ];
             check_ranges(&mut bad, "chains.ethereum", &ranges);
+            if eth.chain_id == Some(0) {
+                bad("chains.ethereum.chain_id", "must be at least 1".into());
+            }
             let mut seen = std::collections::HashSet::new();
             for (i, token) in eth.tokens.iter().enumerate() {
                 let key = |field: &str| format!("chains.ethereum.tokens[{i}].{field}");
@@ -712,6 +914,69 @@ impl Settings {
             Ok(())
         } else {
             Err(ConfigError::Invalid { issues })
+        }
+    }
+
+    /// What mainnet refuses beyond the built-in secrets: settings that are
+    /// fine on a devnet but lose or expose funds on real money.
+    fn validate_mainnet(&self, bad: &mut impl FnMut(&str, String)) {
+        let btc = &self.chains.bitcoin;
+        if btc.enabled {
+            let devnet_password = btc
+                .rpc_password
+                .as_ref()
+                .is_some_and(|p| p.expose() == INSECURE_DEVNET_BITCOIN_RPC_PASSWORD);
+            if btc.cookie_file.is_none() && devnet_password {
+                bad(
+                    "chains.bitcoin.rpc_password",
+                    "the devnet password is refused on mainnet (or set chains.bitcoin.cookie_file)"
+                        .into(),
+                );
+            }
+            if btc.confirmations < 2 {
+                bad(
+                    "chains.bitcoin.confirmations",
+                    "must be at least 2 on mainnet: one confirmation is reorged away routinely"
+                        .into(),
+                );
+            }
+        }
+        let eth = &self.chains.ethereum;
+        if eth.enabled {
+            if !eth.use_finalized_tag {
+                bad(
+                    "chains.ethereum.use_finalized_tag",
+                    "must be true on mainnet: credit only what the chain finalized".into(),
+                );
+            }
+            if let Some(id) = eth.chain_id
+                && id != ETHEREUM_MAINNET_CHAIN_ID
+            {
+                bad(
+                    "chains.ethereum.chain_id",
+                    format!("is {id}, but Ethereum mainnet is {ETHEREUM_MAINNET_CHAIN_ID}"),
+                );
+            }
+        }
+        let sol = &self.chains.solana;
+        if sol.enabled
+            && let Some(hash) = &sol.genesis_hash
+            && hash != SOLANA_MAINNET_GENESIS_HASH
+        {
+            bad(
+                "chains.solana.genesis_hash",
+                format!("is not mainnet-beta's ({SOLANA_MAINNET_GENESIS_HASH})"),
+            );
+        }
+        let grpc = &self.grpc;
+        if grpc.enabled && !grpc.listen.ip().is_loopback() && !grpc.tls.enabled() {
+            bad(
+                "grpc.tls.cert_file",
+                format!(
+                    "mainnet serves gRPC on {} (not loopback) only over TLS: set grpc.tls.cert_file and key_file, or listen on loopback behind a TLS-terminating proxy",
+                    grpc.listen
+                ),
+            );
         }
     }
 

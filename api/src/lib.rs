@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod grpc;
+pub mod limits;
 pub mod metrics;
 pub mod telemetry;
 

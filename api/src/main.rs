@@ -33,6 +33,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    api::app::install_crypto_provider();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
@@ -42,8 +43,12 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
-        // The seed is part of the configuration: it must load and be allowed.
-        if let Err(err) = api::app::load_deposit_keys(&settings) {
+        // The seed and the TLS files are part of the configuration: they
+        // must load (and the seed be allowed) as `run` will load them.
+        let loaded = api::app::load_deposit_keys(&settings)
+            .map(drop)
+            .and_then(|()| api::app::load_tls(&settings).map(drop));
+        if let Err(err) = loaded {
             eprintln!("coffer: invalid configuration:\n{err:#}");
             return ExitCode::from(2);
         }

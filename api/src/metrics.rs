@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics::{Unit, describe_gauge, gauge};
+use metrics::{Unit, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 
@@ -12,6 +12,8 @@ pub const UPTIME: &str = "coffer_uptime_seconds";
 pub const DB_UP: &str = "coffer_db_up";
 pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
 pub const DB_POOL_MAX_CONNECTIONS: &str = "coffer_db_pool_max_connections";
+pub const WATCHER_UP: &str = "coffer_watcher_up";
+pub const WATCHER_RESTARTS: &str = "coffer_watcher_restarts_total";
 
 const DETECTION_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
 const RPC_BUCKETS: &[f64] = &[
@@ -64,37 +66,54 @@ fn describe() {
     );
     describe_gauge!(
         DB_UP,
-        "1 once PostgreSQL is connected and migrated, else 0."
+        "1 while PostgreSQL is migrated and answers the health probe, else 0."
     );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
         Unit::Count,
-        "Open PostgreSQL connections in the pool, by state: idle or in_use."
+        "Open PostgreSQL connections by pool (api: gRPC requests; background: watchers and other background work) and state (idle or in_use)."
     );
     describe_gauge!(
         DB_POOL_MAX_CONNECTIONS,
         Unit::Count,
-        "The pool's configured maximum number of connections."
+        "Each pool's configured maximum number of connections."
+    );
+    describe_gauge!(
+        WATCHER_UP,
+        "1 while the chain's deposit watcher runs (halted by a deep reorg included: see coffer_watcher_halted); 0 while it starts, waits to restart, or after its node proved to be on the wrong network."
+    );
+    describe_counter!(
+        WATCHER_RESTARTS,
+        Unit::Count,
+        "Restarts of the chain's deposit watcher after it crashed or its node could not be checked."
     );
 }
 
+/// One database pool as the scrape sees it.
+#[derive(Debug)]
+pub struct PoolGauge<'a> {
+    /// The `pool` label.
+    pub name: &'static str,
+    /// `None` until connected.
+    pub pool: Option<&'a PgPool>,
+    pub max_connections: u32,
+}
+
 /// Refreshes the gauges that are read at scrape time rather than pushed.
-pub fn refresh(started: Instant, pool: Option<&PgPool>, max_connections: u32) {
+pub fn refresh(started: Instant, pools: &[PoolGauge<'_>], db_up: bool) {
     gauge!(UPTIME).set(started.elapsed().as_secs_f64());
-    gauge!(DB_POOL_MAX_CONNECTIONS).set(f64::from(max_connections));
-    match pool {
-        Some(pool) => {
-            let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-            let open = pool.size();
-            gauge!(DB_UP).set(if pool.is_closed() { 0.0 } else { 1.0 });
-            gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(idle));
-            gauge!(DB_POOL_CONNECTIONS, "state" => "in_use")
-                .set(f64::from(open.saturating_sub(idle)));
-        }
-        None => {
-            gauge!(DB_UP).set(0.0);
-            gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(0.0);
-            gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(0.0);
-        }
+    gauge!(DB_UP).set(if db_up { 1.0 } else { 0.0 });
+    for gauge in pools {
+        let name = gauge.name;
+        gauge!(DB_POOL_MAX_CONNECTIONS, "pool" => name).set(f64::from(gauge.max_connections));
+        let (idle, in_use) = match gauge.pool {
+            Some(pool) => {
+                let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                (idle, pool.size().saturating_sub(idle))
+            }
+            None => (0, 0),
+        };
+        gauge!(DB_POOL_CONNECTIONS, "pool" => name, "state" => "idle").set(f64::from(idle));
+        gauge!(DB_POOL_CONNECTIONS, "pool" => name, "state" => "in_use").set(f64::from(in_use));
     }
 }

@@ -39,6 +39,12 @@ pub enum Error {
     OfferNotFound,
     #[error("the offer is {0:?}, not open")]
     OfferNotOpen(crate::ledger::settlement::OfferStatus),
+    #[error("the trade fee would take the whole sell amount")]
+    FeeTakesWholeAmount,
+    #[error("user {0} does not exist")]
+    UserNotFound(uuid::Uuid),
+    #[error("user {0} is disabled")]
+    UserDisabled(uuid::Uuid),
     #[error("ledger events: {0}")]
     Events(String),
     #[error("stored data is inconsistent: {0}")]

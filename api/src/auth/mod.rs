@@ -3,6 +3,7 @@
 //! services and the request interceptor use these; nothing here touches the
 //! database.
 
+pub mod hashing;
 pub mod password;
 pub mod tokens;
 

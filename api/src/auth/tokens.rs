@@ -110,9 +110,17 @@ impl AccessTokens {
         })
     }
 
-    /// Signs an access token for `user` valid from `now` (Unix seconds);
-    /// returns it with its expiry.
-    pub fn issue(&self, user: Uuid, now: u64) -> Result<(String, u64), TokenError> {
+    /// Signs an access token for `user` valid from `now` (Unix seconds, when
+    /// the credentials or refresh token it rests on were checked); returns it
+    /// with its expiry. `iat` is raised to `sessions_valid_after`, the user's
+    /// cut-off (tokens issued before it are void), so a token issued in the
+    /// second of a password change still counts as issued after it.
+    pub fn issue(
+        &self,
+        user: Uuid,
+        now: u64,
+        sessions_valid_after: u64,
+    ) -> Result<(String, u64), TokenError> {
         let (encoding, _) = self
             .keys
             .get(&self.active_kid)
@@ -123,7 +131,7 @@ impl AccessTokens {
             aud: self.audience.clone(),
             sub: user.to_string(),
             exp,
-            iat: now,
+            iat: now.max(sessions_valid_after),
             nbf: now,
             jti: Uuid::new_v4().to_string(),
         };
@@ -228,7 +236,7 @@ mod tests {
     fn issued_tokens_verify_and_carry_every_claim() {
         let tokens = tokens();
         let user = Uuid::new_v4();
-        let (token, exp) = tokens.issue(user, now()).expect("issue");
+        let (token, exp) = tokens.issue(user, now(), 0).expect("issue");
         let claims = tokens.verify(&token).expect("verify");
         assert_eq!(claims.sub, user.to_string());
         assert_eq!(
@@ -244,6 +252,18 @@ mod tests {
                 .verify(&forge(good_header(), good_claims(now()), &secret(2)))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn iat_is_raised_to_the_users_cut_off() {
+        let tokens = tokens();
+        let user = Uuid::new_v4();
+        let now = now();
+        let (token, exp) = tokens.issue(user, now, now + 1).expect("issue");
+        let claims = tokens.verify(&token).expect("verify");
+        assert_eq!((claims.iat, claims.nbf, exp), (now + 1, now, now + 900));
+        let (older, _) = tokens.issue(user, now, now - 60).expect("issue");
+        assert_eq!(tokens.verify(&older).expect("verify").iat, now);
     }
 
     #[test]
@@ -348,11 +368,11 @@ mod tests {
             &[("k1".into(), secret(1))],
         )
         .expect("keys");
-        let (token, _) = old.issue(user, now()).expect("issue");
+        let (token, _) = old.issue(user, now(), 0).expect("issue");
         // During rotation both keys verify; new tokens use k2.
         let rotating = tokens();
         assert!(rotating.verify(&token).is_ok());
-        let (fresh, _) = rotating.issue(user, now()).expect("issue");
+        let (fresh, _) = rotating.issue(user, now(), 0).expect("issue");
         assert_eq!(
             jsonwebtoken::decode_header(&fresh)
                 .ok()

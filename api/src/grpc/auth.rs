@@ -8,41 +8,75 @@ use indexer::users::{Role, Rotation};
 use tonic::{Request, Response, Status};
 
 use super::pb::{self, auth_service_server::AuthService};
-use super::throttle::LoginThrottle;
+use super::throttle::{Client, ClientAddresses, Throttle, ThrottleConfig, Throttled};
 use super::{Shared, internal, parse_uuid, require_role};
 use crate::auth::FieldError;
-use crate::auth::password::{
-    hash_password, normalize_email, validate_new_password, verify_password,
-};
+use crate::auth::hashing::{HashingError, PasswordHashing};
+use crate::auth::password::{normalize_email, validate_new_password};
 use crate::auth::tokens::{hash_refresh_token, new_refresh_token};
+use crate::config::AuthSettings;
 
 #[derive(Debug)]
 pub struct AuthApi {
     shared: Shared,
     refresh_ttl: Duration,
-    throttle: Arc<LoginThrottle>,
+    throttle: Arc<Throttle>,
+    clients: ClientAddresses,
+    hashing: PasswordHashing,
 }
 
+/// Keys in the throttle table at most (about 40 MB at the longest emails).
+const THROTTLE_MAX_KEYS: usize = 100_000;
+
 impl AuthApi {
-    pub fn new(shared: Shared, refresh_ttl: Duration, throttle: LoginThrottle) -> Self {
-        Self {
+    /// `Err` names the invalid entry of `auth.trusted_proxies` (config
+    /// validation has checked them already).
+    pub fn new(shared: Shared, auth: &AuthSettings) -> Result<Self, String> {
+        let clients = ClientAddresses::new(&auth.trusted_proxies, &auth.client_address_header)
+            .map_err(|(index, why)| format!("auth.trusted_proxies[{index}]: {why}"))?;
+        let throttle = Throttle::new(ThrottleConfig {
+            per_account_and_client: auth.login_failures_per_account_and_client,
+            per_client: auth.login_failures_per_client,
+            per_account: auth.login_failures_per_account,
+            window: Duration::from_secs(auth.login_window_secs),
+            backoff_max: Duration::from_secs(auth.login_backoff_max_secs),
+            registrations_per_client: auth.registrations_per_client,
+            max_keys: THROTTLE_MAX_KEYS,
+        });
+        Ok(Self {
             shared,
-            refresh_ttl,
-            throttle: Arc::new(throttle),
-        }
+            refresh_ttl: Duration::from_secs(auth.refresh_ttl_days * 86_400),
+            throttle,
+            clients,
+            hashing: PasswordHashing::new(auth.password_hash_concurrency),
+        })
     }
 
+    fn client<T>(&self, request: &Request<T>) -> Client {
+        Client::from_ip(
+            self.clients
+                .resolve(request.remote_addr(), request.metadata()),
+        )
+    }
+
+    /// `checked_at` is when the credentials or session this pair rests on
+    /// were checked; `sessions_valid_after` the user's cut-off read then.
     fn token_pair(
         &self,
         user: uuid::Uuid,
+        checked_at: DateTime<Utc>,
+        sessions_valid_after: i64,
         refresh_token: String,
         refresh_expires_at: DateTime<Utc>,
     ) -> Result<pb::TokenPair, Status> {
-        let now = Utc::now();
         let (access_token, access_expires) = self
             .shared
             .tokens
-            .issue(user, u64::try_from(now.timestamp()).unwrap_or(0))
+            .issue(
+                user,
+                u64::try_from(checked_at.timestamp()).unwrap_or(0),
+                u64::try_from(sessions_valid_after).unwrap_or(0),
+            )
             .map_err(internal)?;
         Ok(pb::TokenPair {
             access_token,
@@ -50,6 +84,24 @@ impl AuthApi {
             access_expires_at: Some(timestamp(i64::try_from(access_expires).unwrap_or(i64::MAX))),
             refresh_expires_at: Some(timestamp(refresh_expires_at.timestamp())),
         })
+    }
+}
+
+fn throttled(what: &str, refusal: Throttled) -> Status {
+    let seconds = refusal.retry_after_secs();
+    let mut status = Status::resource_exhausted(format!("{what}; retry in {seconds} s"));
+    if let Ok(value) = seconds.to_string().parse() {
+        status.metadata_mut().insert("retry-after", value);
+    }
+    status
+}
+
+fn hashing_status(err: HashingError) -> Status {
+    match err {
+        HashingError::Busy => {
+            Status::resource_exhausted("too many password checks in flight; retry shortly")
+        }
+        other => internal(other),
     }
 }
 
@@ -85,13 +137,6 @@ fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> 
     Ok(value)
 }
 
-/// argon2 is deliberately slow: it runs on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work).await.map_err(internal)
-}
-
 const BAD_LOGIN: &str = "invalid email or password";
 
 #[tonic::async_trait]
@@ -100,59 +145,78 @@ impl AuthService for AuthApi {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let client = self.client(&request);
         let body = request.into_inner();
         let email = normalize_email("email", &body.email)?;
         validate_new_password("password", &body.password)?;
         let users = self.shared.users()?;
-        let hash = blocking(move || hash_password(&body.password))
-            .await?
-            .map_err(internal)?;
-        let id = users
-            .create(&email, &hash, Role::User)
+        let attempt = self
+            .throttle
+            .begin_registration(client)
+            .map_err(|refusal| throttled("too many registrations from this address", refusal))?;
+        let hash = self
+            .hashing
+            .hash(body.password)
             .await
-            .map_err(|err| match err {
-                indexer::Error::EmailTaken => {
-                    Status::already_exists("email: is already registered")
-                }
-                other => internal(other),
-            })?;
-        Ok(Response::new(pb::RegisterResponse {
-            user_id: id.to_string(),
-        }))
+            .map_err(hashing_status)?;
+        match users.create(&email, &hash, Role::User).await {
+            Ok(id) => {
+                attempt.succeeded();
+                Ok(Response::new(pb::RegisterResponse {
+                    user_id: id.to_string(),
+                }))
+            }
+            // A taken email tells whether an account exists: it counts
+            // against the client like a failed login.
+            Err(indexer::Error::EmailTaken) => {
+                attempt.failed();
+                Err(Status::already_exists("email: is already registered"))
+            }
+            Err(other) => Err(internal(other)),
+        }
     }
 
     async fn login(
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::TokenPair>, Status> {
-        let client = request.remote_addr().map(|addr| addr.ip());
+        let client = self.client(&request);
         let body = request.into_inner();
         let email = normalize_email("email", &body.email)?;
         required("password", &body.password)?;
-        if !self.throttle.allows(&email, client) {
-            return Err(Status::resource_exhausted(
-                "too many failed logins; retry later",
-            ));
-        }
         let users = self.shared.users()?;
+        // Reserved before the check, so concurrent guesses count at once.
+        let attempt = self
+            .throttle
+            .begin_password_check(&email, client)
+            .map_err(|refusal| throttled("too many failed logins", refusal))?;
+        let checked_at = Utc::now();
         let user = users.by_email(&email).await.map_err(internal)?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         // Unknown users verify against a dummy hash: same error, similar time.
-        let password = body.password;
-        let valid = blocking(move || verify_password(&password, stored.as_deref())).await?;
+        let valid = self
+            .hashing
+            .verify(body.password, stored)
+            .await
+            .map_err(hashing_status)?;
         let Some(user) = user.filter(|u| valid && !u.disabled) else {
-            self.throttle.record_failure(&email, client);
+            attempt.failed();
             return Err(Status::unauthenticated(BAD_LOGIN));
         };
-        self.throttle.record_success(&email, client);
+        attempt.succeeded();
         let (refresh_token, refresh_hash) = new_refresh_token().map_err(internal)?;
-        let expires_at = Utc::now() + self.refresh_ttl;
+        let expires_at = checked_at + self.refresh_ttl;
+        // Refused if the password changed or the user was disabled since
+        // it was read: the password just checked may no longer be theirs.
         users
-            .start_family(user.id, &refresh_hash, expires_at)
+            .start_family(user.id, user.session_epoch, &refresh_hash, expires_at)
             .await
-            .map_err(internal)?;
+            .map_err(internal)?
+            .ok_or_else(|| Status::unauthenticated(BAD_LOGIN))?;
         Ok(Response::new(self.token_pair(
             user.id,
+            checked_at,
+            user.sessions_valid_after,
             refresh_token,
             expires_at,
         )?))
@@ -166,30 +230,25 @@ impl AuthService for AuthApi {
         let presented = hash_refresh_token(required("refresh_token", body.refresh_token.trim())?);
         let users = self.shared.users()?;
         let (refresh_token, refresh_hash) = new_refresh_token().map_err(internal)?;
+        let checked_at = Utc::now();
         match users
-            .rotate(&presented, &refresh_hash, Utc::now())
+            .rotate(&presented, &refresh_hash, checked_at)
             .await
             .map_err(internal)?
         {
+            // `rotate` refuses disabled users under their row lock.
             Rotation::Rotated {
                 user_id,
                 expires_at,
+                sessions_valid_after,
                 ..
-            } => {
-                let active = users
-                    .by_id(user_id)
-                    .await
-                    .map_err(internal)?
-                    .is_some_and(|u| !u.disabled);
-                if !active {
-                    return Err(Status::unauthenticated("invalid refresh token"));
-                }
-                Ok(Response::new(self.token_pair(
-                    user_id,
-                    refresh_token,
-                    expires_at,
-                )?))
-            }
+            } => Ok(Response::new(self.token_pair(
+                user_id,
+                checked_at,
+                sessions_valid_after,
+                refresh_token,
+                expires_at,
+            )?)),
             Rotation::ReuseDetected { user_id, family_id } => {
                 tracing::warn!(%user_id, %family_id, "refresh token reused; session revoked");
                 Err(Status::unauthenticated(
@@ -232,22 +291,43 @@ impl AuthService for AuthApi {
         request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
         let caller = self.shared.caller(&request).await?;
+        let client = self.client(&request);
         let body = request.into_inner();
         required("current_password", &body.current_password)?;
         validate_new_password("new_password", &body.new_password)?;
-        let (current, stored) = (body.current_password, caller.password_hash.clone());
-        if !blocking(move || verify_password(&current, Some(&stored))).await? {
+        // A stolen access token must not make a password-guessing oracle:
+        // the check counts against the same limits as logins.
+        let attempt = self
+            .throttle
+            .begin_password_check(&caller.email, client)
+            .map_err(|refusal| throttled("too many failed password checks", refusal))?;
+        let stored = caller.password_hash.clone();
+        if !self
+            .hashing
+            .verify(body.current_password, Some(stored))
+            .await
+            .map_err(hashing_status)?
+        {
+            attempt.failed();
             return Err(FieldError::new("current_password", "is incorrect").into());
         }
-        let new_password = body.new_password;
-        let hash = blocking(move || hash_password(&new_password))
-            .await?
-            .map_err(internal)?;
-        self.shared
-            .users()?
-            .change_password(caller.id, &hash)
+        attempt.succeeded();
+        let hash = self
+            .hashing
+            .hash(body.new_password)
             .await
-            .map_err(internal)?;
+            .map_err(hashing_status)?;
+        // Refused if the sessions ended meanwhile (a concurrent change or
+        // disabling): the caller's token is void by now as well.
+        if !self
+            .shared
+            .users()?
+            .change_password(caller.id, caller.session_epoch, &hash)
+            .await
+            .map_err(internal)?
+        {
+            return Err(Status::unauthenticated("invalid or expired access token"));
+        }
         Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 

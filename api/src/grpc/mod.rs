@@ -81,7 +81,8 @@ impl Shared {
 
     /// Authenticates the request's bearer token and loads the caller. The
     /// user row is read on every call, so disabling a user or changing a
-    /// role applies to the next request, not at token expiry.
+    /// role applies to the next request, not at token expiry; so does a
+    /// password change, which voids tokens issued (`iat`) before it.
     pub async fn caller<T>(&self, request: &Request<T>) -> Result<User, Status> {
         let value = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("missing `authorization: Bearer <access_token>` metadata")
@@ -99,12 +100,40 @@ impl Shared {
             .map_err(|_| Status::unauthenticated("invalid or expired access token"))?;
         let id = Uuid::parse_str(&claims.sub)
             .map_err(|_| Status::unauthenticated("invalid or expired access token"))?;
+        let issued_at = i64::try_from(claims.iat).unwrap_or(i64::MAX);
         self.users()?
             .by_id(id)
             .await
             .map_err(internal)?
-            .filter(|user| !user.disabled)
+            .filter(|user| !user.disabled && issued_at >= user.sessions_valid_after)
             .ok_or_else(|| Status::unauthenticated("invalid or expired access token"))
+    }
+
+    /// `acting_for`, and for a write on another user's behalf that user
+    /// must exist and be enabled: nobody acts for a disabled user.
+    pub async fn acting_for(
+        &self,
+        caller: &User,
+        requested: Option<&str>,
+        access: Access,
+    ) -> Result<Uuid, Status> {
+        let id = acting_for(caller, requested, access)?;
+        if access == Access::Write && id != caller.id {
+            self.require_enabled("user_id", id).await?;
+        }
+        Ok(id)
+    }
+
+    /// NOT_FOUND for an unknown user, FAILED_PRECONDITION for a disabled
+    /// one, both naming `field`.
+    pub async fn require_enabled(&self, field: &'static str, id: Uuid) -> Result<(), Status> {
+        match self.users()?.by_id(id).await.map_err(internal)? {
+            None => Err(Status::not_found(format!("{field}: no such user"))),
+            Some(user) if user.disabled => Err(Status::failed_precondition(format!(
+                "{field}: the user is disabled"
+            ))),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -131,10 +160,58 @@ pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     }
 }
 
-/// Logs the detail and tells the client only that something failed.
-pub fn internal(err: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %err, "request failed");
-    Status::internal("internal error")
+/// Logs the detail and tells the client only what it can act on: UNAVAILABLE
+/// while PostgreSQL cannot be reached (retry it), ABORTED for a
+/// serialization failure or deadlock (retry the request), and INTERNAL, a
+/// bug, for everything else.
+pub fn internal(err: impl std::fmt::Display + 'static) -> Status {
+    let any: &dyn std::any::Any = &err;
+    let database = match any.downcast_ref::<indexer::Error>() {
+        Some(indexer::Error::Database(db)) => Some(db),
+        _ => any.downcast_ref::<sqlx::Error>(),
+    };
+    match database.map(classify_database_error) {
+        Some(DatabaseFailure::Unavailable) => {
+            tracing::warn!(error = %err, "request failed: the database is unavailable");
+            Status::unavailable("the database is unavailable; retry shortly")
+        }
+        Some(DatabaseFailure::Conflict) => {
+            tracing::warn!(error = %err, "request failed: transaction conflict");
+            Status::aborted("the request conflicted with a concurrent one; retry it")
+        }
+        _ => {
+            tracing::error!(error = %err, "request failed");
+            Status::internal("internal error")
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// PostgreSQL cannot be reached, is shutting down or is out of connections.
+    Unavailable,
+    /// Serialization failure or deadlock: the transaction did nothing.
+    Conflict,
+    Other,
+}
+
+pub fn classify_database_error(err: &sqlx::Error) -> DatabaseFailure {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => DatabaseFailure::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // Class 08: connection exceptions; 57P01..03: the server is
+            // shutting down, crashed or starting; 53300: too many connections.
+            Some(code) if code.starts_with("08") => DatabaseFailure::Unavailable,
+            Some("57P01" | "57P02" | "57P03" | "53300") => DatabaseFailure::Unavailable,
+            Some("40001" | "40P01") => DatabaseFailure::Conflict,
+            _ => DatabaseFailure::Other,
+        },
+        _ => DatabaseFailure::Other,
+    }
 }
 
 pub fn parse_uuid(field: &'static str, value: &str) -> Result<Uuid, Status> {

@@ -1,13 +1,13 @@
 //! `coffer.v1.SettlementService`.
 
 use chrono::{DateTime, Utc};
-use indexer::ledger::settlement::{NewOffer, Offer, OfferStatus};
+use indexer::ledger::settlement::{NewOffer, Offer, OfferStatus, after_trade_fee};
 use indexer::ledger::{AccountRef, Amount, EntryKind, IdempotencyKey, Leg, NewEntry};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::pb::{self, settlement_service_server::SettlementService};
-use super::{Access, Shared, acting_for, internal, parse_uuid, timestamp};
+use super::{Access, Shared, internal, parse_uuid, timestamp};
 use crate::auth::FieldError;
 use crate::auth::password::normalize_email;
 
@@ -94,6 +94,11 @@ fn ledger_status(err: indexer::Error) -> Status {
         E::OfferNotOpen(status) => {
             Status::failed_precondition(format!("offer_id: the offer is {status:?}").to_lowercase())
         }
+        E::FeeTakesWholeAmount => Status::failed_precondition(
+            "offer_id: the sell amount is too small to pay the trade fee",
+        ),
+        E::UserNotFound(_) => Status::not_found("user_id: no such user"),
+        E::UserDisabled(_) => Status::failed_precondition("user_id: the user is disabled"),
         E::InvalidRequest(message) | E::InvalidAmount(message) => Status::invalid_argument(message),
         other => internal(other),
     }
@@ -122,26 +127,33 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::TransferResponse>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let from = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
+        let from = self
+            .shared
+            .acting_for(&caller, body.user_id.as_deref(), Access::Write)
+            .await?;
         let users = self.shared.users()?;
-        let recipient = match body.recipient {
-            Some(pb::transfer_request::Recipient::ToUserId(id)) => {
-                users.by_id(parse_uuid("to_user_id", &id)?).await
-            }
-            Some(pb::transfer_request::Recipient::ToEmail(email)) => {
-                users.by_email(&normalize_email("to_email", &email)?).await
-            }
+        // Errors about the recipient name the field the caller used.
+        let (field, recipient) = match body.recipient {
+            Some(pb::transfer_request::Recipient::ToUserId(id)) => (
+                "to_user_id",
+                users.by_id(parse_uuid("to_user_id", &id)?).await,
+            ),
+            Some(pb::transfer_request::Recipient::ToEmail(email)) => (
+                "to_email",
+                users.by_email(&normalize_email("to_email", &email)?).await,
+            ),
             None => return Err(FieldError::new("to_user_id", "or to_email is required").into()),
-        }
-        .map_err(internal)?
-        .ok_or_else(|| Status::not_found("to_user_id: no such recipient"))?;
+        };
+        let recipient = recipient
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("{field}: no such recipient")))?;
         if recipient.disabled {
-            return Err(Status::failed_precondition(
-                "to_user_id: the recipient's account is disabled",
-            ));
+            return Err(Status::failed_precondition(format!(
+                "{field}: the recipient's account is disabled"
+            )));
         }
         if recipient.id == from {
-            return Err(FieldError::new("to_user_id", "cannot be the sender").into());
+            return Err(FieldError::new(field, "cannot be the sender").into());
         }
         let asset = known_asset(&self.shared, "asset", &body.asset).await?;
         let amount = parse_amount("amount", &body.amount)?;
@@ -177,7 +189,10 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::Offer>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let maker = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
+        let maker = self
+            .shared
+            .acting_for(&caller, body.user_id.as_deref(), Access::Write)
+            .await?;
         let sell_asset = known_asset(&self.shared, "sell_asset", &body.sell_asset).await?;
         let buy_asset = known_asset(&self.shared, "buy_asset", &body.buy_asset).await?;
         if sell_asset == buy_asset {
@@ -197,10 +212,21 @@ impl SettlementService for SettlementApi {
             }
             None => None,
         };
+        let sell_amount = parse_amount("sell_amount", &body.sell_amount)?;
+        if after_trade_fee(sell_amount, self.trade_fee_bps).is_err() {
+            return Err(FieldError::new(
+                "sell_amount",
+                format!(
+                    "is too small to pay the {} bps trade fee, which rounds up",
+                    self.trade_fee_bps
+                ),
+            )
+            .into());
+        }
         let offer = NewOffer {
             maker,
             sell_asset,
-            sell_amount: parse_amount("sell_amount", &body.sell_amount)?,
+            sell_amount,
             buy_asset,
             buy_amount: parse_amount("buy_amount", &body.buy_amount)?,
             expires_at,
@@ -221,7 +247,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::ListOffersResponse>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let viewer = acting_for(&caller, body.user_id.as_deref(), Access::Read)?;
+        let viewer = super::acting_for(&caller, body.user_id.as_deref(), Access::Read)?;
         let sell = match body.sell_asset.filter(|a| !a.is_empty()) {
             Some(code) => Some(known_asset(&self.shared, "sell_asset", &code).await?),
             None => None,
@@ -280,7 +306,10 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::Offer>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let taker = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
+        let taker = self
+            .shared
+            .acting_for(&caller, body.user_id.as_deref(), Access::Write)
+            .await?;
         let id = parse_offer_id(&body.offer_id)?;
         let key = idempotency_key(taker, &body.idempotency_key)?;
         let offer = self
@@ -288,7 +317,13 @@ impl SettlementService for SettlementApi {
             .ledger()?
             .accept_offer(&key, id, taker, self.trade_fee_bps)
             .await
-            .map_err(ledger_status)?;
+            .map_err(|err| match err {
+                // Only a self-trade: the offer is the field at fault.
+                indexer::Error::InvalidRequest(why) => {
+                    Status::invalid_argument(format!("offer_id: {why}"))
+                }
+                other => ledger_status(other),
+            })?;
         Ok(Response::new(offer_to_pb(offer)))
     }
 
@@ -298,7 +333,10 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::Offer>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let maker = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
+        let maker = self
+            .shared
+            .acting_for(&caller, body.user_id.as_deref(), Access::Write)
+            .await?;
         let id = parse_offer_id(&body.offer_id)?;
         let key = idempotency_key(maker, &body.idempotency_key)?;
         let offer = self

@@ -59,16 +59,8 @@ impl WalletService for WalletApi {
         let body = request.into_inner();
         let user = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
         let chain = chain_from_pb(body.chain)?;
-        if user != caller.id
-            && self
-                .shared
-                .users()?
-                .by_id(user)
-                .await
-                .map_err(internal)?
-                .is_none()
-        {
-            return Err(Status::not_found("user_id: no such user"));
+        if user != caller.id {
+            self.shared.require_enabled("user_id", user).await?;
         }
         let wallet = self
             .shared
@@ -112,6 +104,11 @@ impl WalletService for WalletApi {
                 w.user_id == caller.id || matches!(caller.role, Role::Service | Role::Admin)
             })
             .ok_or_else(|| Status::not_found("wallet_id: no such wallet"))?;
+        if wallet.user_id != caller.id {
+            self.shared
+                .require_enabled("wallet_id", wallet.user_id)
+                .await?;
+        }
         let issued = wallets.new_address(&wallet).await.map_err(internal)?;
         Ok(Response::new(pb::DepositAddress {
             address: issued.address,

@@ -2,6 +2,7 @@
 //! environment variables.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn coffer(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -40,19 +41,12 @@ fn defaults_need_no_file_and_never_print_secrets() {
         "{printed}"
     );
     assert!(printed.contains("listen = \"127.0.0.1:9464\""), "{printed}");
-    assert!(
-        printed.contains("rpc_url = \"http://127.0.0.1:18334\""),
-        "{printed}"
+    assert_eq!(
+        printed.matches("rpc_url = \"[REDACTED]\"").count(),
+        3,
+        "node URLs are secrets: {printed}"
     );
-    assert!(
-        printed.contains("rpc_url = \"http://127.0.0.1:8545\""),
-        "{printed}"
-    );
-    assert!(
-        printed.contains("rpc_url = \"http://127.0.0.1:8899\""),
-        "{printed}"
-    );
-    assert!(printed.contains("[REDACTED]"), "{printed}");
+    assert!(!printed.contains("127.0.0.1:18334"), "{printed}");
     assert!(
         !printed.contains("coffer-devnet"),
         "the bitcoin RPC password must not print: {printed}"
@@ -100,7 +94,7 @@ enabled = false
         .expect("solana section");
     assert!(solana.contains("enabled = false"), "{printed}");
     assert!(
-        solana.contains("rpc_url = \"http://127.0.0.1:8899\""),
+        solana.contains("poll_interval_ms = 400"),
         "partial sections keep their own defaults: {printed}"
     );
 }
@@ -185,6 +179,18 @@ fn malformed_values_are_named() {
         ("network = \"mainnet\"\n", "auth.keys[0].secret"),
         ("network = \"moonnet\"\n", "network"),
         ("[auth]\naccess_ttl_secs = 86400\n", "auth.access_ttl_secs"),
+        (
+            "[auth]\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.0/33\"]\n",
+            "auth.trusted_proxies[1]",
+        ),
+        (
+            "[auth]\nclient_address_header = \"x forwarded\"\n",
+            "auth.client_address_header",
+        ),
+        (
+            "[auth]\nlogin_failures_per_account = 0\n",
+            "auth.login_failures_per_account",
+        ),
         ("[grpc\nlisten = 1\n", "TOML parse error at line 1"),
         (
             "[chains.ethereum]\nconfirmations = 0\n",
@@ -205,6 +211,45 @@ fn malformed_values_are_named() {
         (
             "[[chains.ethereum.tokens]]\ncontract = \"0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48\"\nasset = \"ETH\"\ndecimals = 6\n",
             "chains.ethereum.tokens[0].asset",
+        ),
+        (
+            "[grpc]\nrequest_timeout_ms = 0\n",
+            "grpc.request_timeout_ms",
+        ),
+        ("[grpc]\nconcurrency_limit = 0\n", "grpc.concurrency_limit"),
+        ("[grpc]\nmax_message_bytes = 10\n", "grpc.max_message_bytes"),
+        (
+            "[database]\nbackground_max_connections = 0\n",
+            "database.background_max_connections",
+        ),
+        (
+            "[chains.ethereum]\nchain_id = 0\n",
+            "chains.ethereum.chain_id",
+        ),
+        (
+            "[chains.solana]\ngenesis_hash = \"not-base58-0OIl\"\n",
+            "chains.solana.genesis_hash",
+        ),
+        // Mainnet's chains only under `network = "mainnet"`.
+        (
+            "[chains.ethereum]\nchain_id = 1\n",
+            "chains.ethereum.chain_id",
+        ),
+        (
+            "[chains.solana]\ngenesis_hash = \"5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d\"\n",
+            "chains.solana.genesis_hash",
+        ),
+        (
+            "[chains.bitcoin]\nnetwork = \"bitcoin\"\n",
+            "chains.bitcoin.network",
+        ),
+        (
+            "[grpc.tls]\ncert_file = \"/nonexistent/cert.pem\"\n",
+            "grpc.tls.key_file",
+        ),
+        (
+            "[grpc.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
+            "grpc.tls.cert_file",
         ),
     ];
     for (contents, key) in cases {
@@ -265,7 +310,7 @@ fn the_seed_is_checked_and_the_devnet_phrase_refused_on_mainnet() {
 
     let devnet = config_file(&format!("{}\n", signer::INSECURE_DEVNET_MNEMONIC));
     let mainnet = config_file(&format!(
-        "network = \"mainnet\"\n[signer]\nseed_file = \"{}\"\n[chains.bitcoin]\nnetwork = \"bitcoin\"\n[auth]\nactive_kid = \"k\"\n[[auth.keys]]\nkid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+        "network = \"mainnet\"\n[signer]\nseed_file = \"{}\"\n[chains.bitcoin]\nnetwork = \"bitcoin\"\nrpc_password = \"not-the-devnet-one\"\n[auth]\nactive_kid = \"k\"\n[[auth.keys]]\nkid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
         devnet.path().display()
     ));
     let output = coffer(
@@ -297,4 +342,168 @@ fn the_seed_is_checked_and_the_devnet_phrase_refused_on_mainnet() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn rpc_urls_are_secrets() {
+    let secrets = [
+        (
+            "COFFER__CHAINS__ETHEREUM__RPC_URL",
+            "https://mainnet.infura.io/v3/eth-key-0123",
+        ),
+        (
+            "COFFER__CHAINS__BITCOIN__RPC_URL",
+            "http://user:btc-pass-4567@127.0.0.1:8332/",
+        ),
+        (
+            "COFFER__CHAINS__SOLANA__RPC_URL",
+            "https://rpc.example/?api-key=sol-key-89ab",
+        ),
+    ];
+    let output = coffer(&["check-config"], &secrets);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    for needle in ["eth-key-0123", "btc-pass-4567", "sol-key-89ab", "infura"] {
+        assert!(!printed.contains(needle), "{needle} printed: {printed}");
+    }
+
+    // Nor does an error about one repeat it.
+    let output = coffer(
+        &["check-config"],
+        &[(
+            "COFFER__CHAINS__ETHEREUM__RPC_URL",
+            "ftp://user:eth-key-cdef@host/",
+        )],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `chains.ethereum.rpc_url`"),
+        "{err}"
+    );
+    assert!(!err.contains("eth-key-cdef"), "{err}");
+}
+
+/// A mainnet configuration that passes, to which each case adds one flaw.
+fn mainnet_config(seed: &Path) -> String {
+    format!(
+        "network = \"mainnet\"\n\
+         [signer]\nseed_file = \"{}\"\n\
+         [auth]\nactive_kid = \"k\"\n[[auth.keys]]\nkid = \"k\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+         [chains.bitcoin]\nnetwork = \"bitcoin\"\nrpc_password = \"not-the-devnet-one\"\n",
+        seed.display()
+    )
+}
+
+fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/it/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn mainnet_refuses_devnet_settings_and_plaintext_grpc_off_loopback() {
+    let seed = config_file(
+        "legal winner thank year wave sausage worth useful legal winner thank yellow\n",
+    );
+    let file = config_file(&mainnet_config(seed.path()));
+    let path = file.path().to_str().expect("utf-8");
+    let output = coffer(&["--config", path, "check-config"], &[]);
+    assert!(
+        output.status.success(),
+        "the base passes: {}",
+        stderr(&output)
+    );
+
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("COFFER__CHAINS__BITCOIN__RPC_PASSWORD", "coffer-devnet")],
+            "chains.bitcoin.rpc_password",
+        ),
+        (
+            &[("COFFER__CHAINS__BITCOIN__CONFIRMATIONS", "1")],
+            "chains.bitcoin.confirmations",
+        ),
+        (
+            &[("COFFER__CHAINS__ETHEREUM__USE_FINALIZED_TAG", "false")],
+            "chains.ethereum.use_finalized_tag",
+        ),
+        (
+            &[("COFFER__GRPC__LISTEN", "0.0.0.0:50051")],
+            "grpc.tls.cert_file",
+        ),
+        (
+            &[("COFFER__GRPC__LISTEN", "[::]:50051")],
+            "grpc.tls.cert_file",
+        ),
+        (
+            &[("COFFER__CHAINS__ETHEREUM__CHAIN_ID", "11155111")],
+            "chains.ethereum.chain_id",
+        ),
+        (
+            &[(
+                "COFFER__CHAINS__SOLANA__GENESIS_HASH",
+                "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
+            )],
+            "chains.solana.genesis_hash",
+        ),
+    ];
+    for (env, key) in cases {
+        let output = coffer(&["--config", path, "check-config"], env);
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{env:?} must be refused: {err}"
+        );
+        assert!(
+            err.contains(&format!("config key `{key}`")),
+            "{env:?} must name `{key}`: {err}"
+        );
+    }
+
+    // Off loopback over TLS, and the devnet password under a cookie file,
+    // are fine.
+    let cookie = config_file("__cookie__:abc\n");
+    let (cert, key) = (tls_fixture("server.pem"), tls_fixture("server.key"));
+    let output = coffer(
+        &["--config", path, "check-config"],
+        &[
+            ("COFFER__GRPC__LISTEN", "0.0.0.0:50051"),
+            ("COFFER__GRPC__TLS__CERT_FILE", &cert),
+            ("COFFER__GRPC__TLS__KEY_FILE", &key),
+            ("COFFER__CHAINS__BITCOIN__RPC_PASSWORD", "coffer-devnet"),
+            (
+                "COFFER__CHAINS__BITCOIN__COOKIE_FILE",
+                cookie.path().to_str().expect("utf-8"),
+            ),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn tls_files_that_do_not_load_are_named() {
+    let garbage = config_file("not a certificate\n");
+    let garbage = garbage.path().to_str().expect("utf-8");
+    let (cert, key) = (tls_fixture("server.pem"), tls_fixture("server.key"));
+    for (cert_file, key_file) in [(garbage, key.as_str()), (cert.as_str(), garbage)] {
+        let output = coffer(
+            &["check-config"],
+            &[
+                ("COFFER__GRPC__TLS__CERT_FILE", cert_file),
+                ("COFFER__GRPC__TLS__KEY_FILE", key_file),
+            ],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{err}");
+        assert!(err.contains("config key `grpc.tls.cert_file`"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let output = coffer(
+        &["check-config"],
+        &[
+            ("COFFER__GRPC__TLS__CERT_FILE", &cert),
+            ("COFFER__GRPC__TLS__KEY_FILE", &key),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -1,20 +1,33 @@
 //! The daemon end to end: a real server on 127.0.0.1:0 following real nodes
-//! into a real PostgreSQL, and the real binary riding out a database outage.
+//! into a real PostgreSQL, and the real binary riding out a database outage,
+//! a node answering garbage and a node on the wrong network.
+//!
+//! Per-chain metrics are process-wide, and other tests in this binary run
+//! watchers of their own, so tests that read them run the binary.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use api::grpc::pb::auth_service_client::AuthServiceClient;
+use api::grpc::pb::{LoginRequest, RegisterRequest};
 use api::{App, Settings};
 use chains::Chain;
-use chains::devnet::{Anvil, Btcd, SolanaValidator, free_port};
+use chains::devnet::{Anvil, Btcd, DevnetError, SolanaValidator, free_port, spawn_guarded};
 use indexer::devnet::TestDb;
 use indexer::watch::recorded_head;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -32,7 +45,7 @@ fn test_settings(db: &TestDb) -> Settings {
 }
 
 async fn reflected_services(addr: SocketAddr) -> Vec<String> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+    let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
         .await
@@ -76,6 +89,182 @@ async fn wait_for_sample(addr: SocketAddr, series: &str, check: impl Fn(f64) -> 
     }
 }
 
+/// Polls until health reports `wanted`.
+async fn wait_health(addr: SocketAddr, wanted: ServingStatus, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = health_status(addr).await;
+        if status == Some(wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr}: health {status:?}, not {wanted:?}, after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn auth_client(addr: SocketAddr) -> AuthServiceClient<Channel> {
+    AuthServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect")
+}
+
+async fn register(
+    client: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .register(RegisterRequest {
+            email: email.into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .map(drop)
+}
+
+/// The bitcoin watcher's committed height, read from the database.
+async fn bitcoin_cursor(db: &TestDb) -> Option<i64> {
+    sqlx::query_scalar("SELECT height FROM chain_cursors WHERE chain = 'bitcoin'")
+        .fetch_optional(db.pool())
+        .await
+        .expect("read chain_cursors")
+}
+
+/// The real `coffer` binary, with its stderr collected.
+struct Coffer {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Coffer {
+    /// `coffer run` with `env` on top of an environment cleared of the
+    /// caller's `COFFER__` overrides.
+    fn run(env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        cmd.arg("run");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("COFFER__") || key == "COFFER_CONFIG" || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn coffer");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn logged(&self, needle: &str) -> bool {
+        self.log().contains(needle)
+    }
+
+    async fn wait_logged(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logged(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("poll child").is_none()
+    }
+
+    /// SIGTERM, then waits up to 20 s for the exit; returns it with the log.
+    async fn terminate(mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("poll child") {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coffer did not stop within 20 s of SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (exit, self.log())
+    }
+}
+
+impl Drop for Coffer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Environment for a binary on `db_url` with every chain and Kafka off.
+fn binary_env(
+    db_url: &str,
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("COFFER__DATABASE__URL", db_url.to_owned()),
+        ("COFFER__GRPC__LISTEN", grpc.to_string()),
+        ("COFFER__EVENTS__ENABLED", "false".into()),
+        ("COFFER__CHAINS__BITCOIN__ENABLED", "false".into()),
+        ("COFFER__CHAINS__ETHEREUM__ENABLED", "false".into()),
+        ("COFFER__CHAINS__SOLANA__ENABLED", "false".into()),
+    ];
+    match metrics {
+        Some(addr) => env.push(("COFFER__METRICS__LISTEN", addr.to_string())),
+        None => env.push(("COFFER__METRICS__ENABLED", "false".into())),
+    }
+    env
+}
+
+/// Sets `key` in `env`, replacing an earlier value.
+fn set(env: &mut Vec<(&'static str, String)>, key: &'static str, value: impl Into<String>) {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.into()));
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
     let db = TestDb::empty().await.expect("database");
@@ -86,9 +275,13 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
         .expect("solana-test-validator");
 
     let mut settings = test_settings(&db);
-    settings.chains.bitcoin.rpc_url = btcd.rpc_url().to_owned();
-    settings.chains.ethereum.rpc_url = anvil.rpc_url().to_owned();
-    settings.chains.solana.rpc_url = validator.rpc_url().to_owned();
+    settings.chains.bitcoin.rpc_url = btcd.rpc_url().into();
+    settings.chains.ethereum.rpc_url = anvil.rpc_url().into();
+    settings.chains.solana.rpc_url = validator.rpc_url().into();
+    // Explicit identities that match the nodes are accepted.
+    settings.chains.ethereum.chain_id = Some(31_337);
+    settings.chains.solana.genesis_hash =
+        Some(validator.client().genesis_hash().await.expect("genesis"));
     for interval in [
         &mut settings.chains.bitcoin.poll_interval_ms,
         &mut settings.chains.ethereum.poll_interval_ms,
@@ -127,9 +320,11 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
     for series in [
         "coffer_build_info{version=\"0.1.0\"} 1",
         "# TYPE coffer_uptime_seconds gauge",
-        "coffer_db_pool_max_connections 16",
-        "coffer_db_pool_connections{state=\"idle\"}",
-        "coffer_db_pool_connections{state=\"in_use\"}",
+        "coffer_db_pool_max_connections{pool=\"api\"} 16",
+        "coffer_db_pool_max_connections{pool=\"background\"} 8",
+        "coffer_db_pool_connections{pool=\"api\",state=\"idle\"}",
+        "coffer_db_pool_connections{pool=\"background\",state=\"in_use\"}",
+        "# TYPE coffer_watcher_up gauge",
     ] {
         assert!(
             body.contains(series),
@@ -218,9 +413,9 @@ async fn unreachable_chain_nodes_are_retried_not_fatal() {
     let db = TestDb::empty().await.expect("database");
     let mut settings = test_settings(&db);
     let dead = format!("http://127.0.0.1:{}", free_port());
-    settings.chains.bitcoin.rpc_url = dead.clone();
-    settings.chains.ethereum.rpc_url = dead.clone();
-    settings.chains.solana.rpc_url = dead;
+    settings.chains.bitcoin.rpc_url = dead.as_str().into();
+    settings.chains.ethereum.rpc_url = dead.as_str().into();
+    settings.chains.solana.rpc_url = dead.as_str().into();
     let app = App::bind(settings).await.expect("bind");
     let grpc = app.grpc_addr().expect("grpc");
     let cancel = CancellationToken::new();
@@ -262,60 +457,25 @@ async fn binary_retries_until_postgres_answers_then_stops_on_sigterm() {
         .parse()
         .expect("PostgreSQL on an IP address");
     let proxy_port = free_port();
-    let grpc_port = free_port();
+    let grpc = loopback(free_port());
     let url = db
         .url()
         .replace(&format!(":{}/", pg_addr.port()), &format!(":{proxy_port}/"));
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .arg("run")
-        .env("COFFER__DATABASE__URL", &url)
-        .env("COFFER__GRPC__LISTEN", format!("127.0.0.1:{grpc_port}"))
-        .env("COFFER__METRICS__ENABLED", "false")
-        .env("COFFER__EVENTS__ENABLED", "false")
-        .env("COFFER__CHAINS__BITCOIN__ENABLED", "false")
-        .env("COFFER__CHAINS__ETHEREUM__ENABLED", "false")
-        .env("COFFER__CHAINS__SOLANA__ENABLED", "false")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn coffer");
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut log) = log.lock() {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        })
-    };
-    let logged = |needle: &str| log.lock().map(|l| l.contains(needle)).unwrap_or(false);
-    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    let mut coffer = Coffer::run(&binary_env(&url, grpc, None));
 
     // PostgreSQL "down": nothing listens on the proxy port yet.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !logged("PostgreSQL is not reachable yet; retrying") {
-        assert!(
-            Instant::now() < deadline,
-            "no retry log line:\n{}",
-            log.lock().map(|l| l.clone()).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    coffer
+        .wait_logged(
+            "PostgreSQL is not reachable yet; retrying",
+            Duration::from_secs(20),
+        )
+        .await;
     assert_eq!(
         health_status(grpc).await,
         Some(ServingStatus::NotServing),
         "serving gRPC but not ready"
     );
-    assert!(
-        child.try_wait().expect("poll child").is_none(),
-        "still running while the database is down"
-    );
+    assert!(coffer.running(), "still running while the database is down");
 
     // PostgreSQL "back": the daemon connects, migrates and serves.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", proxy_port))
@@ -323,32 +483,15 @@ async fn binary_retries_until_postgres_answers_then_stops_on_sigterm() {
         .expect("bind proxy");
     let forwarding = tokio::spawn(proxy(listener, pg_addr));
     wait_serving(grpc, Duration::from_secs(60)).await;
-    assert!(logged("connected to PostgreSQL"));
+    assert!(coffer.logged("connected to PostgreSQL"));
     let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(db.pool())
         .await
         .expect("migrated by the daemon");
     assert!(migrated >= 1);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("poll child") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "coffer did not stop within 20 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = reader.join();
+    let (exit, log) = coffer.terminate().await;
     forwarding.abort();
-    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
     assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
     assert!(
         log.contains("SIGTERM received") && log.contains("stopped"),
@@ -435,4 +578,923 @@ async fn daemon_publishes_ledger_entries_to_kafka() {
         .expect("stops")
         .expect("task");
     assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+/// `(TCP_NODELAY, SO_KEEPALIVE)` of every socket this process accepted on
+/// `port`: open sockets whose local port is `port` and that have a peer.
+#[allow(unsafe_code)]
+fn accepted_socket_options(port: u16) -> Vec<(bool, bool)> {
+    use std::os::fd::BorrowedFd;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if !socket {
+            continue;
+        }
+        // SAFETY: only read-only socket calls on a descriptor that was open a
+        // moment ago. If it closed since (or was reused), the calls fail or
+        // describe another socket, which the port check discards.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if local.map(|a| a.port()) == Some(port) && peer.is_some() {
+            found.push((
+                sock.tcp_nodelay().unwrap_or(false),
+                sock.keepalive().unwrap_or(false),
+            ));
+        }
+    }
+    found
+}
+
+/// Polls until this process holds a socket accepted on `port`.
+async fn wait_accepted(port: u16) -> Vec<(bool, bool)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = accepted_socket_options(port);
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no socket accepted on port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Without TCP_NODELAY every gRPC answer waited ~15 ms for a delayed ACK.
+/// The socket options are read off the server's own accepted sockets, so
+/// the check does not depend on timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_sockets_have_nodelay_and_keepalive() {
+    let db = TestDb::new().await.expect("database");
+    let mut settings = test_settings(&db);
+    settings.chains.bitcoin.enabled = false;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    let app = App::bind(settings).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let metrics = app.metrics_addr().expect("metrics");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+    wait_serving(grpc, Duration::from_secs(30)).await;
+
+    let channel = Channel::from_shared(format!("http://{grpc}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
+    let started = Instant::now();
+    for _ in 0..50 {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Health/Check")
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32);
+    }
+    // For the log only: with Nagle this was ~750 ms on one machine.
+    eprintln!("50 sequential Health/Check calls: {:?}", started.elapsed());
+    for (nodelay, keepalive) in wait_accepted(grpc.port()).await {
+        assert!(nodelay, "a gRPC connection without TCP_NODELAY");
+        assert!(keepalive, "a gRPC connection without TCP keepalive");
+    }
+
+    // The metrics endpoint too: a connection held open by a client.
+    let _held = tokio::net::TcpStream::connect(metrics)
+        .await
+        .expect("connect to metrics");
+    for (nodelay, keepalive) in wait_accepted(metrics.port()).await {
+        assert!(nodelay, "a metrics connection without TCP_NODELAY");
+        assert!(keepalive, "a metrics connection without TCP keepalive");
+    }
+
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+/// Serves HTTP on a free loopback port, answering every request with 200
+/// and bytes that are no JSON-RPC answer; counts the requests.
+async fn garbage_node() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind garbage node");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                // Read the whole request (headers, then Content-Length bytes),
+                // so the client sees an answer rather than a reset.
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body: &[u8] = b"\x00\xff{\"jsonrpc\":\"2.0\",\"result\":[[[ garbage";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_node_answering_garbage_leaves_the_api_and_other_chains_serving() {
+    let db = TestDb::new().await.expect("database");
+    let btcd = Btcd::spawn().await.expect("btcd");
+    let (garbage, hits) = garbage_node().await;
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    let mut env = binary_env(&db.url(), grpc, Some(metrics));
+    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
+    set(&mut env, "COFFER__CHAINS__BITCOIN__RPC_URL", btcd.rpc_url());
+    set(&mut env, "COFFER__CHAINS__BITCOIN__POLL_INTERVAL_MS", "100");
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__RPC_URL", garbage);
+    set(
+        &mut env,
+        "COFFER__CHAINS__ETHEREUM__POLL_INTERVAL_MS",
+        "100",
+    );
+    let mut coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+
+    // The garbage node's chain restarts with backoff and shows as down ...
+    wait_for_sample(
+        metrics,
+        "coffer_watcher_restarts_total{chain=\"ethereum\"}",
+        |n| n >= 2.0,
+    )
+    .await;
+    assert!(hits.load(Ordering::SeqCst) >= 2, "the node was asked again");
+    let body = scrape(metrics).await;
+    assert_eq!(
+        sample(&body, "coffer_watcher_up{chain=\"ethereum\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    // ... while the API answers calls that need the database ...
+    let mut client = auth_client(grpc).await;
+    register(&mut client, "garbage-node@example.com")
+        .await
+        .expect("Register while a node answers garbage");
+    client
+        .login(LoginRequest {
+            email: "garbage-node@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("Login while a node answers garbage");
+    // ... and the other chain keeps indexing.
+    wait_for_sample(metrics, "coffer_watcher_up{chain=\"bitcoin\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    btcd.generate(2).await.expect("mine");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bitcoin_cursor(&db).await != Some(2) {
+        assert!(Instant::now() < deadline, "bitcoin never indexed block 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
+    assert!(coffer.running(), "the daemon keeps running");
+    assert!(
+        coffer.logged("deposit watcher is down; restarting it"),
+        "{}",
+        coffer.log()
+    );
+
+    let (exit, log) = coffer.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+}
+
+/// Logins whose query waits on a lock hold every connection of the API
+/// pool; the watcher commits anyway, on a pool of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_login_flood_cannot_stop_a_watcher_committing() {
+    let db = TestDb::new().await.expect("database");
+    let btcd = Btcd::spawn().await.expect("btcd");
+    let mut settings = test_settings(&db);
+    settings.metrics.enabled = false;
+    settings.chains.bitcoin.rpc_url = btcd.rpc_url().into();
+    settings.chains.bitcoin.poll_interval_ms = 100;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    let api_connections = i64::from(settings.database.max_connections);
+    let app = App::bind(settings).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+    wait_serving(grpc, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bitcoin_cursor(&db).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the bitcoin watcher never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every Login's query now waits for this lock, holding its connection.
+    let mut lock = db.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock users");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for connection in 0..4 {
+        let channel = Channel::from_shared(format!("http://{grpc}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        for caller in 0..40 {
+            let mut client = AuthServiceClient::new(channel.clone());
+            let stop = Arc::clone(&stop);
+            flood.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = client
+                        .login(LoginRequest {
+                            email: format!("flood-{connection}-{caller}@example.com"),
+                            password: "not the password".into(),
+                        })
+                        .await;
+                    if answer.is_err() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }));
+        }
+    }
+    // The flood holds the whole API pool ...
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= api_connections {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood never held the API pool ({waiting} waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... and the watcher still commits new blocks.
+    btcd.generate(3).await.expect("mine");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bitcoin_cursor(&db).await != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not commit during the flood (cursor {:?})",
+            bitcoin_cursor(&db).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
+
+    stop.store(true, Ordering::Relaxed);
+    lock.rollback().await.expect("unlock");
+    for caller in flood {
+        tokio::time::timeout(Duration::from_secs(30), caller)
+            .await
+            .expect("flood callers finish once the lock is gone")
+            .expect("flood task");
+    }
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_limits_refuse_excess_calls_oversized_messages_and_slow_calls() {
+    let db = TestDb::new().await.expect("database");
+    let mut settings = test_settings(&db);
+    settings.metrics.enabled = false;
+    settings.chains.bitcoin.enabled = false;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    settings.grpc.concurrency_limit = 4;
+    settings.grpc.queue_limit = 0;
+    settings.grpc.request_timeout_ms = 1_500;
+    settings.grpc.max_message_bytes = 64 * 1024;
+    let app = App::bind(settings).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+    wait_serving(grpc, Duration::from_secs(30)).await;
+    let mut client = auth_client(grpc).await;
+    let bounded = Duration::from_secs(20);
+
+    // A message over the limit is refused before any handler runs.
+    let oversized = tokio::time::timeout(bounded, register(&mut client, &"x".repeat(100 * 1024)))
+        .await
+        .expect("answered")
+        .expect_err("refused");
+    assert_eq!(oversized.code(), Code::OutOfRange, "{oversized:?}");
+
+    // Calls stuck on a lock end at the deadline ...
+    let mut lock = db.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock users");
+    let stuck: Vec<_> = (0..4)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = client
+                    .login(LoginRequest {
+                        email: format!("stuck-{i}@example.com"),
+                        password: "whatever it is".into(),
+                    })
+                    .await;
+                (answer.map(drop), started.elapsed())
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + bounded;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the logins never reached the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and while they run, a fifth call, finding no room to wait, is
+    // told at once that the server is busy.
+    let refused = tokio::time::timeout(bounded, register(&mut client, "fifth@example.com"))
+        .await
+        .expect("answered")
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().starts_with("server busy"), "{refused:?}");
+    for call in stuck {
+        let (answer, elapsed) = tokio::time::timeout(bounded, call)
+            .await
+            .expect("the deadline ends a stuck call")
+            .expect("task");
+        let status = answer.expect_err("timed out");
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(elapsed >= Duration::from_millis(1_400), "{elapsed:?}");
+    }
+    lock.rollback().await.expect("unlock");
+    register(&mut client, "after-the-limits@example.com")
+        .await
+        .expect("served again once the stuck calls ended");
+
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+fn tls_fixture(name: &str) -> PathBuf {
+    // A throwaway CA and a certificate for localhost and 127.0.0.1 signed by
+    // it, valid until 2126: test fixtures only.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/tls")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_serves_tls_clients_only() {
+    let db = TestDb::new().await.expect("database");
+    let mut settings = test_settings(&db);
+    settings.metrics.enabled = false;
+    settings.chains.bitcoin.enabled = false;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    settings.grpc.tls.cert_file = Some(tls_fixture("server.pem"));
+    settings.grpc.tls.key_file = Some(tls_fixture("server.key"));
+    let app = App::bind(settings).await.expect("bind");
+    let grpc = app.grpc_addr().expect("grpc");
+    let cancel = CancellationToken::new();
+    let running = tokio::spawn(app.run(cancel.clone()));
+
+    let ca = std::fs::read(tls_fixture("ca.pem")).expect("ca.pem");
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{grpc}"))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("TLS handshake");
+    let mut health = HealthClient::new(channel.clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("Health/Check over TLS")
+            .into_inner()
+            .status;
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not SERVING over TLS");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut client = AuthServiceClient::new(channel);
+    register(&mut client, "tls@example.com")
+        .await
+        .expect("Register over TLS");
+    assert_eq!(
+        health_status(grpc).await,
+        None,
+        "plaintext gRPC is not served"
+    );
+
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("stops")
+        .expect("task");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_the_wrong_network_halts_only_its_chain() {
+    let db = TestDb::new().await.expect("database");
+    let btcd = Btcd::spawn().await.expect("btcd");
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let validator = SolanaValidator::shared()
+        .await
+        .expect("solana-test-validator");
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    let mut env = binary_env(&db.url(), grpc, Some(metrics));
+    // btcd is on regtest, not signet.
+    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
+    set(&mut env, "COFFER__CHAINS__BITCOIN__RPC_URL", btcd.rpc_url());
+    set(&mut env, "COFFER__CHAINS__BITCOIN__NETWORK", "signet");
+    // anvil is the chain configured.
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        anvil.rpc_url(),
+    );
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__CHAIN_ID", "31337");
+    set(
+        &mut env,
+        "COFFER__CHAINS__ETHEREUM__POLL_INTERVAL_MS",
+        "100",
+    );
+    // The local validator is not Solana's testnet.
+    set(&mut env, "COFFER__CHAINS__SOLANA__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__SOLANA__RPC_URL",
+        validator.rpc_url(),
+    );
+    set(
+        &mut env,
+        "COFFER__CHAINS__SOLANA__GENESIS_HASH",
+        "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY",
+    );
+    let mut coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+
+    for key in ["chains.bitcoin.network", "chains.solana.genesis_hash"] {
+        coffer
+            .wait_logged(&format!("config key `{key}`"), Duration::from_secs(60))
+            .await;
+    }
+    for chain in ["bitcoin", "solana"] {
+        wait_for_sample(
+            metrics,
+            &format!("coffer_watcher_halted{{chain=\"{chain}\"}}"),
+            |v| v == 1.0,
+        )
+        .await;
+    }
+    let tip = wait_for_sample(
+        metrics,
+        "coffer_chain_tip_height{chain=\"ethereum\"}",
+        |_| true,
+    )
+    .await;
+    anvil.mine(3).await.expect("mine");
+    wait_for_sample(
+        metrics,
+        "coffer_chain_tip_height{chain=\"ethereum\"}",
+        |h| h >= tip + 3.0,
+    )
+    .await;
+    let body = scrape(metrics).await;
+    for (series, value) in [
+        ("coffer_watcher_up{chain=\"ethereum\"}", 1.0),
+        ("coffer_watcher_up{chain=\"bitcoin\"}", 0.0),
+        ("coffer_watcher_up{chain=\"solana\"}", 0.0),
+        ("coffer_watcher_halted{chain=\"ethereum\"}", 0.0),
+    ] {
+        assert_eq!(sample(&body, series), Some(value), "{series}:\n{body}");
+    }
+    assert_eq!(
+        bitcoin_cursor(&db).await,
+        None,
+        "a halted chain indexes nothing"
+    );
+    assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
+    assert!(coffer.running());
+
+    let (exit, log) = coffer.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    assert!(
+        !log.contains("restarting it"),
+        "a wrong network is never retried:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_claiming_mainnet_is_refused_off_mainnet() {
+    let db = TestDb::new().await.expect("database");
+    let anvil = Anvil::spawn_with_args(&["--chain-id", "1"])
+        .await
+        .expect("anvil");
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    let mut env = binary_env(&db.url(), grpc, Some(metrics));
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        anvil.rpc_url(),
+    );
+    let coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+    wait_for_sample(metrics, "coffer_watcher_halted{chain=\"ethereum\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    let (exit, log) = coffer.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    assert!(
+        log.contains("config key `chains.ethereum.chain_id`") && log.contains("Ethereum mainnet"),
+        "{log}"
+    );
+}
+
+/// Node URLs carry API keys: none of them may reach a log line, whatever
+/// the node does with the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_url_secrets_never_reach_the_log() {
+    let db = TestDb::new().await.expect("database");
+    let grpc = loopback(free_port());
+    let dead = free_port();
+    let (garbage, _) = garbage_node().await;
+    let garbage_port = garbage.rsplit(':').next().expect("port").to_owned();
+    let secrets = [
+        "btc-secret-1",
+        "eth-user",
+        "eth-secret-2",
+        "eth-secret-3",
+        "sol-secret-4",
+    ];
+    let mut env = binary_env(&db.url(), grpc, None);
+    set(
+        &mut env,
+        "RUST_LOG",
+        "info,api=debug,indexer=debug,chains=debug",
+    );
+    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__BITCOIN__RPC_URL",
+        format!("http://127.0.0.1:{dead}/wallet/btc-secret-1"),
+    );
+    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        format!("http://eth-user:eth-secret-2@127.0.0.1:{dead}/v3/eth-secret-3"),
+    );
+    set(&mut env, "COFFER__CHAINS__SOLANA__ENABLED", "true");
+    set(
+        &mut env,
+        "COFFER__CHAINS__SOLANA__RPC_URL",
+        format!("http://127.0.0.1:{garbage_port}/?api-key=sol-secret-4"),
+    );
+    let coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+    // Each chain's node was asked and failed, and that was logged.
+    for method in ["`getblockchaininfo`", "`eth_chainId`", "`getGenesisHash`"] {
+        coffer.wait_logged(method, Duration::from_secs(30)).await;
+    }
+    let (exit, log) = coffer.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+    assert!(log.contains("://[REDACTED]"), "{log}");
+}
+
+/// A PostgreSQL server of this test's own (initdb into a temp dir, on a
+/// free port, with the binaries `./scripts/devnet install` provides), so
+/// stopping it disturbs no test on the shared devnet server.
+struct OwnPostgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    /// `postgres`'s uid and gid when running as root (initdb refuses root).
+    owner: Option<(u32, u32)>,
+    server: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnPostgres {
+    async fn start() -> Self {
+        let bin = postgres_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-own-postgres-")
+            .tempdir()
+            .expect("temp dir");
+        let owner = postgres_owner();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ])
+            .current_dir(dir.path());
+        as_owner(&mut initdb, owner);
+        let output = initdb.output().expect("run initdb");
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut pg = Self {
+            bin,
+            data,
+            port: free_port(),
+            owner,
+            server: None,
+            _dir: dir,
+        };
+        pg.spawn().await;
+        let mut admin = pg.connect("postgres").await;
+        sqlx::query("CREATE DATABASE coffer")
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/coffer", self.port)
+    }
+
+    async fn connect(&self, database: &str) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        let url = format!("postgres://postgres@127.0.0.1:{}/{database}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match sqlx::PgConnection::connect(&url).await {
+                Ok(connection) => return connection,
+                Err(err) => assert!(
+                    Instant::now() < deadline,
+                    "own PostgreSQL never answered: {err}; log:\n{}",
+                    self.log()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_file_name("postgres.log")).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_file_name("postgres.log"))
+            .expect("log file");
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.data.parent().expect("dir").display()
+            ))
+            .args(["-c", "fsync=off", "-c", "max_connections=100"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        as_owner(&mut cmd, self.owner);
+        self.server = Some(spawn_guarded(cmd).expect("spawn postgres"));
+        drop(self.connect("postgres").await);
+    }
+
+    /// `pg_ctl stop -m immediate`: SIGQUIT to the postmaster, no checkpoint,
+    /// connections cut.
+    async fn stop_immediately(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-QUIT", &server.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.try_wait().expect("poll postgres").is_none() {
+            assert!(Instant::now() < deadline, "postgres did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if let Some(server) = &mut self.server {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &server.id().to_string()])
+                .status();
+            let _ = server.wait();
+        }
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` with `initdb`, as
+/// `scripts/devnet` uses.
+fn postgres_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "{}",
+            DevnetError::MissingTool {
+                tool: "initdb".into(),
+                looked: "/usr/lib/postgresql/*/bin".into(),
+            }
+        ),
+    }
+}
+
+/// As root, `postgres`'s uid and gid; otherwise `None` (run as ourselves).
+fn postgres_owner() -> Option<(u32, u32)> {
+    let id = |args: &[&str]| -> Option<u32> {
+        let output = Command::new("id").args(args).output().ok()?;
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    };
+    if id(&["-u"])? != 0 {
+        return None;
+    }
+    let owner = id(&["-u", "postgres"]).zip(id(&["-g", "postgres"]));
+    assert!(
+        owner.is_some(),
+        "running as root needs a `postgres` user for initdb; install PostgreSQL with `./scripts/devnet install`"
+    );
+    owner
+}
+
+fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = owner {
+        cmd.gid(gid).uid(uid);
+    }
+}
+
+/// With PostgreSQL stopped, a call that needs it answers UNAVAILABLE (a
+/// client retries that; INTERNAL means a bug) and health turns NOT_SERVING;
+/// both recover once PostgreSQL is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_unavailable_and_health_follows_it() {
+    let mut pg = OwnPostgres::start().await;
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    let mut env = binary_env(&pg.url(), grpc, Some(metrics));
+    set(&mut env, "COFFER__DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
+    let coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+    let mut client = auth_client(grpc).await;
+    register(&mut client, "before@example.com")
+        .await
+        .expect("Register with PostgreSQL up");
+    wait_for_sample(metrics, "coffer_db_up", |v| v == 1.0).await;
+
+    pg.stop_immediately().await;
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        register(&mut client, "during@example.com"),
+    )
+    .await
+    .expect("answered")
+    .expect_err("no database");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    wait_health(grpc, ServingStatus::NotServing, Duration::from_secs(15)).await;
+    wait_for_sample(metrics, "coffer_db_up", |v| v == 0.0).await;
+
+    pg.spawn().await;
+    wait_health(grpc, ServingStatus::Serving, Duration::from_secs(30)).await;
+    register(&mut client, "after@example.com")
+        .await
+        .expect("Register once PostgreSQL is back");
+    wait_for_sample(metrics, "coffer_db_up", |v| v == 1.0).await;
+
+    let (exit, log) = coffer.terminate().await;
+    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    assert!(
+        log.contains("PostgreSQL is unreachable; health NOT_SERVING")
+            && log.contains("PostgreSQL answers again; health SERVING"),
+        "{log}"
+    );
+    assert!(!log.contains("internal error"), "{log}");
 }

@@ -196,7 +196,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
     let server = daemon(
         |s| {
             s.chains.ethereum.enabled = true;
-            s.chains.ethereum.rpc_url = rpc_url;
+            s.chains.ethereum.rpc_url = rpc_url.into();
             s.chains.ethereum.poll_interval_ms = 100;
             s.chains.ethereum.tokens = vec![api::config::TokenSettings {
                 contract,
@@ -373,7 +373,7 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
     let server = daemon(
         |s| {
             s.chains.bitcoin.enabled = true;
-            s.chains.bitcoin.rpc_url = rpc_url;
+            s.chains.bitcoin.rpc_url = rpc_url.into();
             s.chains.bitcoin.poll_interval_ms = 100;
             s.chains.bitcoin.confirmations = 2;
         },
@@ -457,7 +457,7 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
     let server = daemon(
         |s| {
             s.chains.solana.enabled = true;
-            s.chains.solana.rpc_url = rpc_url;
+            s.chains.solana.rpc_url = rpc_url.into();
             s.chains.solana.poll_interval_ms = 100;
         },
         db,
@@ -504,6 +504,7 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
             deposit.position,
             deposit.status.as_str()
         ),
-        ("solana", signature.as_str(), 0, "credited")
+        // The credited account's index in the transaction: after the payer.
+        ("solana", signature.as_str(), 1, "credited")
     );
 }

@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::auth::{Server, bearer, server};
+use crate::auth::{Server, bearer, client as auth_client, server, server_with};
 use crate::wallets::{credit, user_with_role};
 
 async fn settlement(server: &Server) -> SettlementServiceClient<Channel> {
@@ -471,4 +471,311 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
         .await
         .expect_err("missing");
     assert_eq!(missing.code(), Code::NotFound);
+}
+
+/// Errors about the recipient name the field the caller sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_errors_name_the_recipient_field_that_was_sent() {
+    let server = server().await;
+    let (alice, alice_token) = user_with_role(&server, "alice@example.com", Role::User).await;
+    let (carol, _) = user_with_role(&server, "carol@example.com", Role::User).await;
+    credit(&server, alice, "ETH", 1_000).await;
+    indexer::users::Users::new(server.db.pool().clone())
+        .disable(carol)
+        .await
+        .expect("disable");
+    let mut client = settlement(&server).await;
+    let to = |recipient: Recipient| pb::TransferRequest {
+        recipient: Some(recipient),
+        ..transfer_to(alice, "ETH", "1", "named")
+    };
+    for (request, code, prefix) in [
+        (
+            to(Recipient::ToEmail("nobody@example.com".into())),
+            Code::NotFound,
+            "to_email: no such recipient",
+        ),
+        (
+            to(Recipient::ToUserId(Uuid::new_v4().to_string())),
+            Code::NotFound,
+            "to_user_id: no such recipient",
+        ),
+        (
+            to(Recipient::ToEmail("Carol@Example.com".into())),
+            Code::FailedPrecondition,
+            "to_email:",
+        ),
+        (
+            to(Recipient::ToUserId(carol.to_string())),
+            Code::FailedPrecondition,
+            "to_user_id:",
+        ),
+        (
+            to(Recipient::ToEmail("alice@example.com".into())),
+            Code::InvalidArgument,
+            "to_email: cannot be the sender",
+        ),
+    ] {
+        let err = client
+            .transfer(bearer(request.clone(), &alice_token))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{request:?}: {err:?}");
+        assert!(err.message().starts_with(prefix), "{request:?}: {err:?}");
+    }
+}
+
+/// Fees are basis points of the sell amount, rounded up: never zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trade_fees_round_up_and_tiny_offers_are_refused() {
+    let server = server_with(|s| s.settlement.trade_fee_bps = 25).await;
+    let (maker, maker_token) = user_with_role(&server, "maker@example.com", Role::User).await;
+    let (taker, taker_token) = user_with_role(&server, "taker@example.com", Role::User).await;
+    credit(&server, maker, "BTC", 10).await;
+    credit(&server, taker, "ETH", 1_000).await;
+    let mut client = settlement(&server).await;
+    let create = |amount: &str, key: &str| pb::CreateOfferRequest {
+        sell_asset: "BTC".into(),
+        sell_amount: amount.into(),
+        buy_asset: "ETH".into(),
+        buy_amount: "1000".into(),
+        expires_at: None,
+        idempotency_key: key.into(),
+        user_id: None,
+    };
+    let offer = client
+        .create_offer(bearer(create("10", "fee"), &maker_token))
+        .await
+        .expect("create")
+        .into_inner();
+    client
+        .accept_offer(bearer(
+            pb::AcceptOfferRequest {
+                offer_id: offer.id.clone(),
+                idempotency_key: "take".into(),
+                user_id: None,
+            },
+            &taker_token,
+        ))
+        .await
+        .expect("accept");
+    assert_eq!(
+        available(&server, &taker_token, "BTC").await,
+        "9",
+        "25 bps of 10 is 0.025, charged as 1"
+    );
+
+    let tiny = client
+        .create_offer(bearer(create("1", "tiny"), &maker_token))
+        .await
+        .expect_err("the fee would take it all");
+    assert!(
+        tiny.code() == Code::InvalidArgument && tiny.message().starts_with("sell_amount:"),
+        "{tiny:?}"
+    );
+    credit(&server, taker, "BTC", 5).await;
+    let own = client
+        .create_offer(bearer(create("5", "own"), &taker_token))
+        .await
+        .expect("create")
+        .into_inner();
+    let self_trade = client
+        .accept_offer(bearer(
+            pb::AcceptOfferRequest {
+                offer_id: own.id,
+                idempotency_key: "self".into(),
+                user_id: None,
+            },
+            &taker_token,
+        ))
+        .await
+        .expect_err("own offer");
+    assert!(
+        self_trade.code() == Code::InvalidArgument && self_trade.message().starts_with("offer_id:"),
+        "{self_trade:?}"
+    );
+}
+
+/// Nobody acts for a disabled user, and disabling cancels their open
+/// offers, returning the held funds; staff can still read their data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_acts_for_a_disabled_user_and_disabling_cancels_their_offers() {
+    let server = server().await;
+    let (alice, alice_token) = user_with_role(&server, "alice@example.com", Role::User).await;
+    let (bob, bob_token) = user_with_role(&server, "bob@example.com", Role::User).await;
+    let (_, service) = user_with_role(&server, "backend@example.com", Role::Service).await;
+    let (_, admin) = user_with_role(&server, "admin@example.com", Role::Admin).await;
+    credit(&server, alice, "BTC", 100).await;
+    credit(&server, bob, "ETH", 10_000).await;
+    let mut client = settlement(&server).await;
+    let sell_btc = |key: &str, user: Option<Uuid>| pb::CreateOfferRequest {
+        sell_asset: "BTC".into(),
+        sell_amount: "10".into(),
+        buy_asset: "ETH".into(),
+        buy_amount: "1000".into(),
+        expires_at: None,
+        idempotency_key: key.into(),
+        user_id: user.map(|u| u.to_string()),
+    };
+    let mut offers = Vec::new();
+    for (key, token, user) in [
+        ("own-1", &alice_token, None),
+        ("own-2", &alice_token, None),
+        ("by-service", &service, Some(alice)),
+    ] {
+        offers.push(
+            client
+                .create_offer(bearer(sell_btc(key, user), token))
+                .await
+                .expect("offer")
+                .into_inner()
+                .id,
+        );
+    }
+    let bobs = client
+        .create_offer(bearer(
+            pb::CreateOfferRequest {
+                sell_asset: "ETH".into(),
+                sell_amount: "1000".into(),
+                buy_asset: "BTC".into(),
+                buy_amount: "10".into(),
+                ..sell_btc("bob", None)
+            },
+            &bob_token,
+        ))
+        .await
+        .expect("bob's offer")
+        .into_inner()
+        .id;
+    assert_eq!(available(&server, &alice_token, "BTC").await, "70");
+
+    auth_client(&server)
+        .await
+        .disable_user(bearer(
+            pb::DisableUserRequest {
+                user_id: alice.to_string(),
+            },
+            &admin,
+        ))
+        .await
+        .expect("disable");
+    for id in &offers {
+        let offer = client
+            .get_offer(bearer(
+                pb::GetOfferRequest {
+                    offer_id: id.clone(),
+                },
+                &admin,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        assert_eq!(offer.status(), OfferStatus::Cancelled, "{offer:?}");
+    }
+    // Staff still read a disabled user's data: the holds are released.
+    let mut wallets = WalletServiceClient::connect(format!("http://{}", server.grpc))
+        .await
+        .expect("connect");
+    let balances = wallets
+        .get_balances(bearer(
+            pb::GetBalancesRequest {
+                user_id: Some(alice.to_string()),
+            },
+            &service,
+        ))
+        .await
+        .expect("read")
+        .into_inner()
+        .balances;
+    let btc = balances.iter().find(|b| b.asset == "BTC").expect("BTC");
+    assert_eq!((btc.available.as_str(), btc.held.as_str()), ("100", "0"));
+
+    let for_alice = Some(alice.to_string());
+    for token in [&service, &admin] {
+        let outcomes: Vec<(&str, Result<(), tonic::Status>)> = vec![
+            (
+                "transfer",
+                client
+                    .transfer(bearer(
+                        pb::TransferRequest {
+                            user_id: for_alice.clone(),
+                            ..transfer_to(bob, "BTC", "1", "frozen")
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "create_offer",
+                client
+                    .create_offer(bearer(sell_btc("frozen", Some(alice)), token))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "accept_offer",
+                client
+                    .accept_offer(bearer(
+                        pb::AcceptOfferRequest {
+                            offer_id: bobs.clone(),
+                            idempotency_key: "frozen".into(),
+                            user_id: for_alice.clone(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "cancel_offer",
+                client
+                    .cancel_offer(bearer(
+                        pb::CancelOfferRequest {
+                            offer_id: offers[0].clone(),
+                            idempotency_key: "frozen".into(),
+                            user_id: for_alice.clone(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "create_wallet",
+                wallets
+                    .create_wallet(bearer(
+                        pb::CreateWalletRequest {
+                            chain: pb::Chain::Bitcoin.into(),
+                            user_id: for_alice.clone(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .map(|_| ()),
+            ),
+        ];
+        for (rpc, outcome) in outcomes {
+            let err = outcome.expect_err(rpc);
+            assert!(
+                err.code() == Code::FailedPrecondition && err.message().starts_with("user_id:"),
+                "{rpc}: {err:?}"
+            );
+        }
+    }
+    let nobody = client
+        .transfer(bearer(
+            pb::TransferRequest {
+                user_id: Some(Uuid::new_v4().to_string()),
+                ..transfer_to(bob, "BTC", "1", "ghost")
+            },
+            &service,
+        ))
+        .await
+        .expect_err("no such user");
+    assert!(
+        nobody.code() == Code::NotFound && nobody.message().starts_with("user_id:"),
+        "{nobody:?}"
+    );
+    assert_eq!(available(&server, &bob_token, "BTC").await, "0");
 }

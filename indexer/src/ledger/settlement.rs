@@ -2,8 +2,11 @@
 //! offer is created; accepting settles both legs in one entry, cancelling
 //! or expiring releases the hold. Each transition takes the offer's row
 //! lock and finishes the offer and its hold together, so of any two racing
-//! transitions exactly one wins.
+//! transitions exactly one wins. Creating and taking an offer hold a share
+//! lock on the acting user's row, so disabling a user (which cancels their
+//! open offers under that row's lock) never leaves one open.
 
+use alloy_primitives::U256;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -113,6 +116,40 @@ async fn lock_offer(tx: &mut PgConnection, id: Uuid) -> Result<Option<(Offer, i6
     row.map(to_offer).transpose()
 }
 
+/// Refuses an unknown or disabled user, and holds a share lock on their row
+/// for the rest of `tx` so that disabling them waits for this transaction.
+async fn lock_active_user(tx: &mut PgConnection, id: OwnerId) -> Result<()> {
+    let disabled: Option<bool> =
+        sqlx::query_scalar("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match disabled {
+        None => Err(Error::UserNotFound(id)),
+        Some(true) => Err(Error::UserDisabled(id)),
+        Some(false) => Ok(()),
+    }
+}
+
+/// The fee on a trade of `amount`: `fee_bps` basis points, rounded up, so a
+/// nonzero rate never charges nothing (many small trades cannot dodge it).
+/// `None` on overflow.
+pub fn trade_fee(amount: Amount, fee_bps: u32) -> Option<Amount> {
+    let product = amount.as_u256().checked_mul(U256::from(fee_bps))?;
+    Some(Amount::from_u256(product.div_ceil(U256::from(10_000u64))))
+}
+
+/// What the taker of an offer selling `amount` receives after the fee;
+/// `FeeTakesWholeAmount` when the rounded-up fee leaves nothing.
+pub fn after_trade_fee(amount: Amount, fee_bps: u32) -> Result<(Amount, Amount)> {
+    let fee =
+        trade_fee(amount, fee_bps).ok_or_else(|| Error::InvalidAmount("fee overflows".into()))?;
+    match amount.checked_sub(fee) {
+        Some(received) if !received.is_zero() => Ok((received, fee)),
+        _ => Err(Error::FeeTakesWholeAmount),
+    }
+}
+
 /// A request to take an offer, as hashed for idempotency.
 #[derive(Serialize)]
 struct AcceptRequest {
@@ -146,6 +183,7 @@ impl Ledger {
             if let Some(replayed) = claim_key(&mut tx, key, "create_offer", &hash).await? {
                 return Ok(replayed);
             }
+            lock_active_user(&mut tx, request.maker).await?;
             let id = Uuid::new_v4();
             let entry = NewEntry {
                 kind: EntryKind::Trade,
@@ -192,8 +230,8 @@ impl Ledger {
     }
 
     /// Settles both legs in one entry: the maker's held sell amount to the
-    /// taker (less `fee_bps` basis points to the fee account), the taker's
-    /// buy amount to the maker.
+    /// taker (less the fee, `fee_bps` basis points rounded up, to the fee
+    /// account), the taker's buy amount to the maker.
     pub async fn accept_offer(
         &self,
         key: &IdempotencyKey,
@@ -210,14 +248,7 @@ impl Ledger {
         let Some((preview, _)) = self.offer_with_hold(offer_id).await? else {
             return Err(Error::OfferNotFound);
         };
-        let fee = preview
-            .sell_amount
-            .checked_mul_div(u64::from(fee_bps), 10_000)
-            .ok_or_else(|| Error::InvalidAmount("fee overflows".into()))?;
-        let received = preview
-            .sell_amount
-            .checked_sub(fee)
-            .ok_or_else(|| Error::InvalidAmount("fee exceeds the amount".into()))?;
+        let (received, fee) = after_trade_fee(preview.sell_amount, fee_bps)?;
         let mut legs = vec![
             Leg::decrease(
                 AccountRef::user(preview.maker, &preview.sell_asset, AccountPurpose::Held),
@@ -231,13 +262,8 @@ impl Ledger {
                 AccountRef::available(preview.maker, &preview.buy_asset),
                 preview.buy_amount,
             ),
+            Leg::increase(AccountRef::available(taker, &preview.sell_asset), received),
         ];
-        if !received.is_zero() {
-            legs.push(Leg::increase(
-                AccountRef::available(taker, &preview.sell_asset),
-                received,
-            ));
-        }
         if !fee.is_zero() {
             legs.push(Leg::increase(
                 AccountRef::system(&preview.sell_asset, AccountPurpose::Fees),
@@ -259,6 +285,8 @@ impl Ledger {
             if let Some(replayed) = claim_key(&mut tx, key, "accept_offer", &hash).await? {
                 return Ok(replayed);
             }
+            // The user row before the offer: disabling locks them in that order.
+            lock_active_user(&mut tx, taker).await?;
             let (offer, hold_id) = lock_offer(&mut tx, offer_id)
                 .await?
                 .ok_or(Error::OfferNotFound)?;
@@ -317,6 +345,30 @@ impl Ledger {
             Ok(cancelled)
         })
         .await
+    }
+
+    /// Cancels every open offer of `maker` inside `tx`, releasing the holds.
+    /// The caller has locked the maker's user row, so no offer of theirs can
+    /// be created or taken meanwhile. Returns how many were cancelled.
+    pub(crate) async fn cancel_open_offers(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        maker: OwnerId,
+    ) -> Result<usize> {
+        // All of them locked in one statement, in id order, before any release.
+        let rows: Vec<OfferRow> = sqlx::query_as(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers WHERE maker_id = $1 AND status = 'open' ORDER BY id FOR UPDATE"
+        ))
+        .bind(maker)
+        .fetch_all(&mut **tx)
+        .await?;
+        let count = rows.len();
+        for row in rows {
+            let (offer, hold_id) = to_offer(row)?;
+            self.release(tx, offer, hold_id, OfferStatus::Cancelled)
+                .await?;
+        }
+        Ok(count)
     }
 
     /// Expires every open offer whose time has come, releasing its hold.

@@ -65,9 +65,10 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     let now = Utc::now();
     let expiry = now + Duration::days(30);
     let family = users
-        .start_family(id, &hash(1), expiry)
+        .start_family(id, 0, &hash(1), expiry)
         .await
-        .expect("login");
+        .expect("login")
+        .expect("started");
 
     let first = users.rotate(&hash(1), &hash(2), now).await.expect("rotate");
     assert_eq!(
@@ -75,7 +76,8 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
         Rotation::Rotated {
             user_id: id,
             family_id: family,
-            expires_at: first_expiry(&first)
+            expires_at: first_expiry(&first),
+            sessions_valid_after: 0,
         }
     );
     assert_eq!(
@@ -110,9 +112,10 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
 
     // Expiry is absolute.
     users
-        .start_family(id, &hash(10), now + Duration::seconds(1))
+        .start_family(id, 0, &hash(10), now + Duration::seconds(1))
         .await
-        .expect("login");
+        .expect("login")
+        .expect("started");
     let late = users
         .rotate(&hash(10), &hash(11), now + Duration::seconds(2))
         .await
@@ -139,9 +142,10 @@ async fn racing_refreshes_of_one_token_rotate_once_then_revoke() {
     for round in 0..20u8 {
         let start = round.wrapping_mul(3);
         users
-            .start_family(id, &hash(start), now + Duration::days(1))
+            .start_family(id, 0, &hash(start), now + Duration::days(1))
             .await
-            .expect("login");
+            .expect("login")
+            .expect("started");
         let (presented, left, right) = (hash(start), hash(start + 1), hash(start + 2));
         let (a, b) = tokio::join!(
             users.rotate(&presented, &left, now),
@@ -182,17 +186,20 @@ async fn logout_password_change_and_disable_revoke_families() {
     let now = Utc::now();
     let later = now + Duration::days(1);
     users
-        .start_family(id, &hash(1), later)
+        .start_family(id, 0, &hash(1), later)
         .await
-        .expect("login");
+        .expect("login")
+        .expect("started");
     users
-        .start_family(id, &hash(2), later)
+        .start_family(id, 0, &hash(2), later)
         .await
-        .expect("second device");
+        .expect("second device")
+        .expect("started");
     users
-        .start_family(other, &hash(3), later)
+        .start_family(other, 0, &hash(3), later)
         .await
-        .expect("other user");
+        .expect("other user")
+        .expect("started");
 
     assert_eq!(
         users.revoke_family(&hash(1)).await.expect("logout"),
@@ -214,7 +221,12 @@ async fn logout_password_change_and_disable_revoke_families() {
     ));
     assert_eq!(users.revoke_family(&hash(77)).await.expect("unknown"), None);
 
-    assert!(users.change_password(id, "new-hash").await.expect("change"));
+    assert!(
+        users
+            .change_password(id, 0, "new-hash")
+            .await
+            .expect("change")
+    );
     assert_eq!(
         users
             .rotate(&hash(11), &hash(12), now)
@@ -238,5 +250,224 @@ async fn logout_password_change_and_disable_revoke_families() {
             .await
             .expect("rotate"),
         Rotation::Rejected
+    );
+}
+
+/// A distinct token hash per (family, step).
+fn token(family: u8, step: u16) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    bytes[0] = family;
+    bytes[1..3].copy_from_slice(&step.to_be_bytes());
+    bytes[3] = 0xA5;
+    bytes
+}
+
+/// Under READ COMMITTED, a revocation used to scan the user's tokens with a
+/// snapshot taken before a concurrent rotation committed, so the token that
+/// rotation inserted escaped it. Many families rotate in tight loops while
+/// the password changes; afterwards no token of the user may rotate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotations_racing_a_password_change_leave_no_live_token() {
+    const FAMILIES: u8 = 24;
+    const MAX_STEPS: u16 = 400;
+    let db = TestDb::new().await.expect("database");
+    let users = Users::new(db.pool().clone());
+    for round in 0..6u8 {
+        let id = users
+            .create(&format!("race{round}@example.com"), "h", Role::User)
+            .await
+            .expect("create");
+        let now = Utc::now();
+        let families: Vec<u8> = (0..FAMILIES).map(|f| round * FAMILIES + f).collect();
+        for &family in &families {
+            users
+                .start_family(id, 0, &token(family, 0), now + Duration::days(1))
+                .await
+                .expect("login")
+                .expect("started");
+        }
+        let mut tasks = Vec::new();
+        for &family in &families {
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                // Rotate until refused; return the newest token issued.
+                let mut current = 0u16;
+                while current < MAX_STEPS {
+                    match users
+                        .rotate(&token(family, current), &token(family, current + 1), now)
+                        .await
+                        .expect("rotate")
+                    {
+                        Rotation::Rotated { .. } => current += 1,
+                        _ => break,
+                    }
+                }
+                current
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(
+            users
+                .change_password(id, 0, "new-hash")
+                .await
+                .expect("change"),
+            "round {round}"
+        );
+        for (family, task) in families.into_iter().zip(tasks) {
+            let newest = task.await.expect("task");
+            assert!(
+                newest < MAX_STEPS,
+                "round {round}: family {family} kept rotating after the password change"
+            );
+            assert_eq!(
+                users
+                    .rotate(&token(family, newest), &token(family, 1_000), now)
+                    .await
+                    .expect("rotate"),
+                Rotation::Rejected,
+                "round {round}: family {family}'s newest token outlived the password change"
+            );
+        }
+    }
+}
+
+/// The same race for one family: a logout (or reuse detection) used to miss
+/// the token a concurrent rotation of that family inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotations_racing_a_logout_leave_no_live_token() {
+    const MAX_STEPS: u16 = 400;
+    let db = TestDb::new().await.expect("database");
+    let users = Users::new(db.pool().clone());
+    let id = users
+        .create("logout-race@example.com", "h", Role::User)
+        .await
+        .expect("create");
+    let now = Utc::now();
+    for family in 0..24u8 {
+        users
+            .start_family(id, 0, &token(family, 0), now + Duration::days(1))
+            .await
+            .expect("login")
+            .expect("started");
+        let rotator = {
+            let users = users.clone();
+            tokio::spawn(async move {
+                let mut current = 0u16;
+                while current < MAX_STEPS {
+                    match users
+                        .rotate(&token(family, current), &token(family, current + 1), now)
+                        .await
+                        .expect("rotate")
+                    {
+                        Rotation::Rotated { .. } => current += 1,
+                        _ => break,
+                    }
+                }
+                current
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(
+            users
+                .revoke_family(&token(family, 0))
+                .await
+                .expect("logout"),
+            Some(id)
+        );
+        let newest = rotator.await.expect("task");
+        assert_eq!(
+            users
+                .rotate(&token(family, newest), &token(family, 1_000), now)
+                .await
+                .expect("rotate"),
+            Rotation::Rejected,
+            "family {family}: token {newest} outlived the logout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_login_that_raced_a_password_change_or_disable_starts_no_session() {
+    let db = TestDb::new().await.expect("database");
+    let users = Users::new(db.pool().clone());
+    let id = users
+        .create("epoch@example.com", "old-hash", Role::User)
+        .await
+        .expect("create");
+    let before = users.by_id(id).await.expect("read").expect("user");
+    assert_eq!((before.session_epoch, before.sessions_valid_after), (0, 0));
+    let later = Utc::now() + Duration::days(1);
+
+    // A login checked "old-hash" under epoch 0; the password changed before
+    // it could start its family.
+    assert!(
+        users
+            .change_password(id, 0, "new-hash")
+            .await
+            .expect("change")
+    );
+    let after = users.by_id(id).await.expect("read").expect("user");
+    assert_eq!(after.session_epoch, 1);
+    assert!(
+        after.sessions_valid_after > Utc::now().timestamp() - 1,
+        "access tokens issued before now are void: {after:?}"
+    );
+    assert_eq!(
+        users
+            .start_family(id, 0, &hash(1), later)
+            .await
+            .expect("login"),
+        None,
+        "the stale login starts nothing"
+    );
+    assert!(
+        !users
+            .change_password(id, 0, "racing-hash")
+            .await
+            .expect("change"),
+        "a change checked against the old password loses"
+    );
+    assert!(
+        users
+            .start_family(id, 1, &hash(2), later)
+            .await
+            .expect("login")
+            .is_some()
+    );
+
+    // Each change moves the cut-off forward, even twice in one second.
+    assert!(
+        users
+            .change_password(id, 1, "newer-hash")
+            .await
+            .expect("change")
+    );
+    let again = users.by_id(id).await.expect("read").expect("user");
+    assert!(again.sessions_valid_after > after.sessions_valid_after);
+    assert_eq!(
+        users
+            .rotate(&hash(2), &hash(3), Utc::now())
+            .await
+            .expect("rotate"),
+        Rotation::Rejected
+    );
+
+    assert!(users.disable(id).await.expect("disable"));
+    let disabled = users.by_id(id).await.expect("read").expect("user");
+    assert!(disabled.disabled && disabled.session_epoch == 3);
+    assert!(disabled.sessions_valid_after > again.sessions_valid_after);
+    assert_eq!(
+        users
+            .start_family(id, 3, &hash(4), later)
+            .await
+            .expect("login"),
+        None,
+        "a disabled user starts no session"
+    );
+    assert!(
+        !users
+            .disable(uuid::Uuid::new_v4())
+            .await
+            .expect("no such user")
     );
 }

@@ -392,3 +392,169 @@ fn random_transfers_and_trades_conserve_every_asset() {
         panic!("{failure}");
     }
 }
+
+/// Fees are basis points rounded up: a nonzero rate never charges nothing,
+/// and an offer too small to pay it cannot be taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trade_fees_round_up_and_never_vanish() {
+    use indexer::ledger::settlement::trade_fee;
+    assert_eq!(
+        trade_fee(Amount::from_u64(10), 25),
+        Some(Amount::from_u64(1))
+    );
+    assert_eq!(
+        trade_fee(Amount::from_u64(10_000), 25),
+        Some(Amount::from_u64(25))
+    );
+    assert_eq!(
+        trade_fee(Amount::from_u64(10_001), 25),
+        Some(Amount::from_u64(26))
+    );
+    assert_eq!(trade_fee(Amount::from_u64(10), 0), Some(Amount::ZERO));
+    assert_eq!(
+        trade_fee(Amount::MAX, 25),
+        None,
+        "overflow is refused, not wrapped"
+    );
+
+    let db = TestDb::new().await.expect("database");
+    let ledger = ledger_with_assets(db.pool()).await;
+    let (maker, taker) = (user(&db).await, user(&db).await);
+    fund(&ledger, maker, "BTC", 11).await;
+    fund(&ledger, taker, "ETH", 1_000).await;
+    let open = ledger
+        .create_offer(&key("small"), &offer(maker, None))
+        .await
+        .expect("create");
+    ledger
+        .accept_offer(&key("accept"), open.id, taker, 25)
+        .await
+        .expect("accept");
+    assert_eq!(
+        ledger
+            .balance(taker, "BTC")
+            .await
+            .expect("balance")
+            .available,
+        Amount::from_u64(9),
+        "0.025 of a base unit is charged as 1, not 0"
+    );
+    let fees: String = sqlx::query_scalar(
+        "SELECT coalesce(sum(p.amount), 0)::text FROM postings p JOIN accounts a ON a.id = p.account_id
+         WHERE a.purpose = 'fees' AND a.asset = 'BTC'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .expect("fees");
+    assert_eq!(fees, "1");
+
+    let tiny = ledger
+        .create_offer(
+            &key("tiny"),
+            &NewOffer {
+                sell_amount: Amount::from_u64(1),
+                ..offer(maker, None)
+            },
+        )
+        .await
+        .expect("create");
+    let refused = ledger.accept_offer(&key("tiny"), tiny.id, taker, 25).await;
+    assert!(
+        matches!(refused, Err(Error::FeeTakesWholeAmount)),
+        "{refused:?}"
+    );
+    assert_invariants(db.pool()).await;
+}
+
+/// Disabling a user cancels their open offers and releases the holds in
+/// the same transaction, even while offers are being created for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disabling_a_user_cancels_their_offers_and_releases_the_holds() {
+    let db = TestDb::new().await.expect("database");
+    let ledger = ledger_with_assets(db.pool()).await;
+    let users = Users::new(db.pool().clone());
+    let (maker, taker) = (user(&db).await, user(&db).await);
+    fund(&ledger, maker, "BTC", 10 * 100).await;
+    fund(&ledger, taker, "ETH", 500 * 10).await;
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        open.push(
+            ledger
+                .create_offer(&key("before"), &offer(maker, None))
+                .await
+                .expect("offer")
+                .id,
+        );
+    }
+    // More offers race the disable; each lands before it (and is then
+    // cancelled by it) or is refused after it.
+    let creators: Vec<_> = (0..20)
+        .map(|_| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                ledger
+                    .create_offer(&key("racing"), &offer(maker, None))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(users.disable(maker).await.expect("disable"));
+    for creator in creators {
+        match creator.await.expect("task") {
+            Ok(created) => open.push(created.id),
+            Err(Error::UserDisabled(id)) => assert_eq!(id, maker),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    for id in &open {
+        let status = ledger
+            .offer(*id)
+            .await
+            .expect("read")
+            .expect("offer")
+            .status;
+        assert_eq!(status, OfferStatus::Cancelled, "offer {id}");
+    }
+    let balance = ledger.balance(maker, "BTC").await.expect("balance");
+    assert_eq!(
+        (balance.available, balance.held),
+        (Amount::from_u64(1_000), Amount::ZERO),
+        "every hold is released"
+    );
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM holds WHERE owner_id = $1 AND status = 'held'")
+            .bind(maker)
+            .fetch_one(db.pool())
+            .await
+            .expect("holds");
+    assert_eq!(held, 0);
+
+    // A disabled user can neither make nor take an offer.
+    let refused = ledger
+        .create_offer(&key("after"), &offer(maker, None))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::UserDisabled(_))),
+        "{refused:?}"
+    );
+    let theirs = ledger
+        .create_offer(
+            &key("taker-sells"),
+            &NewOffer {
+                sell_asset: "ETH".into(),
+                sell_amount: Amount::from_u64(500),
+                buy_asset: "BTC".into(),
+                buy_amount: Amount::from_u64(10),
+                ..offer(taker, None)
+            },
+        )
+        .await
+        .expect("offer");
+    let refused = ledger.accept_offer(&key("take"), theirs.id, maker, 0).await;
+    assert!(
+        matches!(refused, Err(Error::UserDisabled(_))),
+        "{refused:?}"
+    );
+    assert_invariants(db.pool()).await;
+}

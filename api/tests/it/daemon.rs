@@ -1278,11 +1278,17 @@ struct OwnPostgres {
 impl OwnPostgres {
     async fn start() -> Self {
         let bin = postgres_bin();
-        let dir = tempfile::Builder::new()
-            .prefix("coffer-own-postgres-")
-            .tempdir()
-            .expect("temp dir");
         let owner = postgres_owner();
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("coffer-own-postgres-");
+        // As root the cluster belongs to `postgres`, which may not reach
+        // TMPDIR (the test script keeps it under root's home): /var/tmp, as
+        // the devnet script does.
+        let dir = match owner {
+            Some(_) => builder.tempdir_in("/var/tmp"),
+            None => builder.tempdir(),
+        }
+        .expect("temp dir");
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
         }

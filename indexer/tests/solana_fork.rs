@@ -4,13 +4,23 @@
 //! the copy forks before that block, as the cluster does when it abandons a
 //! fork.
 //!
-//! Its own test binary: it runs validators of its own, one after the other,
-//! and each keeps about a core busy, so it must not overlap the validator
-//! that the `it` binary's Solana tests share.
+//! Also the watch loop's cases that need a fork (`cases.rs`, on
+//! [`ForkingValidator`]): reorgs ending as indexing from scratch, and one too
+//! deep that halts.
+//!
+//! Its own test binary: it runs validators of its own, one after the other
+//! (each test holds `VALIDATORS`), and each keeps about a core busy, so it
+//! must not overlap the validator that the `it` binary's Solana tests share.
 
 #[allow(dead_code)]
 #[path = "it/deposits/support.rs"]
 mod support;
+#[allow(dead_code)]
+#[macro_use]
+#[path = "it/deposits/cases.rs"]
+mod cases;
+#[path = "it/deposits/solana_harness.rs"]
+mod solana_harness;
 
 use std::time::Duration;
 
@@ -25,6 +35,7 @@ use indexer::ledger::Ledger;
 use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 
+use solana_harness::{ForkingValidator, VALIDATORS};
 use support::*;
 
 const SOL: Chain = Chain::Solana;
@@ -64,6 +75,7 @@ async fn sol_balance(db: &TestDb, address: &str) -> (String, String) {
 #[tokio::test]
 async fn a_deposit_in_a_confirmed_block_that_never_becomes_final_is_removed() {
     init_logs();
+    let _one_at_a_time = VALIDATORS.lock().await;
     let first = SolanaValidator::spawn()
         .await
         .expect("solana-test-validator");
@@ -156,3 +168,9 @@ async fn a_deposit_in_a_confirmed_block_that_never_becomes_final_is_removed() {
     assert_eq!(statuses, ["orphaned", "credited"]);
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
+
+// The watch loop's cases that need a fork, on validators that fork.
+suite!(ForkingValidator =>
+    reorgs_of_every_depth_match_indexing_from_scratch,
+    a_reorg_deeper_than_the_limit_halts_the_watcher,
+);

@@ -10,6 +10,8 @@
 
 pub mod bitcoin;
 pub mod ethereum;
+#[cfg(feature = "devnet")]
+pub mod scripted;
 pub mod solana;
 mod watched;
 pub mod watcher;

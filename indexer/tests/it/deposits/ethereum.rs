@@ -10,6 +10,7 @@ use indexer::ledger::{Asset, Ledger};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::cases::{Forks, Lane, SuiteConfig, TestChain};
 use super::*;
 
 const ETH: Chain = Chain::Ethereum;
@@ -266,18 +267,7 @@ async fn assert_matches_scratch(
     let final_height = (tip(anvil).await.0 + 1).saturating_sub(confirmations);
     wait_synced(anvil, &scratch, final_height).await;
     running.stop().await;
-    assert_eq!(
-        balances_by_address(db.pool(), ETH).await,
-        balances_by_address(scratch.pool(), ETH).await
-    );
-    assert_eq!(
-        system_balances(db.pool()).await,
-        system_balances(scratch.pool()).await
-    );
-    assert_eq!(
-        live_deposits(db.pool()).await,
-        live_deposits(scratch.pool()).await
-    );
+    assert_same_ledgers(db.pool(), scratch.pool(), ETH).await;
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
 
@@ -358,58 +348,6 @@ async fn reorgs_of_depth_one_to_ten_leave_the_ledger_of_the_final_chain() {
     .expect("count");
     assert_eq!(reversed_credits, credited_reversals);
     assert_matches_scratch(&anvil, &db, 4, Some(&token), config).await;
-}
-
-#[tokio::test]
-async fn a_reorg_deeper_than_the_limit_halts_the_watcher() {
-    let anvil = Anvil::spawn().await.expect("anvil");
-    let db = TestDb::new().await.expect("database");
-    let users = users_with_addresses(db.pool(), ETH, 1).await;
-    let alice = addr(&users[0].1);
-    let start_height = tip(&anvil).await.0 + 1;
-    let config = EthereumWatchConfig {
-        max_reorg_depth: 3,
-        ..by_depth(2, start_height, Vec::new())
-    };
-    let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
-    let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
-    let mut halted = watcher.halted();
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    for _ in 0..6 {
-        let sent = anvil
-            .send(Anvil::DEV_ACCOUNT, alice, U256::from(5), &[], None)
-            .await
-            .expect("eth");
-        anvil.mined(sent).await.expect("mined");
-    }
-    let (height, _) = tip(&anvil).await;
-    wait_synced(&anvil, &db, height - 1).await;
-    let before = live_deposits(db.pool()).await;
-    assert_eq!(before.len(), 6);
-
-    anvil
-        .request("anvil_reorg", json!([5, []]))
-        .await
-        .expect("anvil_reorg");
-    tokio::time::timeout(Duration::from_secs(30), halted.wait_for(Option::is_some))
-        .await
-        .expect("halts within 30 s")
-        .expect("watcher alive");
-    let reason = halted.borrow().clone().unwrap_or_default();
-    assert!(
-        reason.contains("depth 5 ") && reason.contains("max_reorg_depth 3"),
-        "{reason}"
-    );
-    // Nothing was unwound, and the watcher stays halted.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(live_deposits(db.pool()).await, before);
-    assert_eq!(
-        cursor(db.pool(), ETH).await.map(|c| c.0),
-        Some(height as i64)
-    );
-    cancel.cancel();
-    task.await.expect("task");
 }
 
 #[tokio::test]
@@ -639,3 +577,99 @@ async fn a_reorg_taking_back_two_credits_of_one_user_after_a_spend_unwinds_once(
     );
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
+
+/// The watch loop's cases on anvil: reorgs by `anvil_reorg`, which keeps
+/// the height. Pruned history cannot be produced: anvil keeps every block.
+pub struct AnvilChain {
+    anvil: Anvil,
+    fork: u64,
+}
+
+impl TestChain for AnvilChain {
+    type Source = indexer::deposits::ethereum::EthereumSource;
+    const CHAIN: Chain = ETH;
+    const A_FEW_POLLS: Duration = Duration::from_millis(300);
+
+    async fn start(_lane: Lane) -> Self {
+        init_logs();
+        let anvil = Anvil::spawn().await.expect("anvil");
+        anvil
+            .request("evm_setAutomine", json!([false]))
+            .await
+            .expect("automine off");
+        Self { anvil, fork: 0 }
+    }
+
+    async fn users(&self, db: &sqlx::PgPool, count: usize) -> Vec<(uuid::Uuid, String)> {
+        users_with_addresses(db, ETH, count).await
+    }
+
+    async fn pay(&mut self, payments: &[(String, u64)]) {
+        for (to, wei) in payments {
+            self.anvil
+                .send(Anvil::DEV_ACCOUNT, addr(to), U256::from(*wei), &[], None)
+                .await
+                .expect("eth");
+        }
+    }
+
+    async fn mine(&mut self, blocks: u64) {
+        self.anvil.mine(blocks).await.expect("mine");
+    }
+
+    async fn tip(&self) -> (u64, String) {
+        tip(&self.anvil).await
+    }
+
+    fn watcher(&self, db: &sqlx::PgPool, config: &SuiteConfig) -> EthereumWatcher {
+        let config = EthereumWatchConfig {
+            max_reorg_depth: config.max_reorg_depth,
+            batch_blocks: config.batch_blocks,
+            concurrency: config.concurrency,
+            fetch_ahead: config.fetch_ahead,
+            ..by_depth(config.confirmations, config.start_height, Vec::new())
+        };
+        let store = DepositStore::new(Ledger::new(db.clone()), ETH, config.max_reorg_depth);
+        EthereumWatcher::new(self.anvil.client().clone(), store, config)
+    }
+
+    async fn wait_indexed(&self, db: &sqlx::PgPool, config: &SuiteConfig) {
+        let tip = tip(&self.anvil).await;
+        let final_height = (tip.0 + 1).saturating_sub(config.confirmations);
+        super::wait_synced(db, ETH, tip, final_height).await;
+    }
+}
+
+impl Forks for AnvilChain {
+    const REORG_DEPTHS: u64 = 10;
+
+    async fn fork(&mut self) -> u64 {
+        self.fork = tip(&self.anvil).await.0;
+        self.fork
+    }
+
+    async fn reorg(&mut self, payments: &[(String, u64)]) {
+        let (height, _) = tip(&self.anvil).await;
+        let replacement: Vec<_> = payments
+            .iter()
+            .map(|(to, wei)| {
+                json!([{"from": Anvil::DEV_ACCOUNT, "to": addr(to), "value": format!("{wei:#x}")}, 0])
+            })
+            .collect();
+        self.anvil
+            .request("anvil_reorg", json!([height - self.fork, replacement]))
+            .await
+            .expect("anvil_reorg");
+        assert_eq!(
+            tip(&self.anvil).await.0,
+            height,
+            "anvil_reorg keeps the height"
+        );
+    }
+}
+
+suite!(AnvilChain =>
+    restart_mid_catch_up,
+    reorgs_of_every_depth_match_indexing_from_scratch,
+    a_reorg_deeper_than_the_limit_halts_the_watcher,
+);

@@ -15,6 +15,7 @@ use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
 
+use super::solana_harness::SharedValidator;
 use super::*;
 
 const SOL: Chain = Chain::Solana;
@@ -495,3 +496,6 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
     );
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
+
+// The cases one validator can produce; its forks are in `solana_fork`.
+suite!(SharedValidator => restart_mid_catch_up);

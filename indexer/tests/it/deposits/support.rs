@@ -2,7 +2,8 @@
 //! binary, which uses only some of them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chains::Chain;
@@ -10,7 +11,8 @@ use indexer::deposits::watcher::{DepositSource, Watcher};
 use indexer::wallets::Wallets;
 use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,6 +32,83 @@ impl Running {
     pub async fn stop(self) {
         self.cancel.cancel();
         self.task.await.expect("watcher task");
+    }
+}
+
+/// A TCP relay in front of a node's RPC port, so a test can change the node
+/// a running watcher talks to, as a balancer in front of several nodes does.
+pub struct Relay {
+    url: String,
+    upstream: Arc<Mutex<SocketAddr>>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+fn socket_address(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+impl Relay {
+    /// Relays to the node at `url` (`http://<ip>:<port>`).
+    pub async fn start(url: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay port");
+        let address = listener.local_addr().expect("relay address");
+        let upstream = Arc::new(Mutex::new(socket_address(url)));
+        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let accept = {
+            let (upstream, connections) = (Arc::clone(&upstream), Arc::clone(&connections));
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let to = *upstream.lock().expect("upstream");
+                    let relayed = tokio::spawn(async move {
+                        if let Ok(mut node) = TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+                        }
+                    });
+                    connections
+                        .lock()
+                        .expect("connections")
+                        .push(relayed.abort_handle());
+                }
+            })
+            .abort_handle()
+        };
+        Self {
+            url: format!("http://{address}"),
+            upstream,
+            connections,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Relays to the node at `url` from now on, cutting the connections open
+    /// to the one before.
+    pub fn switch(&self, url: &str) {
+        *self.upstream.lock().expect("upstream") = socket_address(url);
+        for connection in self.connections.lock().expect("connections").drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for connection in self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            connection.abort();
+        }
     }
 }
 
@@ -107,11 +186,17 @@ where
 
 /// Waits until `chain`'s watcher stands on the node's tip (`height`,
 /// `hash`) with nothing pending at or below `final_height`.
-pub async fn wait_synced(
+pub async fn wait_synced(pool: &PgPool, chain: Chain, tip: (u64, String), final_height: u64) {
+    wait_synced_polling(pool, chain, tip, final_height, Duration::from_millis(50)).await;
+}
+
+/// [`wait_synced`], looking every `poll`.
+pub async fn wait_synced_polling(
     pool: &PgPool,
     chain: Chain,
     (height, hash): (u64, String),
     final_height: u64,
+    poll: Duration,
 ) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -131,7 +216,7 @@ pub async fn wait_synced(
             Instant::now() < deadline,
             "{chain} watcher not synced: cursor {at:?}, tip {height} {hash}, {unconfirmed} pending at or below {final_height}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -209,6 +294,17 @@ pub async fn live_deposits(
     .fetch_all(pool)
     .await
     .expect("deposits")
+}
+
+/// Asserts that two databases indexing `chain` hold the same ledger: every
+/// address's balances, the system accounts, and the live deposits.
+pub async fn assert_same_ledgers(a: &PgPool, b: &PgPool, chain: Chain) {
+    assert_eq!(
+        balances_by_address(a, chain).await,
+        balances_by_address(b, chain).await
+    );
+    assert_eq!(system_balances(a).await, system_balances(b).await);
+    assert_eq!(live_deposits(a).await, live_deposits(b).await);
 }
 
 /// Every entry of a deposit kind, once per deposit and kind.

@@ -2,7 +2,7 @@
 //! over HTTP with whatever a test hands it, strategies for arbitrary JSON,
 //! and edits that damage a real-shaped reply.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +10,9 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
+
+mod http;
+use http::read_request;
 
 /// Cases per property: enough to hit the odd shape, few enough that the
 /// suite stays fast.
@@ -101,23 +104,7 @@ fn serve(stream: TcpStream, answer: &Mutex<Answer>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     stream.set_nodelay(true)?;
     let mut writer = stream;
-    loop {
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
+    while let Some(body) = read_request(&mut reader)? {
         let request = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let reply = match answer.lock() {
             Ok(mut answer) => answer(&request),
@@ -135,6 +122,143 @@ fn serve(stream: TcpStream, answer: &Mutex<Answer>) -> std::io::Result<()> {
         .into_bytes();
         response.extend_from_slice(&reply.body);
         writer.write_all(&response)?;
+    }
+    Ok(())
+}
+
+/// A client whose calls a decoder property drives.
+pub(crate) trait EveryCall {
+    /// Every call that decodes a node reply, each reduced to whether it
+    /// failed.
+    async fn every_call(&self) -> Vec<crate::Result<()>>;
+}
+
+/// Checks a property on [`CASES`] values of `strategy` against a client on
+/// a fresh [`FakeNode`]: `answer` sets what the node says for one value,
+/// then every call's result must pass `each`.
+pub(crate) fn check_calls<S: Strategy, C: EveryCall>(
+    client: impl FnOnce(&FakeNode) -> C,
+    strategy: S,
+    answer: impl Fn(&FakeNode, S::Value) -> Result<(), TestCaseError>,
+    each: impl Fn(&crate::Result<()>) -> Result<(), TestCaseError>,
+) {
+    let node = FakeNode::start();
+    let client = client(&node);
+    let rt = runtime();
+    check(strategy, |value| {
+        answer(&node, value)?;
+        for result in rt.block_on(client.every_call()) {
+            each(&result)?;
+        }
+        Ok(())
+    });
+}
+
+/// Property: a node answering arbitrary bytes under one of `statuses`
+/// fails every call; each result passes `each` first.
+pub(crate) fn arbitrary_bytes_fail_every_call<C: EveryCall>(
+    client: impl FnOnce(&FakeNode) -> C,
+    statuses: &[u16],
+    each: impl Fn(&crate::Result<()>) -> Result<(), TestCaseError>,
+) {
+    check_calls(
+        client,
+        garbage(statuses),
+        |node, reply| {
+            node.answer(move |_| reply.clone());
+            Ok(())
+        },
+        |result| {
+            each(result)?;
+            prop_assert!(result.is_err());
+            Ok(())
+        },
+    );
+}
+
+/// Property: with arbitrary JSON (keys mostly `known`) as the whole reply,
+/// or through `result_node` as a well-formed reply's result, every call's
+/// result passes `each`.
+pub(crate) fn arbitrary_json_answers<C: EveryCall, A>(
+    client: impl FnOnce(&FakeNode) -> C,
+    known: &'static [&'static str],
+    result_node: impl Fn(Value) -> A,
+    each: impl Fn(&crate::Result<()>) -> Result<(), TestCaseError>,
+) where
+    A: FnMut(&Value) -> Reply + Send + 'static,
+{
+    check_calls(
+        client,
+        arbitrary_json(known),
+        |node, (value, as_result)| {
+            node.answer_json(value, as_result, &result_node);
+            Ok(())
+        },
+        each,
+    );
+}
+
+/// Property: with the replies of `recorded_node` damaged by [`edits`]
+/// (aimed at `targets`, keys mostly `known`), every call's result passes
+/// `each`.
+pub(crate) fn edited_replies<C: EveryCall, A>(
+    client: impl FnOnce(&FakeNode) -> C,
+    targets: &'static [&'static str],
+    known: &'static [&'static str],
+    recorded_node: impl Fn(Vec<Edit>) -> A,
+    each: impl Fn(&crate::Result<()>) -> Result<(), TestCaseError>,
+) where
+    A: FnMut(&Value) -> Reply + Send + 'static,
+{
+    check_calls(
+        client,
+        edits(targets, known),
+        |node, edits| {
+            node.answer(recorded_node(edits));
+            Ok(())
+        },
+        each,
+    );
+}
+
+/// A call may fail on a broken reply, but never as a configuration error.
+pub(crate) fn not_config(result: &crate::Result<()>) -> Result<(), TestCaseError> {
+    if let Err(err) = result {
+        prop_assert_ne!(err.kind(), "config");
+    }
+    Ok(())
+}
+
+/// Arbitrary bytes under one of `statuses`: no JSON-RPC reply at all.
+pub(crate) fn garbage(statuses: &[u16]) -> impl Strategy<Value = Reply> {
+    (bytes(), prop::sample::select(statuses.to_vec()))
+        .prop_map(|(body, status)| Reply { status, body })
+}
+
+/// Arbitrary JSON with mostly `known` keys, and whether to send it as the
+/// `result` of a well-formed reply rather than as the whole reply.
+pub(crate) fn arbitrary_json(
+    known: &'static [&'static str],
+) -> impl Strategy<Value = (Value, bool)> {
+    (json(known), any::<bool>())
+}
+
+impl FakeNode {
+    /// Answers every request with `value`: through `result_node` (as the
+    /// `result` of a well-formed reply) when `as_result`, else as it is.
+    pub(crate) fn answer_json<A>(
+        &self,
+        value: Value,
+        as_result: bool,
+        result_node: impl FnOnce(Value) -> A,
+    ) where
+        A: FnMut(&Value) -> Reply + Send + 'static,
+    {
+        if as_result {
+            self.answer(result_node(value));
+        } else {
+            self.answer(move |_| Reply::json(&value));
+        }
     }
 }
 

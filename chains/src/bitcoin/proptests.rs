@@ -12,7 +12,10 @@ use proptest::sample::Index;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::{self, Edit, FakeNode, Reply, apply, check, edits, runtime};
+use crate::test_support::{
+    self, Edit, EveryCall, FakeNode, Reply, apply, arbitrary_bytes_fail_every_call,
+    arbitrary_json_answers, check, edited_replies, runtime,
+};
 
 /// Each method's recorded reply: `{"status", "body"}`.
 static REPLIES: LazyLock<Vec<(&str, Value)>> = LazyLock::new(|| {
@@ -140,21 +143,25 @@ fn client(node: &FakeNode) -> BitcoinClient {
     BitcoinClient::new(node.url(), BitcoinAuth::None, Duration::from_secs(5)).expect("client")
 }
 
-/// Every call that decodes a node reply, each reduced to whether it failed.
-async fn every_call(client: &BitcoinClient, tx: &Transaction) -> Vec<Result<()>> {
-    let hash: BlockHash = GENESIS.parse().expect("hash");
-    vec![
-        client.block_count().await.map(drop),
-        client.block_hash(0).await.map(drop),
-        client.best_block_hash().await.map(drop),
-        client.block(hash).await.map(drop),
-        client.blocks(0..=1).await.map(drop),
-        client.raw_mempool().await.map(drop),
-        client.raw_transaction(tx.compute_txid()).await.map(drop),
-        client.send_raw_transaction(tx).await.map(drop),
-        client.network_name().await.map(drop),
-        client.head().await.map(drop),
-    ]
+/// Sends the recorded coinbase.
+impl EveryCall for BitcoinClient {
+    async fn every_call(&self) -> Vec<Result<()>> {
+        let client = self;
+        let tx = &coinbase();
+        let hash: BlockHash = GENESIS.parse().expect("hash");
+        vec![
+            client.block_count().await.map(drop),
+            client.block_hash(0).await.map(drop),
+            client.best_block_hash().await.map(drop),
+            client.block(hash).await.map(drop),
+            client.blocks(0..=1).await.map(drop),
+            client.raw_mempool().await.map(drop),
+            client.raw_transaction(tx.compute_txid()).await.map(drop),
+            client.send_raw_transaction(tx).await.map(drop),
+            client.network_name().await.map(drop),
+            client.head().await.map(drop),
+        ]
+    }
 }
 
 /// A panic in `bitcoincore-rpc` or a decoder runs on the blocking pool,
@@ -173,7 +180,7 @@ fn recorded_replies_decode() {
     let node = FakeNode::start();
     node.answer(recorded_node(Vec::new()));
     let client = client(&node);
-    let results = runtime().block_on(every_call(&client, &coinbase()));
+    let results = runtime().block_on(client.every_call());
     let failed: Vec<String> = results
         .iter()
         .filter_map(|r| Some(r.as_ref().err()?.to_string()))
@@ -183,64 +190,17 @@ fn recorded_replies_decode() {
 
 #[test]
 fn arbitrary_bytes_from_the_node_are_errors() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    let tx = coinbase();
-    check(
-        (
-            test_support::bytes(),
-            prop::sample::select(vec![200u16, 401, 500, 503]),
-        ),
-        |(body, status)| {
-            node.answer(move |_| Reply {
-                status,
-                body: body.clone(),
-            });
-            for result in rt.block_on(every_call(&client, &tx)) {
-                not_a_panic(&result)?;
-                prop_assert!(result.is_err());
-            }
-            Ok(())
-        },
-    );
+    arbitrary_bytes_fail_every_call(client, &[200, 401, 500, 503], not_a_panic);
 }
 
 #[test]
 fn arbitrary_json_from_the_node_never_panics() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    let tx = coinbase();
-    check(
-        (test_support::json(KEYS), any::<bool>()),
-        |(value, as_result)| {
-            if as_result {
-                node.answer(result_node(value));
-            } else {
-                node.answer(move |_| Reply::json(&value));
-            }
-            for result in rt.block_on(every_call(&client, &tx)) {
-                not_a_panic(&result)?;
-            }
-            Ok(())
-        },
-    );
+    arbitrary_json_answers(client, KEYS, result_node, not_a_panic);
 }
 
 #[test]
 fn recorded_replies_with_fields_replaced_never_panic() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    let tx = coinbase();
-    check(edits(TARGETS, KEYS), |edits| {
-        node.answer(recorded_node(edits));
-        for result in rt.block_on(every_call(&client, &tx)) {
-            not_a_panic(&result)?;
-        }
-        Ok(())
-    });
+    edited_replies(client, TARGETS, KEYS, recorded_node, not_a_panic);
 }
 
 /// Raw block hex: arbitrary text, hex of arbitrary bytes, and the genesis

@@ -10,7 +10,10 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::{self, Edit, FakeNode, Reply, apply, check, edits, runtime};
+use crate::test_support::{
+    self, Edit, EveryCall, FakeNode, Reply, apply, arbitrary_bytes_fail_every_call,
+    arbitrary_json_answers, check, edited_replies, edits, not_config, runtime,
+};
 
 /// The ERC-20 contract of the recording, and the account it pays.
 const TOKEN: Address = address!("e7f1725e7734ce288f8367e1bb143e90bb3f0512");
@@ -139,27 +142,29 @@ fn wallet(address: &Address) -> bool {
     *address == WALLET
 }
 
-/// Every call that decodes a node reply, each reduced to whether it
-/// failed; transfers found must be to wanted addresses.
-async fn every_call(client: &EthereumClient) -> Vec<Result<()>> {
-    let only_wanted = |blocks: Vec<Block>| {
-        let strays = blocks
-            .iter()
-            .flat_map(|b| &b.transfers)
-            .filter(|t| t.to != WALLET)
-            .count();
-        assert_eq!(strays, 0, "transfers to addresses nobody asked for");
-    };
-    vec![
-        client
-            .blocks(1..=1, &[TOKEN], &wallet)
-            .await
-            .map(only_wanted),
-        client.blocks(1..=2, &[], &|_| true).await.map(drop),
-        client.block_hashes(&[1, 2]).await.map(drop),
-        client.head().await.map(drop),
-        client.finalized().await.map(drop),
-    ]
+/// Transfers found must be to wanted addresses.
+impl EveryCall for EthereumClient {
+    async fn every_call(&self) -> Vec<Result<()>> {
+        let client = self;
+        let only_wanted = |blocks: Vec<Block>| {
+            let strays = blocks
+                .iter()
+                .flat_map(|b| &b.transfers)
+                .filter(|t| t.to != WALLET)
+                .count();
+            assert_eq!(strays, 0, "transfers to addresses nobody asked for");
+        };
+        vec![
+            client
+                .blocks(1..=1, &[TOKEN], &wallet)
+                .await
+                .map(only_wanted),
+            client.blocks(1..=2, &[], &|_| true).await.map(drop),
+            client.block_hashes(&[1, 2]).await.map(drop),
+            client.head().await.map(drop),
+            client.finalized().await.map(drop),
+        ]
+    }
 }
 
 #[test]
@@ -244,64 +249,17 @@ fn a_multibyte_char_across_byte_200_of_a_reply_is_an_error_not_a_panic() {
 
 #[test]
 fn arbitrary_bytes_from_the_node_are_errors() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(
-        (
-            test_support::bytes(),
-            prop::sample::select(vec![200u16, 500, 502]),
-        ),
-        |(body, status)| {
-            node.answer(move |_| Reply {
-                status,
-                body: body.clone(),
-            });
-            for result in rt.block_on(every_call(&client)) {
-                prop_assert!(result.is_err());
-            }
-            Ok(())
-        },
-    );
+    arbitrary_bytes_fail_every_call(client, &[200, 500, 502], |_| Ok(()));
 }
 
 #[test]
 fn arbitrary_json_from_the_node_never_panics() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(
-        (test_support::json(KEYS), any::<bool>()),
-        |(value, as_result)| {
-            if as_result {
-                node.answer(result_node(value));
-            } else {
-                node.answer(move |_| Reply::json(&value));
-            }
-            for result in rt.block_on(every_call(&client)) {
-                if let Err(err) = result {
-                    prop_assert_ne!(err.kind(), "config");
-                }
-            }
-            Ok(())
-        },
-    );
+    arbitrary_json_answers(client, KEYS, result_node, not_config);
 }
 
 #[test]
 fn recorded_replies_with_fields_replaced_never_panic() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(edits(TARGETS, KEYS), |edits| {
-        node.answer(recorded_node(edits));
-        for result in rt.block_on(every_call(&client)) {
-            if let Err(err) = result {
-                prop_assert_ne!(err.kind(), "config");
-            }
-        }
-        Ok(())
-    });
+    edited_replies(client, TARGETS, KEYS, recorded_node, not_config);
 }
 
 /// Edit targets of the decoder property: the recorded results, in order.

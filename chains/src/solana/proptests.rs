@@ -13,7 +13,10 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::{self, Edit, FakeNode, Reply, apply, check, edits, runtime};
+use crate::test_support::{
+    Edit, EveryCall, FakeNode, Reply, apply, arbitrary_json, check_calls, edited_replies, garbage,
+    not_config, runtime,
+};
 
 const SLOT: u64 = 11;
 /// The wallet the fixture pays, and the mint it pays in.
@@ -143,32 +146,34 @@ fn client(node: &FakeNode) -> SolanaClient {
     SolanaClient::new(node.url(), Duration::from_secs(5)).expect("client")
 }
 
-/// Every call that decodes a node reply, each reduced to whether it
-/// failed; what `blocks` finds must be for the wallet asked about.
-async fn every_call(client: &SolanaClient) -> Vec<Result<()>> {
-    let only_wanted = |blocks: Vec<Block>| {
-        let strays = blocks
-            .iter()
-            .flat_map(|b| &b.transfers)
-            .filter(|t| t.owner != WALLET)
-            .count();
-        assert_eq!(strays, 0, "transfers to owners nobody asked for");
-    };
-    vec![
-        client
-            .blocks(SLOT..=SLOT, &mints(), &wallet)
-            .await
-            .map(only_wanted),
-        client.blocks(0..=SLOT, &[], &|_| true).await.map(drop),
-        client
-            .block_hashes(&[SLOT], CommitmentConfig::finalized())
-            .await
-            .map(drop),
-        client.confirmed_head().await.map(drop),
-        client.block_at_or_below(SLOT).await.map(drop),
-        client.head().await.map(drop),
-        client.genesis_hash().await.map(drop),
-    ]
+/// What `blocks` finds must be for the wallet asked about.
+impl EveryCall for SolanaClient {
+    async fn every_call(&self) -> Vec<Result<()>> {
+        let client = self;
+        let only_wanted = |blocks: Vec<Block>| {
+            let strays = blocks
+                .iter()
+                .flat_map(|b| &b.transfers)
+                .filter(|t| t.owner != WALLET)
+                .count();
+            assert_eq!(strays, 0, "transfers to owners nobody asked for");
+        };
+        vec![
+            client
+                .blocks(SLOT..=SLOT, &mints(), &wallet)
+                .await
+                .map(only_wanted),
+            client.blocks(0..=SLOT, &[], &|_| true).await.map(drop),
+            client
+                .block_hashes(&[SLOT], CommitmentConfig::finalized())
+                .await
+                .map(drop),
+            client.confirmed_head().await.map(drop),
+            client.block_at_or_below(SLOT).await.map(drop),
+            client.head().await.map(drop),
+            client.genesis_hash().await.map(drop),
+        ]
+    }
 }
 
 #[test]
@@ -194,37 +199,29 @@ fn the_fixture_decodes_to_its_two_deposits() {
         found,
         vec![(WALLET, None, 5), (WALLET, Some(MINT), 2_000_000)]
     );
-    for result in rt.block_on(every_call(&client)) {
+    for result in rt.block_on(client.every_call()) {
         result.expect("every call decodes the fixture's answers");
     }
 }
 
 #[test]
 fn arbitrary_bytes_as_a_block_are_errors() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(
-        (
-            test_support::bytes(),
-            prop::sample::select(vec![200u16, 500, 503]),
-            any::<bool>(),
-        ),
-        |(body, status, listed)| {
-            let err = decode_block(SLOT, &body).err();
+    check_calls(
+        client,
+        (garbage(&[200, 500, 503]), any::<bool>()),
+        |node, (reply, listed)| {
+            let err = decode_block(SLOT, &reply.body).err();
             prop_assert_eq!(err.as_ref().map(Error::kind), Some("malformed"));
             node.answer(move |call| {
                 if listed && call["method"] == "getBlocks" {
                     return Reply::json(&recorded_reply(call).1);
                 }
-                Reply {
-                    status,
-                    body: body.clone(),
-                }
+                reply.clone()
             });
-            for result in rt.block_on(every_call(&client)) {
-                prop_assert!(result.is_err());
-            }
+            Ok(())
+        },
+        |result| {
+            prop_assert!(result.is_err());
             Ok(())
         },
     );
@@ -232,40 +229,19 @@ fn arbitrary_bytes_as_a_block_are_errors() {
 
 #[test]
 fn arbitrary_json_from_the_node_never_panics() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(
-        (test_support::json(KEYS), any::<bool>()),
-        |(value, as_result)| {
+    check_calls(
+        client,
+        arbitrary_json(KEYS),
+        |node, (value, as_result)| {
             let _ = decode_block(SLOT, value.to_string().as_bytes());
-            if as_result {
-                node.answer(result_node(value));
-            } else {
-                node.answer(move |_| Reply::json(&value));
-            }
-            for result in rt.block_on(every_call(&client)) {
-                if let Err(err) = result {
-                    prop_assert_ne!(err.kind(), "config");
-                }
-            }
+            node.answer_json(value, as_result, result_node);
             Ok(())
         },
+        not_config,
     );
 }
 
 #[test]
 fn the_fixture_with_fields_replaced_never_panics() {
-    let node = FakeNode::start();
-    let client = client(&node);
-    let rt = runtime();
-    check(edits(TARGETS, KEYS), |edits| {
-        node.answer(recorded_node(edits));
-        for result in rt.block_on(every_call(&client)) {
-            if let Err(err) = result {
-                prop_assert_ne!(err.kind(), "config");
-            }
-        }
-        Ok(())
-    });
+    edited_replies(client, TARGETS, KEYS, recorded_node, not_config);
 }

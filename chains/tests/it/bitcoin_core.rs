@@ -3,13 +3,15 @@
 //! devnet runs btcd, these keep compatibility with Core checked.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use bitcoin::hashes::Hash;
 use chains::HeadSource;
 use chains::bitcoin::{BitcoinAuth, BitcoinClient};
+
+use crate::http::read_request;
 
 const GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const GENESIS_COINBASE: &str = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";
@@ -45,23 +47,7 @@ fn serve(replies: &[(&str, &str)]) -> String {
 fn handle(stream: TcpStream, replies: &HashMap<String, serde_json::Value>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
-    loop {
-        let mut length = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
+    while let Some(body) = read_request(&mut reader)? {
         let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         let method = request["method"].as_str().unwrap_or_default();
         let reply = replies
@@ -91,6 +77,7 @@ fn handle(stream: TcpStream, replies: &HashMap<String, serde_json::Value>) -> st
         )?;
         writer.flush()?;
     }
+    Ok(())
 }
 
 fn client(url: &str) -> BitcoinClient {

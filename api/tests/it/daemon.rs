@@ -44,6 +44,61 @@ fn test_settings(db: &TestDb) -> Settings {
     settings
 }
 
+/// [`test_settings`] with every chain off: only the API and the database.
+fn api_only_settings(db: &TestDb) -> Settings {
+    let mut settings = test_settings(db);
+    settings.chains.bitcoin.enabled = false;
+    settings.chains.ethereum.enabled = false;
+    settings.chains.solana.enabled = false;
+    settings
+}
+
+/// A daemon run in this process until [`Daemon::stop`].
+struct Daemon {
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+    cancel: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Binds `settings` and runs the daemon, without waiting for it.
+    async fn start(settings: Settings) -> Self {
+        let app = App::bind(settings).await.expect("bind");
+        let grpc = app.grpc_addr().expect("grpc bound");
+        let metrics = app.metrics_addr();
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(app.run(cancel.clone()));
+        Self {
+            grpc,
+            metrics,
+            cancel,
+            running,
+        }
+    }
+
+    /// [`Daemon::start`], then waits up to `timeout` for SERVING.
+    async fn serving(settings: Settings, timeout: Duration) -> Self {
+        let daemon = Self::start(settings).await;
+        wait_serving(daemon.grpc, timeout).await;
+        daemon
+    }
+
+    fn metrics(&self) -> SocketAddr {
+        self.metrics.expect("metrics bound")
+    }
+
+    /// Cancels the daemon and asserts it stops cleanly within 20 s.
+    async fn stop(self) {
+        self.cancel.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(20), self.running)
+            .await
+            .expect("shut down within 20 s")
+            .expect("run task");
+        assert!(stopped.is_ok(), "clean shutdown: {stopped:?}");
+    }
+}
+
 async fn reflected_services(addr: SocketAddr) -> Vec<String> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
@@ -130,6 +185,55 @@ async fn bitcoin_cursor(db: &TestDb) -> Option<i64> {
         .fetch_optional(db.pool())
         .await
         .expect("read chain_cursors")
+}
+
+/// Polls for up to `timeout` until the bitcoin cursor satisfies `check`;
+/// `failure` says what went wrong if it never does.
+async fn wait_bitcoin_cursor(
+    db: &TestDb,
+    check: impl Fn(Option<i64>) -> bool,
+    timeout: Duration,
+    failure: &str,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let cursor = bitcoin_cursor(db).await;
+        if check(cursor) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{failure} (cursor {cursor:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Takes `users` in ACCESS EXCLUSIVE mode, so every query on it waits
+/// until the transaction ends.
+async fn lock_users(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = db.pool().begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock users");
+    lock
+}
+
+/// Polls for up to `timeout` until at least `count` queries of this
+/// database wait on a lock; `failure` says what went wrong if they never do.
+async fn wait_lock_waiters(db: &TestDb, count: i64, timeout: Duration, failure: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{failure} ({waiting} waiting)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The real `coffer` binary, with its stderr collected.
@@ -225,6 +329,13 @@ impl Coffer {
         }
         (exit, self.log())
     }
+
+    /// [`Coffer::terminate`], asserting a clean exit; returns the log.
+    async fn stop(self) -> String {
+        let (exit, log) = self.terminate().await;
+        assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+        log
+    }
 }
 
 impl Drop for Coffer {
@@ -265,6 +376,33 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+/// Free loopback addresses for gRPC and metrics, and [`binary_env`] on them.
+fn binary_env_on_free_ports(db_url: &str) -> (SocketAddr, SocketAddr, Vec<(&'static str, String)>) {
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    (grpc, metrics, binary_env(db_url, grpc, Some(metrics)))
+}
+
+/// Turns `chain` on in `env`, following the node at `rpc_url`.
+fn enable_chain(env: &mut Vec<(&'static str, String)>, chain: Chain, rpc_url: impl Into<String>) {
+    let (enabled, url) = match chain {
+        Chain::Bitcoin => (
+            "COFFER__CHAINS__BITCOIN__ENABLED",
+            "COFFER__CHAINS__BITCOIN__RPC_URL",
+        ),
+        Chain::Ethereum => (
+            "COFFER__CHAINS__ETHEREUM__ENABLED",
+            "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        ),
+        Chain::Solana => (
+            "COFFER__CHAINS__SOLANA__ENABLED",
+            "COFFER__CHAINS__SOLANA__RPC_URL",
+        ),
+    };
+    set(env, enabled, "true");
+    set(env, url, rpc_url);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
     let db = TestDb::empty().await.expect("database");
@@ -290,14 +428,9 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
         *interval = 100;
     }
 
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc bound");
-    let metrics = app.metrics_addr().expect("metrics bound");
+    let daemon = Daemon::serving(settings, Duration::from_secs(60)).await;
+    let (grpc, metrics) = (daemon.grpc, daemon.metrics());
     assert_ne!(grpc.port(), 0);
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-
-    wait_serving(grpc, Duration::from_secs(60)).await;
     let migrated: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(db.pool())
         .await
@@ -395,12 +528,7 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
             .is_some()
     );
 
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("shut down within 20 s")
-        .expect("run task");
-    assert!(stopped.is_ok(), "clean shutdown: {stopped:?}");
+    daemon.stop().await;
     assert_eq!(
         health_status(grpc).await,
         None,
@@ -416,23 +544,17 @@ async fn unreachable_chain_nodes_are_retried_not_fatal() {
     settings.chains.bitcoin.rpc_url = dead.as_str().into();
     settings.chains.ethereum.rpc_url = dead.as_str().into();
     settings.chains.solana.rpc_url = dead.as_str().into();
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
+    let daemon = Daemon::serving(settings, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        !running.is_finished(),
+        !daemon.running.is_finished(),
         "node failures must not stop the daemon"
     );
-    assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    assert_eq!(
+        health_status(daemon.grpc).await,
+        Some(ServingStatus::Serving)
+    );
+    daemon.stop().await;
 }
 
 /// Forwards every connection on `listener` to `target`.
@@ -490,9 +612,8 @@ async fn binary_retries_until_postgres_answers_then_stops_on_sigterm() {
         .expect("migrated by the daemon");
     assert!(migrated >= 1);
 
-    let (exit, log) = coffer.terminate().await;
+    let log = coffer.stop().await;
     forwarding.abort();
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
     assert!(
         log.contains("SIGTERM received") && log.contains("stopped"),
         "{log}"
@@ -508,18 +629,11 @@ async fn daemon_publishes_ledger_entries_to_kafka() {
         .await
         .expect("start Kafka");
     let db = TestDb::new().await.expect("database");
-    let mut settings = test_settings(&db);
+    let mut settings = api_only_settings(&db);
     settings.events.enabled = true;
     settings.events.brokers = broker.bootstrap_servers().to_owned();
     settings.events.topic = "coffer.daemon.test".into();
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
+    let daemon = Daemon::serving(settings, Duration::from_secs(30)).await;
 
     let ledger = indexer::ledger::Ledger::new(db.pool().clone());
     let user = uuid::Uuid::new_v4();
@@ -572,12 +686,7 @@ async fn daemon_publishes_ledger_entries_to_kafka() {
     assert_eq!(event["reference"], "kafka-e2e");
     assert_eq!(event["metadata"]["txid"], "abc");
 
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    daemon.stop().await;
 }
 
 /// `(TCP_NODELAY, SO_KEEPALIVE)` of every socket this process accepted on
@@ -637,16 +746,8 @@ async fn wait_accepted(port: u16) -> Vec<(bool, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_sockets_have_nodelay_and_keepalive() {
     let db = TestDb::new().await.expect("database");
-    let mut settings = test_settings(&db);
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let metrics = app.metrics_addr().expect("metrics");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
+    let daemon = Daemon::serving(api_only_settings(&db), Duration::from_secs(30)).await;
+    let (grpc, metrics) = (daemon.grpc, daemon.metrics());
 
     let channel = Channel::from_shared(format!("http://{grpc}"))
         .expect("uri")
@@ -682,12 +783,7 @@ async fn accepted_sockets_have_nodelay_and_keepalive() {
         assert!(keepalive, "a metrics connection without TCP keepalive");
     }
 
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    daemon.stop().await;
 }
 
 /// Serves HTTP on a free loopback port, answering every request with 200
@@ -750,14 +846,10 @@ async fn a_chain_node_answering_garbage_leaves_the_api_and_other_chains_serving(
     let db = TestDb::new().await.expect("database");
     let btcd = Btcd::spawn().await.expect("btcd");
     let (garbage, hits) = garbage_node().await;
-    let grpc = loopback(free_port());
-    let metrics = loopback(free_port());
-    let mut env = binary_env(&db.url(), grpc, Some(metrics));
-    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
-    set(&mut env, "COFFER__CHAINS__BITCOIN__RPC_URL", btcd.rpc_url());
+    let (grpc, metrics, mut env) = binary_env_on_free_ports(&db.url());
+    enable_chain(&mut env, Chain::Bitcoin, btcd.rpc_url());
     set(&mut env, "COFFER__CHAINS__BITCOIN__POLL_INTERVAL_MS", "100");
-    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
-    set(&mut env, "COFFER__CHAINS__ETHEREUM__RPC_URL", garbage);
+    enable_chain(&mut env, Chain::Ethereum, garbage);
     set(
         &mut env,
         "COFFER__CHAINS__ETHEREUM__POLL_INTERVAL_MS",
@@ -798,11 +890,13 @@ async fn a_chain_node_answering_garbage_leaves_the_api_and_other_chains_serving(
     })
     .await;
     btcd.generate(2).await.expect("mine");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while bitcoin_cursor(&db).await != Some(2) {
-        assert!(Instant::now() < deadline, "bitcoin never indexed block 2");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_bitcoin_cursor(
+        &db,
+        |cursor| cursor == Some(2),
+        Duration::from_secs(60),
+        "bitcoin never indexed block 2",
+    )
+    .await;
     assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
     assert!(coffer.running(), "the daemon keeps running");
     assert!(
@@ -811,8 +905,7 @@ async fn a_chain_node_answering_garbage_leaves_the_api_and_other_chains_serving(
         coffer.log()
     );
 
-    let (exit, log) = coffer.terminate().await;
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    coffer.stop().await;
 }
 
 /// Logins whose query waits on a lock hold every connection of the API
@@ -828,26 +921,18 @@ async fn an_unauthenticated_login_flood_cannot_stop_a_watcher_committing() {
     settings.chains.ethereum.enabled = false;
     settings.chains.solana.enabled = false;
     let api_connections = i64::from(settings.database.max_connections);
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bitcoin_cursor(&db).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the bitcoin watcher never started"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let daemon = Daemon::serving(settings, Duration::from_secs(30)).await;
+    let grpc = daemon.grpc;
+    wait_bitcoin_cursor(
+        &db,
+        |cursor| cursor.is_some(),
+        Duration::from_secs(30),
+        "the bitcoin watcher never started",
+    )
+    .await;
 
     // Every Login's query now waits for this lock, holding its connection.
-    let mut lock = db.pool().begin().await.expect("begin");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock users");
+    let lock = lock_users(&db).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut flood = Vec::new();
     for connection in 0..4 {
@@ -875,34 +960,22 @@ async fn an_unauthenticated_login_flood_cannot_stop_a_watcher_committing() {
         }
     }
     // The flood holds the whole API pool ...
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db.pool())
-        .await
-        .expect("pg_stat_activity");
-        if waiting >= api_connections {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the flood never held the API pool ({waiting} waiting)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_lock_waiters(
+        &db,
+        api_connections,
+        Duration::from_secs(30),
+        "the flood never held the API pool",
+    )
+    .await;
     // ... and the watcher still commits new blocks.
     btcd.generate(3).await.expect("mine");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bitcoin_cursor(&db).await != Some(3) {
-        assert!(
-            Instant::now() < deadline,
-            "the watcher did not commit during the flood (cursor {:?})",
-            bitcoin_cursor(&db).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_bitcoin_cursor(
+        &db,
+        |cursor| cursor == Some(3),
+        Duration::from_secs(30),
+        "the watcher did not commit during the flood",
+    )
+    .await;
     assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
 
     stop.store(true, Ordering::Relaxed);
@@ -913,32 +986,20 @@ async fn an_unauthenticated_login_flood_cannot_stop_a_watcher_committing() {
             .expect("flood callers finish once the lock is gone")
             .expect("flood task");
     }
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_limits_refuse_excess_calls_oversized_messages_and_slow_calls() {
     let db = TestDb::new().await.expect("database");
-    let mut settings = test_settings(&db);
+    let mut settings = api_only_settings(&db);
     settings.metrics.enabled = false;
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
     settings.grpc.concurrency_limit = 4;
     settings.grpc.queue_limit = 0;
     settings.grpc.request_timeout_ms = 1_500;
     settings.grpc.max_message_bytes = 64 * 1024;
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
-    let mut client = auth_client(grpc).await;
+    let daemon = Daemon::serving(settings, Duration::from_secs(30)).await;
+    let mut client = auth_client(daemon.grpc).await;
     let bounded = Duration::from_secs(20);
 
     // A message over the limit is refused before any handler runs.
@@ -949,11 +1010,7 @@ async fn grpc_limits_refuse_excess_calls_oversized_messages_and_slow_calls() {
     assert_eq!(oversized.code(), Code::OutOfRange, "{oversized:?}");
 
     // Calls stuck on a lock end at the deadline ...
-    let mut lock = db.pool().begin().await.expect("begin");
-    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock users");
+    let lock = lock_users(&db).await;
     let stuck: Vec<_> = (0..4)
         .map(|i| {
             let mut client = client.clone();
@@ -969,23 +1026,7 @@ async fn grpc_limits_refuse_excess_calls_oversized_messages_and_slow_calls() {
             })
         })
         .collect();
-    let deadline = Instant::now() + bounded;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db.pool())
-        .await
-        .expect("pg_stat_activity");
-        if waiting >= 4 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the logins never reached the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_lock_waiters(&db, 4, bounded, "the logins never reached the lock").await;
     // ... and while they run, a fifth call, finding no room to wait, is
     // told at once that the server is busy.
     let refused = tokio::time::timeout(bounded, register(&mut client, "fifth@example.com"))
@@ -1008,12 +1049,7 @@ async fn grpc_limits_refuse_excess_calls_oversized_messages_and_slow_calls() {
         .await
         .expect("served again once the stuck calls ended");
 
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    daemon.stop().await;
 }
 
 fn tls_fixture(name: &str) -> PathBuf {
@@ -1027,17 +1063,12 @@ fn tls_fixture(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_tls_serves_tls_clients_only() {
     let db = TestDb::new().await.expect("database");
-    let mut settings = test_settings(&db);
+    let mut settings = api_only_settings(&db);
     settings.metrics.enabled = false;
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
     settings.grpc.tls.cert_file = Some(tls_fixture("server.pem"));
     settings.grpc.tls.key_file = Some(tls_fixture("server.key"));
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    let running = tokio::spawn(app.run(cancel.clone()));
+    let daemon = Daemon::start(settings).await;
+    let grpc = daemon.grpc;
 
     let ca = std::fs::read(tls_fixture("ca.pem")).expect("ca.pem");
     let tls = ClientTlsConfig::new()
@@ -1077,12 +1108,7 @@ async fn grpc_over_tls_serves_tls_clients_only() {
         "plaintext gRPC is not served"
     );
 
-    cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .expect("stops")
-        .expect("task");
-    assert!(stopped.is_ok(), "{stopped:?}");
+    daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1093,20 +1119,12 @@ async fn a_node_on_the_wrong_network_halts_only_its_chain() {
     let validator = SolanaValidator::shared()
         .await
         .expect("solana-test-validator");
-    let grpc = loopback(free_port());
-    let metrics = loopback(free_port());
-    let mut env = binary_env(&db.url(), grpc, Some(metrics));
+    let (grpc, metrics, mut env) = binary_env_on_free_ports(&db.url());
     // btcd is on regtest, not signet.
-    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
-    set(&mut env, "COFFER__CHAINS__BITCOIN__RPC_URL", btcd.rpc_url());
+    enable_chain(&mut env, Chain::Bitcoin, btcd.rpc_url());
     set(&mut env, "COFFER__CHAINS__BITCOIN__NETWORK", "signet");
     // anvil is the chain configured.
-    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
-    set(
-        &mut env,
-        "COFFER__CHAINS__ETHEREUM__RPC_URL",
-        anvil.rpc_url(),
-    );
+    enable_chain(&mut env, Chain::Ethereum, anvil.rpc_url());
     set(&mut env, "COFFER__CHAINS__ETHEREUM__CHAIN_ID", "31337");
     set(
         &mut env,
@@ -1114,12 +1132,7 @@ async fn a_node_on_the_wrong_network_halts_only_its_chain() {
         "100",
     );
     // The local validator is not Solana's testnet.
-    set(&mut env, "COFFER__CHAINS__SOLANA__ENABLED", "true");
-    set(
-        &mut env,
-        "COFFER__CHAINS__SOLANA__RPC_URL",
-        validator.rpc_url(),
-    );
+    enable_chain(&mut env, Chain::Solana, validator.rpc_url());
     set(
         &mut env,
         "COFFER__CHAINS__SOLANA__GENESIS_HASH",
@@ -1171,8 +1184,7 @@ async fn a_node_on_the_wrong_network_halts_only_its_chain() {
     assert_eq!(health_status(grpc).await, Some(ServingStatus::Serving));
     assert!(coffer.running());
 
-    let (exit, log) = coffer.terminate().await;
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    let log = coffer.stop().await;
     assert!(
         !log.contains("restarting it"),
         "a wrong network is never retried:\n{log}"
@@ -1185,23 +1197,15 @@ async fn a_node_claiming_mainnet_is_refused_off_mainnet() {
     let anvil = Anvil::spawn_with_args(&["--chain-id", "1"])
         .await
         .expect("anvil");
-    let grpc = loopback(free_port());
-    let metrics = loopback(free_port());
-    let mut env = binary_env(&db.url(), grpc, Some(metrics));
-    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
-    set(
-        &mut env,
-        "COFFER__CHAINS__ETHEREUM__RPC_URL",
-        anvil.rpc_url(),
-    );
+    let (grpc, metrics, mut env) = binary_env_on_free_ports(&db.url());
+    enable_chain(&mut env, Chain::Ethereum, anvil.rpc_url());
     let coffer = Coffer::run(&env);
     wait_serving(grpc, Duration::from_secs(60)).await;
     wait_for_sample(metrics, "coffer_watcher_halted{chain=\"ethereum\"}", |v| {
         v == 1.0
     })
     .await;
-    let (exit, log) = coffer.terminate().await;
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    let log = coffer.stop().await;
     assert!(
         log.contains("config key `chains.ethereum.chain_id`") && log.contains("Ethereum mainnet"),
         "{log}"
@@ -1230,22 +1234,19 @@ async fn rpc_url_secrets_never_reach_the_log() {
         "RUST_LOG",
         "info,api=debug,indexer=debug,chains=debug",
     );
-    set(&mut env, "COFFER__CHAINS__BITCOIN__ENABLED", "true");
-    set(
+    enable_chain(
         &mut env,
-        "COFFER__CHAINS__BITCOIN__RPC_URL",
+        Chain::Bitcoin,
         format!("http://127.0.0.1:{dead}/wallet/btc-secret-1"),
     );
-    set(&mut env, "COFFER__CHAINS__ETHEREUM__ENABLED", "true");
-    set(
+    enable_chain(
         &mut env,
-        "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        Chain::Ethereum,
         format!("http://eth-user:eth-secret-2@127.0.0.1:{dead}/v3/eth-secret-3"),
     );
-    set(&mut env, "COFFER__CHAINS__SOLANA__ENABLED", "true");
-    set(
+    enable_chain(
         &mut env,
-        "COFFER__CHAINS__SOLANA__RPC_URL",
+        Chain::Solana,
         format!("http://127.0.0.1:{garbage_port}/?api-key=sol-secret-4"),
     );
     let coffer = Coffer::run(&env);
@@ -1254,8 +1255,7 @@ async fn rpc_url_secrets_never_reach_the_log() {
     for method in ["`getblockchaininfo`", "`eth_chainId`", "`getGenesisHash`"] {
         coffer.wait_logged(method, Duration::from_secs(30)).await;
     }
-    let (exit, log) = coffer.terminate().await;
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    let log = coffer.stop().await;
     for secret in secrets {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
@@ -1464,9 +1464,7 @@ fn as_owner(cmd: &mut Command, owner: Option<(u32, u32)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_unavailable_and_health_follows_it() {
     let mut pg = OwnPostgres::start().await;
-    let grpc = loopback(free_port());
-    let metrics = loopback(free_port());
-    let mut env = binary_env(&pg.url(), grpc, Some(metrics));
+    let (grpc, metrics, mut env) = binary_env_on_free_ports(&pg.url());
     set(&mut env, "COFFER__DATABASE__ACQUIRE_TIMEOUT_MS", "1000");
     let coffer = Coffer::run(&env);
     wait_serving(grpc, Duration::from_secs(60)).await;
@@ -1495,8 +1493,7 @@ async fn a_database_outage_answers_unavailable_and_health_follows_it() {
         .expect("Register once PostgreSQL is back");
     wait_for_sample(metrics, "coffer_db_up", |v| v == 1.0).await;
 
-    let (exit, log) = coffer.terminate().await;
-    assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+    let log = coffer.stop().await;
     assert!(
         log.contains("PostgreSQL is unreachable; health NOT_SERVING")
             && log.contains("PostgreSQL answers again; health SERVING"),

@@ -49,6 +49,54 @@ fn transfer_to(to: Uuid, asset: &str, amount: &str, key: &str) -> pb::TransferRe
     }
 }
 
+/// Sends `request` as `token` and asserts it is refused with `code` and a
+/// message starting with `prefix`.
+async fn assert_transfer_refused(
+    client: &mut SettlementServiceClient<Channel>,
+    token: &str,
+    request: pb::TransferRequest,
+    code: Code,
+    prefix: &str,
+) {
+    let err = client
+        .transfer(bearer(request.clone(), token))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), code, "{request:?}: {err:?}");
+    assert!(err.message().starts_with(prefix), "{request:?}: {err:?}");
+}
+
+/// The caller's offer of `amount` BTC for 1000 ETH, open until cancelled.
+fn btc_for_eth(amount: &str, key: &str) -> pb::CreateOfferRequest {
+    pb::CreateOfferRequest {
+        sell_asset: "BTC".into(),
+        sell_amount: amount.into(),
+        buy_asset: "ETH".into(),
+        buy_amount: "1000".into(),
+        expires_at: None,
+        idempotency_key: key.into(),
+        user_id: None,
+    }
+}
+
+/// The caller accepting `offer_id`.
+fn accept(offer_id: impl Into<String>, key: &str) -> pb::AcceptOfferRequest {
+    pb::AcceptOfferRequest {
+        offer_id: offer_id.into(),
+        idempotency_key: key.into(),
+        user_id: None,
+    }
+}
+
+/// The caller cancelling `offer_id`.
+fn cancel(offer_id: impl Into<String>, key: &str) -> pb::CancelOfferRequest {
+    pb::CancelOfferRequest {
+        offer_id: offer_id.into(),
+        idempotency_key: key.into(),
+        user_id: None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_transfers_of_a_balance_worth_a_hundred() {
     let server = server().await;
@@ -242,12 +290,7 @@ async fn transfers_are_idempotent_and_refuse_bad_requests() {
         ),
     ];
     for (request, code, prefix) in cases {
-        let err = client
-            .transfer(bearer(request.clone(), &alice_token))
-            .await
-            .expect_err("refused");
-        assert_eq!(err.code(), code, "{request:?}: {err:?}");
-        assert!(err.message().starts_with(prefix), "{request:?}: {err:?}");
+        assert_transfer_refused(&mut client, &alice_token, request, code, prefix).await;
     }
 }
 
@@ -260,13 +303,8 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
     credit(&server, taker, "ETH", 5_000).await;
     let mut client = settlement(&server).await;
     let create = |key: &str, expires_at: Option<prost_types::Timestamp>| pb::CreateOfferRequest {
-        sell_asset: "BTC".into(),
-        sell_amount: "10".into(),
-        buy_asset: "ETH".into(),
-        buy_amount: "1000".into(),
         expires_at,
-        idempotency_key: key.into(),
-        user_id: None,
+        ..btc_for_eth("10", key)
     };
     let offer = client
         .create_offer(bearer(create("o1", None), &maker_token))
@@ -301,13 +339,9 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
         "makers do not see their own offers"
     );
 
-    let accept = pb::AcceptOfferRequest {
-        offer_id: offer.id.clone(),
-        idempotency_key: "a1".into(),
-        user_id: None,
-    };
+    let accepted = accept(offer.id.clone(), "a1");
     let filled = client
-        .accept_offer(bearer(accept.clone(), &taker_token))
+        .accept_offer(bearer(accepted.clone(), &taker_token))
         .await
         .expect("accept")
         .into_inner();
@@ -317,7 +351,7 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
     );
     assert_eq!(
         client
-            .accept_offer(bearer(accept, &taker_token))
+            .accept_offer(bearer(accepted, &taker_token))
             .await
             .expect("replay")
             .into_inner(),
@@ -326,14 +360,7 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
     assert_eq!(available(&server, &taker_token, "BTC").await, "10");
     assert_eq!(available(&server, &maker_token, "ETH").await, "1000");
     let late = client
-        .cancel_offer(bearer(
-            pb::CancelOfferRequest {
-                offer_id: offer.id.clone(),
-                idempotency_key: "c1".into(),
-                user_id: None,
-            },
-            &maker_token,
-        ))
+        .cancel_offer(bearer(cancel(offer.id.clone(), "c1"), &maker_token))
         .await
         .expect_err("already filled");
     assert_eq!(late.code(), Code::FailedPrecondition);
@@ -445,14 +472,7 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
         );
     }
     let err = client
-        .accept_offer(bearer(
-            pb::AcceptOfferRequest {
-                offer_id: "x".into(),
-                idempotency_key: "k".into(),
-                user_id: None,
-            },
-            &taker_token,
-        ))
+        .accept_offer(bearer(accept("x", "k"), &taker_token))
         .await
         .expect_err("invalid");
     assert!(
@@ -461,11 +481,7 @@ async fn offers_trade_appear_in_both_histories_and_expire() {
     );
     let missing = client
         .accept_offer(bearer(
-            pb::AcceptOfferRequest {
-                offer_id: Uuid::new_v4().to_string(),
-                idempotency_key: "k".into(),
-                user_id: None,
-            },
+            accept(Uuid::new_v4().to_string(), "k"),
             &taker_token,
         ))
         .await
@@ -516,12 +532,7 @@ async fn transfer_errors_name_the_recipient_field_that_was_sent() {
             "to_email: cannot be the sender",
         ),
     ] {
-        let err = client
-            .transfer(bearer(request.clone(), &alice_token))
-            .await
-            .expect_err("refused");
-        assert_eq!(err.code(), code, "{request:?}: {err:?}");
-        assert!(err.message().starts_with(prefix), "{request:?}: {err:?}");
+        assert_transfer_refused(&mut client, &alice_token, request, code, prefix).await;
     }
 }
 
@@ -534,29 +545,14 @@ async fn trade_fees_round_up_and_tiny_offers_are_refused() {
     credit(&server, maker, "BTC", 10).await;
     credit(&server, taker, "ETH", 1_000).await;
     let mut client = settlement(&server).await;
-    let create = |amount: &str, key: &str| pb::CreateOfferRequest {
-        sell_asset: "BTC".into(),
-        sell_amount: amount.into(),
-        buy_asset: "ETH".into(),
-        buy_amount: "1000".into(),
-        expires_at: None,
-        idempotency_key: key.into(),
-        user_id: None,
-    };
+    let create = btc_for_eth;
     let offer = client
         .create_offer(bearer(create("10", "fee"), &maker_token))
         .await
         .expect("create")
         .into_inner();
     client
-        .accept_offer(bearer(
-            pb::AcceptOfferRequest {
-                offer_id: offer.id.clone(),
-                idempotency_key: "take".into(),
-                user_id: None,
-            },
-            &taker_token,
-        ))
+        .accept_offer(bearer(accept(offer.id.clone(), "take"), &taker_token))
         .await
         .expect("accept");
     assert_eq!(
@@ -580,14 +576,7 @@ async fn trade_fees_round_up_and_tiny_offers_are_refused() {
         .expect("create")
         .into_inner();
     let self_trade = client
-        .accept_offer(bearer(
-            pb::AcceptOfferRequest {
-                offer_id: own.id,
-                idempotency_key: "self".into(),
-                user_id: None,
-            },
-            &taker_token,
-        ))
+        .accept_offer(bearer(accept(own.id, "self"), &taker_token))
         .await
         .expect_err("own offer");
     assert!(
@@ -609,13 +598,8 @@ async fn nobody_acts_for_a_disabled_user_and_disabling_cancels_their_offers() {
     credit(&server, bob, "ETH", 10_000).await;
     let mut client = settlement(&server).await;
     let sell_btc = |key: &str, user: Option<Uuid>| pb::CreateOfferRequest {
-        sell_asset: "BTC".into(),
-        sell_amount: "10".into(),
-        buy_asset: "ETH".into(),
-        buy_amount: "1000".into(),
-        expires_at: None,
-        idempotency_key: key.into(),
         user_id: user.map(|u| u.to_string()),
+        ..btc_for_eth("10", key)
     };
     let mut offers = Vec::new();
     for (key, token, user) in [
@@ -718,9 +702,8 @@ async fn nobody_acts_for_a_disabled_user_and_disabling_cancels_their_offers() {
                 client
                     .accept_offer(bearer(
                         pb::AcceptOfferRequest {
-                            offer_id: bobs.clone(),
-                            idempotency_key: "frozen".into(),
                             user_id: for_alice.clone(),
+                            ..accept(bobs.clone(), "frozen")
                         },
                         token,
                     ))
@@ -732,9 +715,8 @@ async fn nobody_acts_for_a_disabled_user_and_disabling_cancels_their_offers() {
                 client
                     .cancel_offer(bearer(
                         pb::CancelOfferRequest {
-                            offer_id: offers[0].clone(),
-                            idempotency_key: "frozen".into(),
                             user_id: for_alice.clone(),
+                            ..cancel(offers[0].clone(), "frozen")
                         },
                         token,
                     ))

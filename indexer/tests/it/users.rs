@@ -1,10 +1,30 @@
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use indexer::Error;
 use indexer::devnet::TestDb;
 use indexer::users::{Role, Rotation, Users};
+use uuid::Uuid;
 
 fn hash(byte: u8) -> [u8; 32] {
     [byte; 32]
+}
+
+/// A new user with role `User` and a placeholder password hash.
+async fn create_user(users: &Users, email: &str) -> Uuid {
+    users.create(email, "h", Role::User).await.expect("create")
+}
+
+/// Starts a refresh-token family for `id` at session epoch 0; its id.
+async fn start_family(
+    users: &Users,
+    id: Uuid,
+    token: &[u8; 32],
+    expires_at: DateTime<Utc>,
+) -> Uuid {
+    users
+        .start_family(id, 0, token, expires_at)
+        .await
+        .expect("login")
+        .expect("started")
 }
 
 #[tokio::test]
@@ -48,7 +68,7 @@ async fn users_are_unique_by_email_and_roles_and_disabling_stick() {
     );
     assert!(
         !users
-            .set_role(uuid::Uuid::new_v4(), Role::Admin)
+            .set_role(Uuid::new_v4(), Role::Admin)
             .await
             .expect("no such user")
     );
@@ -58,17 +78,10 @@ async fn users_are_unique_by_email_and_roles_and_disabling_stick() {
 async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     let db = TestDb::new().await.expect("database");
     let users = Users::new(db.pool().clone());
-    let id = users
-        .create("bob@example.com", "h", Role::User)
-        .await
-        .expect("create");
+    let id = create_user(&users, "bob@example.com").await;
     let now = Utc::now();
     let expiry = now + Duration::days(30);
-    let family = users
-        .start_family(id, 0, &hash(1), expiry)
-        .await
-        .expect("login")
-        .expect("started");
+    let family = start_family(&users, id, &hash(1), expiry).await;
 
     let first = users.rotate(&hash(1), &hash(2), now).await.expect("rotate");
     assert_eq!(
@@ -111,11 +124,7 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     );
 
     // Expiry is absolute.
-    users
-        .start_family(id, 0, &hash(10), now + Duration::seconds(1))
-        .await
-        .expect("login")
-        .expect("started");
+    start_family(&users, id, &hash(10), now + Duration::seconds(1)).await;
     let late = users
         .rotate(&hash(10), &hash(11), now + Duration::seconds(2))
         .await
@@ -123,7 +132,7 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     assert_eq!(late, Rotation::Rejected);
 }
 
-fn first_expiry(rotation: &Rotation) -> chrono::DateTime<Utc> {
+fn first_expiry(rotation: &Rotation) -> DateTime<Utc> {
     match rotation {
         Rotation::Rotated { expires_at, .. } => *expires_at,
         other => panic!("not rotated: {other:?}"),
@@ -134,18 +143,11 @@ fn first_expiry(rotation: &Rotation) -> chrono::DateTime<Utc> {
 async fn racing_refreshes_of_one_token_rotate_once_then_revoke() {
     let db = TestDb::new().await.expect("database");
     let users = Users::new(db.pool().clone());
-    let id = users
-        .create("carol@example.com", "h", Role::User)
-        .await
-        .expect("create");
+    let id = create_user(&users, "carol@example.com").await;
     let now = Utc::now();
     for round in 0..20u8 {
         let start = round.wrapping_mul(3);
-        users
-            .start_family(id, 0, &hash(start), now + Duration::days(1))
-            .await
-            .expect("login")
-            .expect("started");
+        start_family(&users, id, &hash(start), now + Duration::days(1)).await;
         let (presented, left, right) = (hash(start), hash(start + 1), hash(start + 2));
         let (a, b) = tokio::join!(
             users.rotate(&presented, &left, now),
@@ -175,31 +177,14 @@ async fn racing_refreshes_of_one_token_rotate_once_then_revoke() {
 async fn logout_password_change_and_disable_revoke_families() {
     let db = TestDb::new().await.expect("database");
     let users = Users::new(db.pool().clone());
-    let id = users
-        .create("dave@example.com", "h", Role::User)
-        .await
-        .expect("create");
-    let other = users
-        .create("erin@example.com", "h", Role::User)
-        .await
-        .expect("create");
+    let id = create_user(&users, "dave@example.com").await;
+    let other = create_user(&users, "erin@example.com").await;
     let now = Utc::now();
     let later = now + Duration::days(1);
-    users
-        .start_family(id, 0, &hash(1), later)
-        .await
-        .expect("login")
-        .expect("started");
-    users
-        .start_family(id, 0, &hash(2), later)
-        .await
-        .expect("second device")
-        .expect("started");
-    users
-        .start_family(other, 0, &hash(3), later)
-        .await
-        .expect("other user")
-        .expect("started");
+    start_family(&users, id, &hash(1), later).await;
+    // A second device, and another user.
+    start_family(&users, id, &hash(2), later).await;
+    start_family(&users, other, &hash(3), later).await;
 
     assert_eq!(
         users.revoke_family(&hash(1)).await.expect("logout"),
@@ -262,6 +247,26 @@ fn token(family: u8, step: u16) -> [u8; 32] {
     bytes
 }
 
+/// Rotations of one family in a race test end by this step at the latest.
+const MAX_STEPS: u16 = 400;
+
+/// Rotates `family` from its step-0 token until a rotation is refused (or
+/// [`MAX_STEPS`]); returns the newest step issued.
+async fn rotate_until_refused(users: &Users, family: u8, now: DateTime<Utc>) -> u16 {
+    let mut current = 0u16;
+    while current < MAX_STEPS {
+        match users
+            .rotate(&token(family, current), &token(family, current + 1), now)
+            .await
+            .expect("rotate")
+        {
+            Rotation::Rotated { .. } => current += 1,
+            _ => break,
+        }
+    }
+    current
+}
+
 /// Under READ COMMITTED, a revocation used to scan the user's tokens with a
 /// snapshot taken before a concurrent rotation committed, so the token that
 /// rotation inserted escaped it. Many families rotate in tight loops while
@@ -269,40 +274,20 @@ fn token(family: u8, step: u16) -> [u8; 32] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotations_racing_a_password_change_leave_no_live_token() {
     const FAMILIES: u8 = 24;
-    const MAX_STEPS: u16 = 400;
     let db = TestDb::new().await.expect("database");
     let users = Users::new(db.pool().clone());
     for round in 0..6u8 {
-        let id = users
-            .create(&format!("race{round}@example.com"), "h", Role::User)
-            .await
-            .expect("create");
+        let id = create_user(&users, &format!("race{round}@example.com")).await;
         let now = Utc::now();
         let families: Vec<u8> = (0..FAMILIES).map(|f| round * FAMILIES + f).collect();
         for &family in &families {
-            users
-                .start_family(id, 0, &token(family, 0), now + Duration::days(1))
-                .await
-                .expect("login")
-                .expect("started");
+            start_family(&users, id, &token(family, 0), now + Duration::days(1)).await;
         }
         let mut tasks = Vec::new();
         for &family in &families {
             let users = users.clone();
             tasks.push(tokio::spawn(async move {
-                // Rotate until refused; return the newest token issued.
-                let mut current = 0u16;
-                while current < MAX_STEPS {
-                    match users
-                        .rotate(&token(family, current), &token(family, current + 1), now)
-                        .await
-                        .expect("rotate")
-                    {
-                        Rotation::Rotated { .. } => current += 1,
-                        _ => break,
-                    }
-                }
-                current
+                rotate_until_refused(&users, family, now).await
             }));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -335,36 +320,15 @@ async fn rotations_racing_a_password_change_leave_no_live_token() {
 /// the token a concurrent rotation of that family inserted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotations_racing_a_logout_leave_no_live_token() {
-    const MAX_STEPS: u16 = 400;
     let db = TestDb::new().await.expect("database");
     let users = Users::new(db.pool().clone());
-    let id = users
-        .create("logout-race@example.com", "h", Role::User)
-        .await
-        .expect("create");
+    let id = create_user(&users, "logout-race@example.com").await;
     let now = Utc::now();
     for family in 0..24u8 {
-        users
-            .start_family(id, 0, &token(family, 0), now + Duration::days(1))
-            .await
-            .expect("login")
-            .expect("started");
+        start_family(&users, id, &token(family, 0), now + Duration::days(1)).await;
         let rotator = {
             let users = users.clone();
-            tokio::spawn(async move {
-                let mut current = 0u16;
-                while current < MAX_STEPS {
-                    match users
-                        .rotate(&token(family, current), &token(family, current + 1), now)
-                        .await
-                        .expect("rotate")
-                    {
-                        Rotation::Rotated { .. } => current += 1,
-                        _ => break,
-                    }
-                }
-                current
-            })
+            tokio::spawn(async move { rotate_until_refused(&users, family, now).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert_eq!(
@@ -464,10 +428,5 @@ async fn a_login_that_raced_a_password_change_or_disable_starts_no_session() {
         None,
         "a disabled user starts no session"
     );
-    assert!(
-        !users
-            .disable(uuid::Uuid::new_v4())
-            .await
-            .expect("no such user")
-    );
+    assert!(!users.disable(Uuid::new_v4()).await.expect("no such user"));
 }

@@ -169,6 +169,23 @@ async fn payments_are_pending_at_one_confirmation_and_available_at_the_policy_de
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
 
+/// Waits until `node` has no peer left: btcd drops a peer asynchronously,
+/// and blocks must not cross after a disconnect.
+async fn wait_no_peers(node: &Btcd) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node
+        .client()
+        .call::<serde_json::Value>("getpeerinfo", vec![])
+        .await
+        .expect("peers")
+        .as_array()
+        .is_some_and(|p| !p.is_empty())
+    {
+        assert!(Instant::now() < deadline, "peers did not disconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_same_tip(a: &Btcd, b: &Btcd) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -200,19 +217,7 @@ async fn two_node_reorgs_of_depth_one_to_six_unwind_deposits() {
     let mut credited_then_orphaned = 0;
     for depth in 1..=6u32 {
         b.disconnect(&a).await.expect("disconnect");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // btcd drops the peer asynchronously; make sure blocks do not cross.
-        while b
-            .client()
-            .call::<serde_json::Value>("getpeerinfo", vec![])
-            .await
-            .expect("peers")
-            .as_array()
-            .is_some_and(|p| !p.is_empty())
-        {
-            assert!(Instant::now() < deadline, "peers did not disconnect");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_no_peers(&b).await;
         let (outpoint, value) = a.coinbase_output(u64::from(depth)).await.expect("coinbase");
         let who = &users[(depth % 3) as usize].1;
         a.pay(
@@ -360,19 +365,7 @@ impl BtcdChain {
             .call("node", vec!["disconnect".into(), a_addr.into()])
             .await
             .expect("disconnect");
-        // btcd drops the peer asynchronously; make sure blocks do not cross.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while b
-            .client()
-            .call::<serde_json::Value>("getpeerinfo", vec![])
-            .await
-            .expect("peers")
-            .as_array()
-            .is_some_and(|p| !p.is_empty())
-        {
-            assert!(Instant::now() < deadline, "peers did not disconnect");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_no_peers(b).await;
     }
 
     /// Reconnects the second node and waits until both agree.

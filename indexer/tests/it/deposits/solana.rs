@@ -3,8 +3,8 @@ use std::time::{Duration, Instant};
 use chains::Chain;
 use chains::devnet::SolanaValidator;
 use chains::devnet::solana_tx::{
-    Keypair, TOKEN_ACCOUNT_SPACE, TOKEN_PROGRAM, associated_token_address, close_account,
-    create_account, create_associated_token_account, initialize_account, mint_to,
+    Instruction, Keypair, TOKEN_ACCOUNT_SPACE, TOKEN_PROGRAM, associated_token_address,
+    close_account, create_account, create_associated_token_account, initialize_account, mint_to,
     set_account_owner, system_transfer, transfer_checked,
 };
 use indexer::deposits::DepositStore;
@@ -50,6 +50,71 @@ fn pubkey(text: &str) -> Pubkey {
     text.parse().expect("pubkey")
 }
 
+/// A keypair from `seed` holding 20 SOL.
+async fn funded_payer(validator: &SolanaValidator, seed: u8) -> Keypair {
+    let payer = Keypair::from_seed([seed; 32]);
+    validator
+        .airdrop(&payer.pubkey(), 20 * LAMPORTS)
+        .await
+        .expect("airdrop");
+    payer
+}
+
+/// Creates `mint` (6 decimals) with `payer` as its authority, and mints
+/// 1,000 tokens into `payer`'s associated token account.
+async fn funded_mint(validator: &SolanaValidator, payer: &Keypair, mint: &Keypair) {
+    validator.create_mint(payer, mint, 6).await.expect("mint");
+    let (_, ok) = validator
+        .send(
+            &[
+                create_associated_token_account(&payer.pubkey(), &payer.pubkey(), &mint.pubkey()),
+                mint_to(
+                    &mint.pubkey(),
+                    &associated_token_address(&payer.pubkey(), &mint.pubkey()),
+                    &payer.pubkey(),
+                    1_000_000_000,
+                ),
+            ],
+            &[payer],
+        )
+        .await
+        .expect("mint to payer");
+    assert!(ok);
+}
+
+/// Registers `mint` as the asset TUSDC and returns the watcher's token list.
+async fn tusdc(db: &TestDb, mint: &Keypair) -> Vec<SplToken> {
+    Ledger::new(db.pool().clone())
+        .register_asset(&Asset {
+            code: "TUSDC".into(),
+            chain: SOL,
+            decimals: 6,
+            contract: Some(mint.pubkey().to_string()),
+        })
+        .await
+        .expect("asset");
+    vec![SplToken {
+        mint: mint.pubkey().to_string(),
+        asset: "TUSDC".into(),
+    }]
+}
+
+/// `amount` of `mint` from `payer`'s associated token account to `to`'s,
+/// which the same transaction creates.
+fn pay_tokens(payer: &Keypair, mint: &Keypair, to: &Pubkey, amount: u64) -> Vec<Instruction> {
+    vec![
+        create_associated_token_account(&payer.pubkey(), to, &mint.pubkey()),
+        transfer_checked(
+            &associated_token_address(&payer.pubkey(), &mint.pubkey()),
+            &mint.pubkey(),
+            &associated_token_address(to, &mint.pubkey()),
+            &payer.pubkey(),
+            amount,
+            6,
+        ),
+    ]
+}
+
 async fn sol_balance(db: &TestDb, address: &str, asset: &str) -> (String, String) {
     address_balance(db.pool(), SOL, address, asset).await
 }
@@ -83,48 +148,15 @@ async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finali
     let db = TestDb::new().await.expect("database");
     let users = users_with_addresses_from(db.pool(), SOL, 2, 100).await;
     let (alice, bob) = (pubkey(&users[0].1), pubkey(&users[1].1));
-    let payer = Keypair::from_seed([0x51; 32]);
+    let payer = funded_payer(validator, 0x51).await;
     let mint = Keypair::from_seed([0x52; 32]);
     let rogue = Keypair::from_seed([0x53; 32]);
-    validator
-        .airdrop(&payer.pubkey(), 20 * LAMPORTS)
-        .await
-        .expect("airdrop");
     for m in [&mint, &rogue] {
-        validator.create_mint(&payer, m, 6).await.expect("mint");
-        let (_, ok) = validator
-            .send(
-                &[
-                    create_associated_token_account(&payer.pubkey(), &payer.pubkey(), &m.pubkey()),
-                    mint_to(
-                        &m.pubkey(),
-                        &associated_token_address(&payer.pubkey(), &m.pubkey()),
-                        &payer.pubkey(),
-                        1_000_000_000,
-                    ),
-                ],
-                &[&payer],
-            )
-            .await
-            .expect("mint to payer");
-        assert!(ok);
+        funded_mint(validator, &payer, m).await;
     }
-    Ledger::new(db.pool().clone())
-        .register_asset(&Asset {
-            code: "TUSDC".into(),
-            chain: SOL,
-            decimals: 6,
-            contract: Some(mint.pubkey().to_string()),
-        })
-        .await
-        .expect("asset");
-    let tokens = vec![SplToken {
-        mint: mint.pubkey().to_string(),
-        asset: "TUSDC".into(),
-    }];
+    let tokens = tusdc(&db, &mint).await;
     let start = confirmed_slot(validator).await + 1;
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher(validator, &db, config(start, tokens)).run(cancel.clone()));
+    let running = Running::spawn(watcher(validator, &db, config(start, tokens)));
 
     let (_, ok) = validator
         .send(
@@ -134,19 +166,7 @@ async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finali
         .await
         .expect("sol");
     assert!(ok);
-    let pay = |m: &Keypair, to: &Pubkey, amount: u64| {
-        vec![
-            create_associated_token_account(&payer.pubkey(), to, &m.pubkey()),
-            transfer_checked(
-                &associated_token_address(&payer.pubkey(), &m.pubkey()),
-                &m.pubkey(),
-                &associated_token_address(to, &m.pubkey()),
-                &payer.pubkey(),
-                amount,
-                6,
-            ),
-        ]
-    };
+    let pay = |m: &Keypair, to: &Pubkey, amount: u64| pay_tokens(&payer, m, to, amount);
     // The deposit owner's token account is created in the same transaction.
     let (token_sig, ok) = validator
         .send(&pay(&mint, &alice, 2_000_000), &[&payer])
@@ -173,38 +193,15 @@ async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finali
         .expect("overdrawn sol transfer");
     assert!(!ok, "a SOL transfer beyond the balance fails");
 
-    wait_balance(
-        &db,
-        &users[0].1,
-        "SOL",
-        ("0", "1500000000"),
-        Duration::from_secs(30),
-    )
-    .await;
-    wait_balance(
-        &db,
-        &users[0].1,
-        "TUSDC",
-        ("0", "2000000"),
-        Duration::from_secs(30),
-    )
-    .await;
-    wait_balance(
-        &db,
-        &users[0].1,
-        "SOL",
-        ("1500000000", "0"),
-        Duration::from_secs(90),
-    )
-    .await;
-    wait_balance(
-        &db,
-        &users[0].1,
-        "TUSDC",
-        ("2000000", "0"),
-        Duration::from_secs(90),
-    )
-    .await;
+    for (asset, expected, limit) in [
+        ("SOL", ("0", "1500000000"), 30),
+        ("TUSDC", ("0", "2000000"), 30),
+        ("SOL", ("1500000000", "0"), 90),
+        ("TUSDC", ("2000000", "0"), 90),
+    ] {
+        let limit = Duration::from_secs(limit);
+        wait_balance(&db, &users[0].1, asset, expected, limit).await;
+    }
     // The failed and rogue ones landed before the credits: nothing for bob.
     assert_eq!(
         sol_balance(&db, &users[1].1, "SOL").await,
@@ -214,8 +211,7 @@ async fn sol_and_token_deposits_are_pending_at_confirmed_and_available_at_finali
         sol_balance(&db, &users[1].1, "TUSDC").await,
         ("0".into(), "0".into())
     );
-    cancel.cancel();
-    task.await.expect("watcher");
+    running.stop().await;
 
     let live = live_deposits(db.pool()).await;
     let summary: Vec<(String, i64, String)> = live
@@ -243,11 +239,7 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         .expect("solana-test-validator");
     let db = TestDb::new().await.expect("database");
     let users = users_with_addresses_from(db.pool(), SOL, 4, 200).await;
-    let payer = Keypair::from_seed([0x61; 32]);
-    validator
-        .airdrop(&payer.pubkey(), 20 * LAMPORTS)
-        .await
-        .expect("airdrop");
+    let payer = funded_payer(validator, 0x61).await;
     let start = confirmed_slot(validator).await + 1;
     for i in 0..16u64 {
         let to = pubkey(&users[(i % 4) as usize].1);
@@ -286,8 +278,7 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         kills += 1;
     }
     assert!(kills >= 3, "killed {kills} times");
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher(validator, &db, config).run(cancel.clone()));
+    let running = Running::spawn(watcher(validator, &db, config));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let credited: i64 =
@@ -301,8 +292,7 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         assert!(Instant::now() < deadline, "only {credited} of 16 credited");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    cancel.cancel();
-    task.await.expect("watcher");
+    running.stop().await;
     assert_eq!(
         live_deposits(db.pool()).await.len(),
         16,
@@ -327,40 +317,22 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
     let db = TestDb::new().await.expect("database");
     let users = users_with_addresses_from(db.pool(), SOL, 1, 300).await;
     let deposit = pubkey(&users[0].1);
-    let attacker = Keypair::from_seed([0x71; 32]);
+    let attacker = funded_payer(validator, 0x71).await;
     let mint = Keypair::from_seed([0x72; 32]);
     let handed = Keypair::from_seed([0x73; 32]);
     let closed = Keypair::from_seed([0x74; 32]);
-    validator
-        .airdrop(&attacker.pubkey(), 20 * LAMPORTS)
-        .await
-        .expect("airdrop");
-    validator
-        .create_mint(&attacker, &mint, 6)
-        .await
-        .expect("mint");
+    funded_mint(validator, &attacker, &mint).await;
     let attacker_ata = associated_token_address(&attacker.pubkey(), &mint.pubkey());
     let rent = validator
         .rent_exempt(TOKEN_ACCOUNT_SPACE)
         .await
         .expect("rent");
     let token_program = pubkey(TOKEN_PROGRAM);
-    // The attacker's funded account, and a plain token account of theirs
-    // to close into the deposit address later.
+    // A plain token account of the attacker's to close into the deposit
+    // address later.
     let (_, ok) = validator
         .send(
             &[
-                create_associated_token_account(
-                    &attacker.pubkey(),
-                    &attacker.pubkey(),
-                    &mint.pubkey(),
-                ),
-                mint_to(
-                    &mint.pubkey(),
-                    &attacker_ata,
-                    &attacker.pubkey(),
-                    1_000_000_000,
-                ),
                 create_account(
                     &attacker.pubkey(),
                     &closed.pubkey(),
@@ -375,22 +347,9 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
         .await
         .expect("setup");
     assert!(ok);
-    Ledger::new(db.pool().clone())
-        .register_asset(&Asset {
-            code: "TUSDC".into(),
-            chain: SOL,
-            decimals: 6,
-            contract: Some(mint.pubkey().to_string()),
-        })
-        .await
-        .expect("asset");
-    let tokens = vec![SplToken {
-        mint: mint.pubkey().to_string(),
-        asset: "TUSDC".into(),
-    }];
+    let tokens = tusdc(&db, &mint).await;
     let start = confirmed_slot(validator).await + 1;
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(watcher(validator, &db, config(start, tokens)).run(cancel.clone()));
+    let running = Running::spawn(watcher(validator, &db, config(start, tokens)));
 
     // ONE transaction: create X owned by the attacker, move 100 tokens in
     // and back out five times, then hand X to the deposit address.
@@ -432,17 +391,7 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
     // Beside it, a real transfer into the deposit address's token account.
     let (paid, ok) = validator
         .send(
-            &[
-                create_associated_token_account(&attacker.pubkey(), &deposit, &mint.pubkey()),
-                transfer_checked(
-                    &attacker_ata,
-                    &mint.pubkey(),
-                    &associated_token_address(&deposit, &mint.pubkey()),
-                    &attacker.pubkey(),
-                    2_000_000,
-                    6,
-                ),
-            ],
+            &pay_tokens(&attacker, &mint, &deposit, 2_000_000),
             &[&attacker],
         )
         .await
@@ -463,24 +412,13 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
     assert!(ok);
 
     let rent_text = rent.to_string();
-    wait_balance(
-        &db,
-        &users[0].1,
-        "TUSDC",
-        ("2000000", "0"),
-        Duration::from_secs(90),
-    )
-    .await;
-    wait_balance(
-        &db,
-        &users[0].1,
-        "SOL",
-        (rent_text.as_str(), "0"),
-        Duration::from_secs(90),
-    )
-    .await;
-    cancel.cancel();
-    task.await.expect("watcher");
+    for (asset, expected) in [
+        ("TUSDC", ("2000000", "0")),
+        ("SOL", (rent_text.as_str(), "0")),
+    ] {
+        wait_balance(&db, &users[0].1, asset, expected, Duration::from_secs(90)).await;
+    }
+    running.stop().await;
     let live = live_deposits(db.pool()).await;
     let summary: Vec<(String, String, String)> = live
         .iter()

@@ -38,6 +38,22 @@ fn offer(maker: Uuid, expires_in: Option<Duration>) -> NewOffer {
     }
 }
 
+/// [`offer`] without expiry, selling `amount` BTC.
+fn selling(maker: Uuid, amount: u64) -> NewOffer {
+    NewOffer {
+        sell_amount: Amount::from_u64(amount),
+        ..offer(maker, None)
+    }
+}
+
+async fn available(ledger: &Ledger, user: Uuid, asset: &str) -> Amount {
+    ledger
+        .balance(user, asset)
+        .await
+        .expect("balance")
+        .available
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trade_settles_both_legs_and_fees() {
     let db = TestDb::new().await.expect("database");
@@ -45,10 +61,8 @@ async fn a_trade_settles_both_legs_and_fees() {
     let (maker, taker) = (user(&db).await, user(&db).await);
     fund(&ledger, maker, "BTC", 10_000).await;
     fund(&ledger, taker, "ETH", 500).await;
-    let mut request = offer(maker, None);
-    request.sell_amount = Amount::from_u64(10_000);
     let open = ledger
-        .create_offer(&key("create"), &request)
+        .create_offer(&key("create"), &selling(maker, 10_000))
         .await
         .expect("create");
     assert_eq!(
@@ -78,30 +92,15 @@ async fn a_trade_settles_both_legs_and_fees() {
         (Amount::ZERO, Amount::ZERO)
     );
     assert_eq!(
-        ledger
-            .balance(maker, "ETH")
-            .await
-            .expect("balance")
-            .available,
+        available(&ledger, maker, "ETH").await,
         Amount::from_u64(500)
     );
     assert_eq!(
-        ledger
-            .balance(taker, "BTC")
-            .await
-            .expect("balance")
-            .available,
+        available(&ledger, taker, "BTC").await,
         Amount::from_u64(9_975),
         "25 bps fee"
     );
-    assert_eq!(
-        ledger
-            .balance(taker, "ETH")
-            .await
-            .expect("balance")
-            .available,
-        Amount::ZERO
-    );
+    assert_eq!(available(&ledger, taker, "ETH").await, Amount::ZERO);
     let again = ledger.accept_offer(&key("again"), open.id, taker, 25).await;
     assert!(
         matches!(again, Err(Error::OfferNotOpen(OfferStatus::Filled))),
@@ -117,13 +116,7 @@ async fn a_trade_settles_both_legs_and_fees() {
         "{self_trade:?}"
     );
     let too_big = ledger
-        .create_offer(
-            &key("big"),
-            &NewOffer {
-                sell_amount: Amount::from_u64(1_000_000),
-                ..offer(maker, None)
-            },
-        )
+        .create_offer(&key("big"), &selling(maker, 1_000_000))
         .await;
     assert!(
         matches!(too_big, Err(Error::InsufficientFunds)),
@@ -431,11 +424,7 @@ async fn trade_fees_round_up_and_never_vanish() {
         .await
         .expect("accept");
     assert_eq!(
-        ledger
-            .balance(taker, "BTC")
-            .await
-            .expect("balance")
-            .available,
+        available(&ledger, taker, "BTC").await,
         Amount::from_u64(9),
         "0.025 of a base unit is charged as 1, not 0"
     );
@@ -449,13 +438,7 @@ async fn trade_fees_round_up_and_never_vanish() {
     assert_eq!(fees, "1");
 
     let tiny = ledger
-        .create_offer(
-            &key("tiny"),
-            &NewOffer {
-                sell_amount: Amount::from_u64(1),
-                ..offer(maker, None)
-            },
-        )
+        .create_offer(&key("tiny"), &selling(maker, 1))
         .await
         .expect("create");
     let refused = ledger.accept_offer(&key("tiny"), tiny.id, taker, 25).await;

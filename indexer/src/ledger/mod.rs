@@ -2,7 +2,7 @@
 //!
 //! Every write runs in one transaction that also records the client's
 //! idempotency key, so a retried request returns the stored response instead
-//! of acting twice. The schema (`migrations/0002_ledger.sql`) enforces the
+//! of acting twice. The schema (as it stands: `migrations/schema.sql`) enforces the
 //! invariants on its own: entries balance per asset at commit, user balances
 //! never go negative, postings are append-only. Rust checks the same rules
 //! first to fail fast with a precise error.

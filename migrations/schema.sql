@@ -1,0 +1,757 @@
+-- The live schema: what every migration in this folder leaves, as
+-- `pg_dump --schema-only` prints it (normalized). Generated, never
+-- edited: `COFFER_WRITE_SCHEMA=1 cargo test -p indexer --all-features
+-- --test it -- db::the_schema` rewrites it, and that test fails while
+-- it differs from the migrations. Read it to see a table, trigger or
+-- function as it is now; change it only with a new migration.
+
+CREATE TYPE public.account_purpose AS ENUM (
+    'available',
+    'pending',
+    'held',
+    'custody',
+    'external',
+    'fees',
+    'suspense'
+);
+
+CREATE TYPE public.deposit_status AS ENUM (
+    'pending',
+    'credited',
+    'orphaned'
+);
+
+CREATE TYPE public.entry_kind AS ENUM (
+    'deposit_pending',
+    'deposit_credit',
+    'deposit_reversal',
+    'withdrawal_hold',
+    'withdrawal_settle',
+    'withdrawal_release',
+    'transfer',
+    'trade',
+    'fee',
+    'adjustment'
+);
+
+CREATE TYPE public.hold_status AS ENUM (
+    'held',
+    'settled',
+    'released'
+);
+
+CREATE TYPE public.offer_status AS ENUM (
+    'open',
+    'filled',
+    'cancelled',
+    'expired'
+);
+
+CREATE TYPE public.user_role AS ENUM (
+    'user',
+    'service',
+    'operator',
+    'admin'
+);
+
+CREATE FUNCTION public.balances_guard() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 THEN
+        RETURN NEW;
+    END IF;
+    -- A new row starts at zero and describes its own user account exactly:
+    -- postings take their asset and owner from it.
+    IF TG_OP = 'INSERT' AND NEW.balance = 0 AND EXISTS (
+        SELECT 1 FROM accounts
+        WHERE id = NEW.account_id AND owner_id = NEW.owner_id AND asset = NEW.asset AND purpose = NEW.purpose
+    ) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'balances change only through postings: % is not allowed', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+CREATE FUNCTION public.entries_check_balanced() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    legs BIGINT;
+    unbalanced TEXT;
+BEGIN
+    SELECT coalesce(sum(n), 0), min(asset) FILTER (WHERE total <> 0) INTO legs, unbalanced
+    FROM (SELECT asset, count(*) AS n, sum(amount) AS total FROM postings WHERE entry_id = NEW.id GROUP BY asset) per_asset;
+    IF legs < 2 THEN
+        RAISE EXCEPTION 'ledger entry % has % posting(s); at least two are required', NEW.id, legs
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+    END IF;
+    IF unbalanced IS NOT NULL THEN
+        RAISE EXCEPTION 'ledger entry % does not balance in %', NEW.id, unbalanced
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.entries_outbox() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO outbox (entry_id) SELECT id FROM inserted ORDER BY id;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.ledger_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % is not allowed', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END $$;
+
+CREATE FUNCTION public.ledger_check_queued() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    bad RECORD;
+BEGIN
+    SELECT e.id, coalesce(sum(p.n), 0) AS legs, min(p.asset) FILTER (WHERE p.total <> 0) AS unbalanced
+    INTO bad
+    FROM unnest(NEW.entry_ids) AS e(id)
+    LEFT JOIN LATERAL (
+        SELECT asset, count(*) AS n, sum(amount) AS total FROM postings WHERE entry_id = e.id GROUP BY asset
+    ) p ON true
+    GROUP BY e.id
+    HAVING coalesce(sum(p.n), 0) < 2 OR bool_or(p.total <> 0)
+    ORDER BY e.id
+    LIMIT 1;
+    IF FOUND THEN
+        IF bad.legs < 2 THEN
+            RAISE EXCEPTION 'ledger entry % has % posting(s); at least two are required', bad.id, bad.legs
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+        END IF;
+        RAISE EXCEPTION 'ledger entry % does not balance in %', bad.id, bad.unbalanced
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'entries_balanced';
+    END IF;
+    DELETE FROM ledger_unchecked WHERE id = NEW.id;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.ledger_post(p_scope text, p_key text, p_hash bytea, p_kind public.entry_kind, p_reference text, p_metadata jsonb, p_accounts bigint[], p_amounts text[]) RETURNS TABLE(outcome text, response jsonb)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    entry_id BIGINT := nextval(pg_get_serial_sequence('entries', 'id'));
+    posted JSONB;
+    stored_hash BYTEA;
+    stored JSONB;
+BEGIN
+    -- The response is known before the entry exists (its id comes from the
+    -- sequence, its timestamp is the transaction's), so the claim stores it
+    -- at once and the key row is written once.
+    posted := jsonb_build_object('id', entry_id, 'kind', p_kind, 'reference', p_reference, 'created_at', now());
+    INSERT INTO idempotency_keys (scope, key, operation, request_hash, response)
+    VALUES (p_scope, p_key, 'post', p_hash, posted) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT k.request_hash, k.response INTO stored_hash, stored
+        FROM idempotency_keys k WHERE k.scope = p_scope AND k.key = p_key;
+        RETURN QUERY SELECT CASE WHEN stored_hash = p_hash THEN 'replayed' ELSE 'conflict' END, stored;
+        RETURN;
+    END IF;
+    INSERT INTO entries (id, kind, reference, metadata) OVERRIDING SYSTEM VALUE
+    VALUES (entry_id, p_kind, p_reference, p_metadata);
+    INSERT INTO postings (entry_id, account_id, amount)
+    SELECT entry_id, leg.account_id, leg.amount::numeric
+    FROM unnest(p_accounts, p_amounts) WITH ORDINALITY AS leg(account_id, amount, position)
+    ORDER BY leg.position;
+    RETURN QUERY SELECT 'posted', posted;
+END $$;
+
+CREATE FUNCTION public.postings_apply() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    legs RECORD;
+    bad RECORD;
+    missing BIGINT;
+BEGIN
+    SELECT min(i.account_id) FILTER (WHERE a.id IS NULL) AS no_account,
+           min(i.entry_id) FILTER (WHERE e.id IS NULL) AS no_entry,
+           min(i.account_id) FILTER (
+               WHERE i.asset <> a.asset OR i.owner_id IS DISTINCT FROM a.owner_id
+           ) AS misclaimed,
+           -- Legs joining an entry this transaction did not create (an
+           -- earlier transaction's, or one made in a savepoint, whose row
+           -- carries the savepoint's xid) have no deferred entry check of
+           -- their own here: they are queued for the set-based one. Entries
+           -- are append-only, so an old entry's xmin cannot be made this
+           -- transaction's.
+           array_agg(DISTINCT i.entry_id) FILTER (
+               WHERE e.xmin <> pg_current_xact_id()::xid
+           ) AS older_entries
+    INTO legs
+    FROM inserted i
+    LEFT JOIN accounts a ON a.id = i.account_id
+    LEFT JOIN entries e ON e.id = i.entry_id;
+    IF legs.no_account IS NOT NULL THEN
+        RAISE EXCEPTION 'account % does not exist', legs.no_account
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_account_id_fkey';
+    END IF;
+    IF legs.no_entry IS NOT NULL THEN
+        RAISE EXCEPTION 'entry % does not exist', legs.no_entry
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_entry_id_fkey';
+    END IF;
+    IF legs.misclaimed IS NOT NULL THEN
+        SELECT i.account_id, i.asset, i.owner_id INTO bad
+        FROM inserted i JOIN accounts a ON a.id = i.account_id
+        WHERE i.account_id = legs.misclaimed
+          AND (i.asset <> a.asset OR i.owner_id IS DISTINCT FROM a.owner_id)
+        LIMIT 1;
+        RAISE EXCEPTION 'posting to account % names asset % and owner %, which are not the account''s',
+            bad.account_id, bad.asset, coalesce(bad.owner_id::text, 'none')
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'postings_match_account';
+    END IF;
+
+    PERFORM 1 FROM balances
+    WHERE account_id IN (SELECT account_id FROM inserted WHERE owner_id IS NOT NULL)
+    ORDER BY account_id FOR UPDATE;
+    WITH deltas AS (
+        SELECT account_id, sum(amount) AS delta FROM inserted WHERE owner_id IS NOT NULL GROUP BY account_id
+    ), moved AS (
+        UPDATE balances b SET balance = b.balance + d.delta, updated_at = now()
+        FROM deltas d WHERE b.account_id = d.account_id
+        RETURNING b.account_id
+    )
+    SELECT min(account_id) INTO missing FROM deltas WHERE account_id NOT IN (SELECT account_id FROM moved);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'user account % has no balance row', missing;
+    END IF;
+
+    IF legs.older_entries IS NOT NULL THEN
+        INSERT INTO ledger_unchecked (entry_ids) VALUES (legs.older_entries);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION public.postings_stamp() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    SELECT asset, owner_id INTO NEW.asset, NEW.owner_id FROM accounts WHERE id = NEW.account_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'account % does not exist', NEW.account_id
+            USING ERRCODE = 'foreign_key_violation', CONSTRAINT = 'postings_account_id_fkey';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE TABLE public.accounts (
+    id bigint NOT NULL,
+    asset text NOT NULL,
+    purpose public.account_purpose NOT NULL,
+    owner_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT accounts_owner_matches_purpose CHECK (((owner_id IS NOT NULL) = (purpose = ANY (ARRAY['available'::public.account_purpose, 'pending'::public.account_purpose, 'held'::public.account_purpose]))))
+);
+
+ALTER TABLE public.accounts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.accounts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.address_counters (
+    chain text NOT NULL,
+    next_index bigint NOT NULL,
+    CONSTRAINT address_counters_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT address_counters_next_index_check CHECK ((next_index >= 0))
+);
+
+CREATE TABLE public.assets (
+    code text NOT NULL,
+    chain text NOT NULL,
+    decimals smallint NOT NULL,
+    contract text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT assets_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT assets_code_format CHECK ((code ~ '^[A-Z0-9]{2,16}$'::text)),
+    CONSTRAINT assets_decimals_check CHECK (((decimals >= 0) AND (decimals <= 38)))
+);
+
+CREATE TABLE public.balances (
+    account_id bigint NOT NULL,
+    owner_id uuid NOT NULL,
+    asset text NOT NULL,
+    purpose public.account_purpose NOT NULL,
+    balance numeric(78,0) DEFAULT 0 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT balances_non_negative CHECK ((balance >= (0)::numeric))
+);
+
+CREATE TABLE public.chain_cursors (
+    chain text NOT NULL,
+    height bigint NOT NULL,
+    block_hash text NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chain_cursors_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT chain_cursors_height_check CHECK ((height >= 0))
+);
+
+CREATE TABLE public.chain_heads (
+    chain text NOT NULL,
+    height bigint NOT NULL,
+    block_hash text,
+    observed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chain_heads_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT chain_heads_height_check CHECK ((height >= 0))
+);
+
+CREATE TABLE public.deposit_addresses (
+    chain text NOT NULL,
+    address text NOT NULL,
+    wallet_id uuid NOT NULL,
+    derivation_index bigint NOT NULL,
+    derivation_path text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT deposit_addresses_derivation_index_check CHECK ((derivation_index >= 0))
+);
+
+CREATE TABLE public.deposits (
+    id bigint NOT NULL,
+    chain text NOT NULL,
+    tx_id text NOT NULL,
+    "position" bigint NOT NULL,
+    block_height bigint NOT NULL,
+    block_hash text NOT NULL,
+    block_time timestamp with time zone,
+    address text NOT NULL,
+    user_id uuid NOT NULL,
+    asset text NOT NULL,
+    amount numeric(78,0) NOT NULL,
+    status public.deposit_status NOT NULL,
+    pending_entry_id bigint,
+    credit_entry_id bigint,
+    reversal_entry_id bigint,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    credited_at timestamp with time zone,
+    orphaned_at timestamp with time zone,
+    CONSTRAINT deposits_amount_check CHECK ((amount > (0)::numeric)),
+    CONSTRAINT deposits_block_height_check CHECK ((block_height >= 0)),
+    CONSTRAINT deposits_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT deposits_credit_recorded CHECK (((status = 'credited'::public.deposit_status) = ((credit_entry_id IS NOT NULL) AND (reversal_entry_id IS NULL)))),
+    CONSTRAINT deposits_orphan_recorded CHECK (((status = 'orphaned'::public.deposit_status) = (reversal_entry_id IS NOT NULL))),
+    CONSTRAINT deposits_position_check CHECK (("position" >= '-1'::integer))
+);
+
+ALTER TABLE public.deposits ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.deposits_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.entries (
+    id bigint NOT NULL,
+    kind public.entry_kind NOT NULL,
+    reference text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT entries_reference_check CHECK (((length(reference) >= 1) AND (length(reference) <= 200)))
+);
+
+ALTER TABLE public.entries ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.entries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.holds (
+    id bigint NOT NULL,
+    owner_id uuid NOT NULL,
+    asset text NOT NULL,
+    amount numeric(78,0) NOT NULL,
+    status public.hold_status DEFAULT 'held'::public.hold_status NOT NULL,
+    place_entry_id bigint NOT NULL,
+    final_entry_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finalized_at timestamp with time zone,
+    CONSTRAINT holds_amount_check CHECK ((amount > (0)::numeric)),
+    CONSTRAINT holds_final_entry CHECK (((status = 'held'::public.hold_status) = (final_entry_id IS NULL)))
+);
+
+ALTER TABLE public.holds ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.holds_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.idempotency_keys (
+    scope text NOT NULL,
+    key text NOT NULL,
+    operation text NOT NULL,
+    request_hash bytea NOT NULL,
+    response jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT idempotency_keys_key_check CHECK (((length(key) >= 1) AND (length(key) <= 200)))
+);
+
+CREATE TABLE public.indexed_blocks (
+    chain text NOT NULL,
+    height bigint NOT NULL,
+    block_hash text NOT NULL,
+    parent_hash text,
+    CONSTRAINT indexed_blocks_height_check CHECK ((height >= 0))
+);
+
+CREATE UNLOGGED TABLE public.ledger_unchecked (
+    id bigint NOT NULL,
+    entry_ids bigint[] NOT NULL
+);
+
+ALTER TABLE public.ledger_unchecked ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.ledger_unchecked_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.offers (
+    id uuid NOT NULL,
+    maker_id uuid NOT NULL,
+    sell_asset text NOT NULL,
+    sell_amount numeric(78,0) NOT NULL,
+    buy_asset text NOT NULL,
+    buy_amount numeric(78,0) NOT NULL,
+    hold_id bigint NOT NULL,
+    status public.offer_status DEFAULT 'open'::public.offer_status NOT NULL,
+    taker_id uuid,
+    trade_entry_id bigint,
+    expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT offers_buy_amount_check CHECK ((buy_amount > (0)::numeric)),
+    CONSTRAINT offers_filled_has_taker CHECK (((status = 'filled'::public.offer_status) = ((taker_id IS NOT NULL) AND (trade_entry_id IS NOT NULL)))),
+    CONSTRAINT offers_sell_amount_check CHECK ((sell_amount > (0)::numeric)),
+    CONSTRAINT offers_two_assets CHECK ((sell_asset <> buy_asset))
+);
+
+CREATE TABLE public.outbox (
+    id bigint NOT NULL,
+    entry_id bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    published_at timestamp with time zone
+);
+
+ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.outbox_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.postings (
+    id bigint NOT NULL,
+    entry_id bigint NOT NULL,
+    account_id bigint NOT NULL,
+    asset text NOT NULL,
+    owner_id uuid,
+    amount numeric(78,0) NOT NULL,
+    CONSTRAINT postings_non_zero CHECK ((amount <> (0)::numeric))
+);
+
+ALTER TABLE public.postings ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.postings_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.refresh_tokens (
+    token_hash bytea NOT NULL,
+    family_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    issued_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    rotated_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT refresh_tokens_token_hash_check CHECK ((length(token_hash) = 32))
+);
+
+CREATE TABLE public.refused_deposits (
+    id bigint NOT NULL,
+    chain text NOT NULL,
+    tx_id text NOT NULL,
+    "position" bigint NOT NULL,
+    block_height bigint NOT NULL,
+    block_hash text NOT NULL,
+    address text NOT NULL,
+    user_id uuid NOT NULL,
+    asset text NOT NULL,
+    amount numeric(78,0) NOT NULL,
+    reason text NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    orphaned_at timestamp with time zone,
+    CONSTRAINT refused_deposits_amount_check CHECK ((amount >= (0)::numeric)),
+    CONSTRAINT refused_deposits_block_height_check CHECK ((block_height >= 0)),
+    CONSTRAINT refused_deposits_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text])))
+);
+
+ALTER TABLE public.refused_deposits ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.refused_deposits_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.users (
+    id uuid NOT NULL,
+    email text NOT NULL,
+    password_hash text NOT NULL,
+    role public.user_role DEFAULT 'user'::public.user_role NOT NULL,
+    disabled_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    session_epoch bigint DEFAULT 0 NOT NULL,
+    sessions_valid_after bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT users_email_check CHECK (((email = lower(email)) AND (email ~~ '%_@_%'::text)))
+);
+
+CREATE TABLE public.wallets (
+    id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    chain text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT wallets_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text])))
+);
+
+CREATE TABLE public.watched_addresses (
+    chain text NOT NULL,
+    address text NOT NULL,
+    user_id uuid NOT NULL,
+    added_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE ONLY public.accounts
+    ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.accounts
+    ADD CONSTRAINT accounts_unique UNIQUE NULLS NOT DISTINCT (owner_id, asset, purpose);
+
+ALTER TABLE ONLY public.address_counters
+    ADD CONSTRAINT address_counters_pkey PRIMARY KEY (chain);
+
+ALTER TABLE ONLY public.assets
+    ADD CONSTRAINT assets_chain_contract_unique UNIQUE NULLS NOT DISTINCT (chain, contract);
+
+ALTER TABLE ONLY public.assets
+    ADD CONSTRAINT assets_pkey PRIMARY KEY (code);
+
+ALTER TABLE ONLY public.balances
+    ADD CONSTRAINT balances_pkey PRIMARY KEY (account_id);
+
+ALTER TABLE ONLY public.chain_cursors
+    ADD CONSTRAINT chain_cursors_pkey PRIMARY KEY (chain);
+
+ALTER TABLE ONLY public.chain_heads
+    ADD CONSTRAINT chain_heads_pkey PRIMARY KEY (chain);
+
+ALTER TABLE ONLY public.deposit_addresses
+    ADD CONSTRAINT deposit_addresses_index_unique UNIQUE (chain, derivation_index);
+
+ALTER TABLE ONLY public.deposit_addresses
+    ADD CONSTRAINT deposit_addresses_pkey PRIMARY KEY (chain, address);
+
+ALTER TABLE ONLY public.deposits
+    ADD CONSTRAINT deposits_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.entries
+    ADD CONSTRAINT entries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.entries
+    ADD CONSTRAINT entries_reference_unique UNIQUE (reference);
+
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (scope, key);
+
+ALTER TABLE ONLY public.indexed_blocks
+    ADD CONSTRAINT indexed_blocks_pkey PRIMARY KEY (chain, height);
+
+ALTER TABLE ONLY public.ledger_unchecked
+    ADD CONSTRAINT ledger_unchecked_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_entry_id_key UNIQUE (entry_id);
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.postings
+    ADD CONSTRAINT postings_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (token_hash);
+
+ALTER TABLE ONLY public.refused_deposits
+    ADD CONSTRAINT refused_deposits_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_email_unique UNIQUE (email);
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.wallets
+    ADD CONSTRAINT wallets_one_per_chain UNIQUE (user_id, chain);
+
+ALTER TABLE ONLY public.wallets
+    ADD CONSTRAINT wallets_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.watched_addresses
+    ADD CONSTRAINT watched_addresses_pkey PRIMARY KEY (chain, address);
+
+CREATE INDEX balances_owner ON public.balances USING btree (owner_id, asset);
+
+CREATE INDEX deposit_addresses_wallet ON public.deposit_addresses USING btree (wallet_id, created_at);
+
+CREATE UNIQUE INDEX deposits_canonical ON public.deposits USING btree (chain, tx_id, "position") WHERE (status <> 'orphaned'::public.deposit_status);
+
+CREATE INDEX deposits_live_by_height ON public.deposits USING btree (chain, block_height) WHERE (status <> 'orphaned'::public.deposit_status);
+
+CREATE INDEX deposits_pending ON public.deposits USING btree (chain, block_height) WHERE (status = 'pending'::public.deposit_status);
+
+CREATE INDEX deposits_user ON public.deposits USING btree (user_id, id);
+
+CREATE INDEX holds_owner ON public.holds USING btree (owner_id, id);
+
+CREATE INDEX offers_due ON public.offers USING btree (expires_at) WHERE ((status = 'open'::public.offer_status) AND (expires_at IS NOT NULL));
+
+CREATE INDEX offers_open ON public.offers USING btree (created_at DESC, id DESC) WHERE (status = 'open'::public.offer_status);
+
+CREATE INDEX offers_open_by_maker ON public.offers USING btree (maker_id) WHERE (status = 'open'::public.offer_status);
+
+CREATE INDEX outbox_unpublished ON public.outbox USING btree (id) WHERE (published_at IS NULL);
+
+CREATE INDEX postings_entry ON public.postings USING btree (entry_id);
+
+CREATE INDEX postings_owner ON public.postings USING btree (owner_id, entry_id) WHERE (owner_id IS NOT NULL);
+
+CREATE INDEX postings_system_account ON public.postings USING btree (account_id, entry_id) WHERE (owner_id IS NULL);
+
+CREATE INDEX refresh_tokens_family ON public.refresh_tokens USING btree (family_id);
+
+CREATE INDEX refresh_tokens_user ON public.refresh_tokens USING btree (user_id) WHERE (revoked_at IS NULL);
+
+CREATE UNIQUE INDEX refused_deposits_canonical ON public.refused_deposits USING btree (chain, tx_id, "position") WHERE (orphaned_at IS NULL);
+
+CREATE INDEX refused_deposits_live_by_height ON public.refused_deposits USING btree (chain, block_height) WHERE (orphaned_at IS NULL);
+
+CREATE TRIGGER accounts_append_only BEFORE DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE TRIGGER accounts_no_truncate BEFORE TRUNCATE ON public.accounts FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE TRIGGER balances_guard BEFORE INSERT OR DELETE OR UPDATE ON public.balances FOR EACH ROW EXECUTE FUNCTION public.balances_guard();
+
+CREATE TRIGGER balances_no_truncate BEFORE TRUNCATE ON public.balances FOR EACH STATEMENT EXECUTE FUNCTION public.balances_guard();
+
+CREATE TRIGGER entries_append_only BEFORE DELETE OR UPDATE ON public.entries FOR EACH ROW EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE CONSTRAINT TRIGGER entries_balanced AFTER INSERT ON public.entries DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.entries_check_balanced();
+
+CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON public.entries FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE TRIGGER entries_outbox AFTER INSERT ON public.entries REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.entries_outbox();
+
+CREATE CONSTRAINT TRIGGER ledger_unchecked_balanced AFTER INSERT ON public.ledger_unchecked DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.ledger_check_queued();
+
+CREATE TRIGGER postings_append_only BEFORE DELETE OR UPDATE ON public.postings FOR EACH ROW EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE TRIGGER postings_apply AFTER INSERT ON public.postings REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.postings_apply();
+
+CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON public.postings FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_append_only();
+
+CREATE TRIGGER postings_stamp BEFORE INSERT ON public.postings FOR EACH ROW WHEN ((new.asset IS NULL)) EXECUTE FUNCTION public.postings_stamp();
+
+ALTER TABLE ONLY public.accounts
+    ADD CONSTRAINT accounts_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);
+
+ALTER TABLE ONLY public.balances
+    ADD CONSTRAINT balances_account_id_fkey FOREIGN KEY (account_id) REFERENCES public.accounts(id);
+
+ALTER TABLE ONLY public.deposit_addresses
+    ADD CONSTRAINT deposit_addresses_wallet_id_fkey FOREIGN KEY (wallet_id) REFERENCES public.wallets(id);
+
+ALTER TABLE ONLY public.deposits
+    ADD CONSTRAINT deposits_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);
+
+ALTER TABLE ONLY public.deposits
+    ADD CONSTRAINT deposits_credit_entry_id_fkey FOREIGN KEY (credit_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.deposits
+    ADD CONSTRAINT deposits_pending_entry_id_fkey FOREIGN KEY (pending_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.deposits
+    ADD CONSTRAINT deposits_reversal_entry_id_fkey FOREIGN KEY (reversal_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);
+
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_final_entry_id_fkey FOREIGN KEY (final_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.holds
+    ADD CONSTRAINT holds_place_entry_id_fkey FOREIGN KEY (place_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_buy_asset_fkey FOREIGN KEY (buy_asset) REFERENCES public.assets(code);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES public.holds(id);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_maker_id_fkey FOREIGN KEY (maker_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_sell_asset_fkey FOREIGN KEY (sell_asset) REFERENCES public.assets(code);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_taker_id_fkey FOREIGN KEY (taker_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.offers
+    ADD CONSTRAINT offers_trade_entry_id_fkey FOREIGN KEY (trade_entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_entry_id_fkey FOREIGN KEY (entry_id) REFERENCES public.entries(id);
+
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.wallets
+    ADD CONSTRAINT wallets_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.watched_addresses
+    ADD CONSTRAINT watched_addresses_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

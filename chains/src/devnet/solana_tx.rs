@@ -330,6 +330,25 @@ fn compile(
     Ok(tx)
 }
 
+/// `call`, tried again after a transport failure: a validator busy on a
+/// loaded test machine now and then drops a connection.
+async fn retried<T, F, Fut>(method: &'static str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, solana_rpc_client_api::client_error::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await.map_err(|e| crate::solana::classify(method, e)) {
+            Err(crate::Error::Transport { .. }) if tries < 4 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(250 * tries)).await;
+            }
+            other => return other.map_err(Into::into),
+        }
+    }
+}
+
 impl SolanaValidator {
     /// Signs and sends `instructions` (the first signer pays) without a
     /// preflight check, so a transaction that fails on chain still lands,
@@ -341,26 +360,27 @@ impl SolanaValidator {
         signers: &[&Keypair],
     ) -> Result<(String, bool)> {
         let rpc = self.client().rpc();
-        let blockhash = rpc
-            .get_latest_blockhash_with_commitment(CommitmentConfig::confirmed())
-            .await
-            .map_err(|e| crate::solana::classify("getLatestBlockhash", e))?
-            .0;
+        let blockhash = retried("getLatestBlockhash", || {
+            rpc.get_latest_blockhash_with_commitment(CommitmentConfig::confirmed())
+        })
+        .await?
+        .0;
         let tx = compile(instructions, signers, blockhash.to_bytes())?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(tx);
-        let signature: String = rpc
-            .send(
+        // The same signed bytes each time: a resend cannot pay twice.
+        let signature: String = retried("sendTransaction", || {
+            rpc.send(
                 RpcRequest::SendTransaction,
                 json!([encoded, {"encoding": "base64", "skipPreflight": true}]),
             )
-            .await
-            .map_err(|e| crate::solana::classify("sendTransaction", e))?;
+        })
+        .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let statuses: Value = rpc
-                .send(RpcRequest::GetSignatureStatuses, json!([[signature]]))
-                .await
-                .map_err(|e| crate::solana::classify("getSignatureStatuses", e))?;
+            let statuses: Value = retried("getSignatureStatuses", || {
+                rpc.send(RpcRequest::GetSignatureStatuses, json!([[signature]]))
+            })
+            .await?;
             let status = &statuses["value"][0];
             if matches!(
                 status["confirmationStatus"].as_str(),

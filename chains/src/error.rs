@@ -42,6 +42,12 @@ pub enum Error {
     UnknownChain(String),
 }
 
+impl From<crate::UnknownChain> for Error {
+    fn from(err: crate::UnknownChain) -> Self {
+        Error::UnknownChain(err.0)
+    }
+}
+
 impl Error {
     pub(crate) fn transport(
         chain: Chain,

@@ -17,51 +17,11 @@ mod test_support;
 #[cfg(feature = "devnet")]
 pub mod devnet;
 
-use std::fmt;
-use std::str::FromStr;
-
 pub use error::{Error, Result};
 
-/// A chain Coffer follows.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Chain {
-    Bitcoin,
-    Ethereum,
-    Solana,
-}
-
-impl Chain {
-    pub const ALL: [Chain; 3] = [Chain::Bitcoin, Chain::Ethereum, Chain::Solana];
-
-    /// The stable lowercase name used in config keys, metric labels and the database.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Chain::Bitcoin => "bitcoin",
-            Chain::Ethereum => "ethereum",
-            Chain::Solana => "solana",
-        }
-    }
-}
-
-impl fmt::Display for Chain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Chain {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Chain::ALL
-            .into_iter()
-            .find(|chain| chain.as_str() == s)
-            .ok_or_else(|| Error::UnknownChain(s.to_owned()))
-    }
-}
+/// The chains Coffer follows; defined in `chains-core`, which the key crate
+/// shares without this crate's network clients.
+pub use chains_core::{Chain, UnknownChain};
 
 /// The tip a node reports: block height (Bitcoin, Ethereum) or slot (Solana).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,14 +44,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chain_names_round_trip() {
-        for chain in Chain::ALL {
-            assert_eq!(chain.as_str().parse::<Chain>().ok(), Some(chain));
-        }
-        let err = "dogecoin".parse::<Chain>().err().map(|e| e.to_string());
+    fn an_unknown_chain_name_is_a_config_error() {
+        let err = Error::from("dogecoin".parse::<Chain>().expect_err("unknown"));
+        assert_eq!(err.kind(), "config");
         assert_eq!(
-            err.as_deref(),
-            Some("unknown chain `dogecoin` (expected bitcoin, ethereum or solana)")
+            err.to_string(),
+            "unknown chain `dogecoin` (expected bitcoin, ethereum or solana)"
         );
     }
 }

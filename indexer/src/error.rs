@@ -51,6 +51,12 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl From<chains::UnknownChain> for Error {
+    fn from(err: chains::UnknownChain) -> Self {
+        Error::Chain(err.into())
+    }
+}
+
 impl Error {
     /// Serialization failures and deadlocks: the transaction did nothing and
     /// may simply run again.

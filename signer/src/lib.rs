@@ -81,9 +81,9 @@ impl DepositKeys {
     }
 
     /// The deposit address with HD index `index` on `chain`.
-    pub fn address(&self, chain: chains::Chain, index: u32) -> Result<DepositAddress> {
+    pub fn address(&self, chain: chains_core::Chain, index: u32) -> Result<DepositAddress> {
         Ok(match chain {
-            chains::Chain::Bitcoin => {
+            chains_core::Chain::Bitcoin => {
                 let coin = if self.bitcoin_network == ::bitcoin::Network::Bitcoin {
                     0
                 } else {
@@ -100,11 +100,11 @@ impl DepositKeys {
                     derivation_path: format!("m/84'/{coin}'/0'/0/{index}"),
                 }
             }
-            chains::Chain::Ethereum => DepositAddress {
+            chains_core::Chain::Ethereum => DepositAddress {
                 address: ethereum::checksummed(&ethereum::address(&self.seed, index)?),
                 derivation_path: format!("m/44'/60'/0'/0/{index}"),
             },
-            chains::Chain::Solana => DepositAddress {
+            chains_core::Chain::Solana => DepositAddress {
                 address: solana::address(&self.seed, index)?.to_string(),
                 derivation_path: format!("m/44'/501'/{index}'/0'"),
             },

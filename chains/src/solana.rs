@@ -51,24 +51,23 @@ impl SolanaClient {
             chain: CHAIN,
             detail: format!("rpc_url: {e}"),
         })?;
+        // One connection pool for the RPC client and the raw `getBlock` calls.
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_idle_timeout(timeout)
+            .build()
+            .map_err(|e| Error::Config {
+                chain: CHAIN,
+                detail: format!("http client: {e}"),
+            })?;
         // Not `HttpSender`, which panics on a reply that is not an object.
-        let sender = sender::JsonRpcSender::new(url, timeout).map_err(|e| Error::Config {
-            chain: CHAIN,
-            detail: format!("http client: {e}"),
-        })?;
+        let sender = sender::JsonRpcSender::new(http.clone(), url);
         let rpc = RpcClient::new_sender(
             sender,
             solana_rpc_client::rpc_client::RpcClientConfig::with_commitment(
                 CommitmentConfig::confirmed(),
             ),
         );
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| Error::Config {
-                chain: CHAIN,
-                detail: format!("http client: {e}"),
-            })?;
         Ok(Self {
             rpc: Arc::new(rpc),
             http,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, retry_transient};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
@@ -149,24 +149,6 @@ async fn end_sessions(tx: &mut PgConnection, user: &User) -> Result<()> {
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// Runs `attempt` again after a deadlock or serialization failure.
-async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let mut tries = 0u64;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Err(err) if err.is_transient() && tries < 5 => {
-                tokio::time::sleep(std::time::Duration::from_millis(tries * 5)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 impl Users {

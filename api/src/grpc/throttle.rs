@@ -490,8 +490,7 @@ impl ClientAddresses {
         if !self.trusted(client) || self.header.is_empty() {
             return Some(client);
         }
-        let values: Vec<_> = metadata.get_all(self.header.as_str()).iter().collect();
-        for value in values.into_iter().rev() {
+        for value in metadata.get_all(self.header.as_str()).iter().rev() {
             let Ok(text) = value.to_str() else {
                 return Some(client);
             };

@@ -36,17 +36,14 @@ pub(super) struct JsonRpcSender {
 }
 
 impl JsonRpcSender {
-    pub(super) fn new(url: &str, timeout: Duration) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .pool_idle_timeout(timeout)
-            .build()?;
-        Ok(Self {
+    /// Speaks to `url` over `client`, whose timeout bounds each call.
+    pub(super) fn new(client: reqwest::Client, url: &str) -> Self {
+        Self {
             client,
             url: url.to_owned(),
             request_id: AtomicU64::new(0),
             stats: Mutex::default(),
-        })
+        }
     }
 
     async fn call(&self, request: RpcRequest, params: Value) -> ClientResult<Value> {

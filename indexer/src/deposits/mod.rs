@@ -428,7 +428,7 @@ impl DepositStore {
             return Ok(0);
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
+        let entry_ids = self.ledger.post_checked_referenced_in(tx, &entries).await?;
 
         // Parallel arrays for one `unnest` insert.
         let tx_ids: Vec<&str> = rows.iter().map(|r| r.tx_id.as_str()).collect();

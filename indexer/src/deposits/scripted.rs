@@ -335,7 +335,10 @@ impl State {
                 Ok(ObservedBlock {
                     height,
                     hash: block.hash.clone(),
-                    parent_hash: self.hash(height - 1),
+                    // Genesis has no parent; the watcher never fetches it.
+                    parent_hash: height
+                        .checked_sub(1)
+                        .map_or_else(String::new, |h| self.hash(h)),
                     time: None,
                     deposits,
                 })

@@ -164,11 +164,22 @@ impl Ledger {
         conn: &mut PgConnection,
         entries: &[NewEntry],
     ) -> Result<Vec<i64>> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
         for entry in entries {
             validate_entry(entry)?;
+        }
+        self.post_checked_referenced_in(conn, entries).await
+    }
+
+    /// [`Self::post_referenced_in`] for entries the caller already passed
+    /// through [`Self::check_entry`]; the database checks them again at
+    /// commit either way.
+    pub(crate) async fn post_checked_referenced_in(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[NewEntry],
+    ) -> Result<Vec<i64>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
         // Accounts are resolved on the caller's connection, inside its
         // transaction, and not cached: an id is only ever used where the
@@ -773,7 +784,7 @@ type AccountIds = HashMap<AccountRef, i64>;
 
 /// Runs `attempt` again while PostgreSQL reports a serialization failure or a
 /// deadlock: both mean the transaction did nothing and may simply run again.
-async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T>
+pub(crate) async fn retry_transient<T, F, Fut>(mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,

@@ -383,15 +383,26 @@ async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
             .expect("token");
         anvil.mine(1).await.expect("mine");
     }
+    // One batch per commit (none fetched ahead to be merged), as in the
+    // other restart tests, so every run has commits to be killed after.
     let config = EthereumWatchConfig {
         batch_blocks: 2,
         concurrency: 2,
+        fetch_ahead: 1,
         ..by_depth(5, start_height, vec![allowed])
     };
     let (tip_height, tip_hash) = tip(&anvil).await;
     let mut kills = 0;
     loop {
-        let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
+        // Connections of its own, closed with it, as a killed process's
+        // are: a killed task's would go back to a shared pool
+        // mid-transaction, its locks held.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with((*db.pool().connect_options()).clone())
+            .await
+            .expect("watcher pool");
+        let store = DepositStore::new(Ledger::new(pool.clone()), ETH, config.max_reorg_depth);
         let watcher = EthereumWatcher::new(anvil.client().clone(), store, config.clone());
         let mut progress = watcher.progress();
         let task = tokio::spawn(watcher.run(CancellationToken::new()));
@@ -411,6 +422,7 @@ async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
         };
         task.abort();
         let _ = task.await;
+        pool.close().await;
         if done || cursor(db.pool(), ETH).await == Some((tip_height as i64, tip_hash.clone())) {
             break;
         }

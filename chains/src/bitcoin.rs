@@ -1,8 +1,9 @@
 //! Bitcoin nodes over JSON-RPC, restricted to calls both Bitcoin Core and
 //! btcd serve (`getblockcount`, `getblockhash`, `getblock <hash> 0`,
-//! `getbestblockhash`, `getrawmempool`, `getrawtransaction`,
-//! `sendrawtransaction`). Blocks travel as raw hex and are decoded here with
-//! the `bitcoin` crate, an order of magnitude cheaper than verbose JSON.
+//! `getbestblockhash`, `sendrawtransaction`; tests also use
+//! `getrawmempool` and `getrawtransaction`, in `test_calls`). Blocks travel
+//! as raw hex and are decoded here with the `bitcoin` crate, an order of
+//! magnitude cheaper than verbose JSON.
 //!
 //! `bitcoincore-rpc` is blocking and each client holds one HTTP connection,
 //! so the client keeps a few and runs every call on tokio's blocking pool;
@@ -153,29 +154,6 @@ impl BitcoinClient {
         decode_block_hex(&hex)
     }
 
-    /// `getrawmempool`: the txids waiting in the node's mempool.
-    pub async fn raw_mempool(&self) -> Result<Vec<Txid>> {
-        self.blocking("getrawmempool", |rpc| rpc.get_raw_mempool())
-            .await
-    }
-
-    /// `getrawtransaction <txid>` (hex), decoded locally. Needs a node with
-    /// a transaction index for transactions outside the mempool.
-    pub async fn raw_transaction(&self, txid: Txid) -> Result<Transaction> {
-        let hex = self
-            .blocking("getrawtransaction", move |rpc| {
-                rpc.get_raw_transaction_hex(&txid, None)
-            })
-            .await?;
-        bitcoin::consensus::encode::deserialize_hex(hex.trim()).map_err(|e| {
-            Error::malformed(
-                CHAIN,
-                "getrawtransaction",
-                format!("undecodable transaction: {e}"),
-            )
-        })
-    }
-
     /// `sendrawtransaction <hex>`.
     pub async fn send_raw_transaction(&self, tx: &Transaction) -> Result<Txid> {
         let hex = bitcoin::consensus::encode::serialize_hex(tx);
@@ -289,6 +267,8 @@ fn classify(method: &'static str, err: bitcoincore_rpc::Error) -> Error {
 
 #[cfg(test)]
 mod proptests;
+#[cfg(any(test, feature = "devnet"))]
+mod test_calls;
 
 #[cfg(test)]
 mod tests {

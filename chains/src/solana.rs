@@ -7,22 +7,25 @@
 //! (lamports per account, SPL Token amounts per token account with their
 //! owners before and after) and the instructions that create token
 //! accounts.
+//!
+//! Here: the client and the types it hands out. `wire`: the `getBlock`
+//! answer as decoded; `credits`: the deposit rule applied to it; `sender`:
+//! the transport under `RpcClient`.
 
-use std::borrow::Cow;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 use solana_commitment_config::CommitmentConfig;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::{Error as ClientError, ErrorKind};
 use solana_rpc_client_api::request::{RpcError, RpcRequest};
 
 use crate::{Chain, ChainHead, Error, HeadSource, Result};
+use credits::{Credits, credits};
+use wire::{RpcBlockHash, decode_block};
 
 const CHAIN: Chain = Chain::Solana;
 
@@ -160,152 +163,6 @@ pub struct OwnerChange {
     pub amount: u64,
 }
 
-// The answer is decoded borrowing from the response body: strings are
-// slices of it (`Cow` only copies one with escapes, which base58 never has)
-// and everything deposits do not need is skipped unparsed.
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcBlock<'a> {
-    #[serde(borrow)]
-    blockhash: Cow<'a, str>,
-    #[serde(borrow)]
-    previous_blockhash: Cow<'a, str>,
-    block_time: Option<i64>,
-    #[serde(default, borrow)]
-    transactions: Vec<RpcTransactionWithMeta<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RpcTransactionWithMeta<'a> {
-    #[serde(borrow)]
-    meta: Option<RpcMeta<'a>>,
-    #[serde(borrow)]
-    transaction: RpcTransaction<'a>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcMeta<'a> {
-    /// Left unparsed: only whether it is null matters.
-    #[serde(borrow)]
-    err: Option<&'a RawValue>,
-    /// Lamports per account key, before and after the transaction.
-    #[serde(default)]
-    pre_balances: Vec<u64>,
-    #[serde(default)]
-    post_balances: Vec<u64>,
-    #[serde(default, borrow)]
-    inner_instructions: Option<Vec<RpcInnerInstructions<'a>>>,
-    #[serde(default, borrow)]
-    pre_token_balances: Option<Vec<RpcTokenBalance<'a>>>,
-    #[serde(default, borrow)]
-    post_token_balances: Option<Vec<RpcTokenBalance<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct RpcInnerInstructions<'a> {
-    #[serde(borrow)]
-    instructions: Vec<RpcInstruction<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RpcTransaction<'a> {
-    #[serde(borrow)]
-    message: RpcMessage<'a>,
-    #[serde(borrow)]
-    signatures: Vec<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcMessage<'a> {
-    /// Decoded only for transactions whose balances credit something, the
-    /// one place account indexes are resolved.
-    #[serde(borrow)]
-    account_keys: &'a RawValue,
-    #[serde(borrow)]
-    instructions: Vec<RpcInstruction<'a>>,
-}
-
-#[derive(Deserialize)]
-struct RpcAccountKey<'a> {
-    #[serde(borrow)]
-    pubkey: Cow<'a, str>,
-    #[serde(default)]
-    signer: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcInstruction<'a> {
-    #[serde(borrow)]
-    program_id: Option<Cow<'a, str>>,
-    /// An object for parsed programs, a string for some (memo); decoded
-    /// only for the programs deposits come from.
-    #[serde(borrow)]
-    parsed: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct ParsedInstruction<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    info: ParsedInfo<'a>,
-}
-
-/// The fields of an instruction that creates a token account: SPL Token
-/// `initializeAccount{,2,3}` name `owner`, the Associated Token Account
-/// program's `create{,Idempotent}` name `wallet`.
-#[derive(Deserialize)]
-struct ParsedInfo<'a> {
-    #[serde(borrow)]
-    account: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    owner: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    wallet: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct UiTokenAmount<'a> {
-    #[serde(borrow)]
-    amount: Cow<'a, str>,
-}
-
-/// A JSON-RPC answer.
-#[derive(Deserialize)]
-struct Envelope<T> {
-    result: Option<T>,
-    error: Option<RpcErrorBody>,
-}
-
-#[derive(Deserialize)]
-struct RpcErrorBody {
-    code: i64,
-    message: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RpcTokenBalance<'a> {
-    account_index: u32,
-    #[serde(borrow)]
-    mint: Cow<'a, str>,
-    #[serde(borrow)]
-    owner: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    program_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ui_token_amount: UiTokenAmount<'a>,
-}
-
-#[derive(Deserialize)]
-struct RpcBlockHash {
-    blockhash: String,
-}
-
 impl SolanaClient {
     /// The blocks produced in `slots` at `confirmed`, in slot order, with
     /// the transfers to owners for which `wanted` holds (SPL only for
@@ -329,7 +186,7 @@ impl SolanaClient {
         observe_rpc("getBlocks", started);
         futures::stream::iter(produced)
             .map(|slot| async move {
-                let body = self.block_body(slot).await?;
+                let body = self.get_block(slot).await?;
                 let block = decode_block(slot, &body)?;
                 let mut found = Credits::default();
                 for tx in &block.transactions {
@@ -351,7 +208,7 @@ impl SolanaClient {
 
     /// The raw JSON-RPC answer to `getBlock` for `slot` at `confirmed`
     /// (`jsonParsed`, full transactions): what [`Self::blocks`] decodes.
-    pub async fn block_body(&self, slot: u64) -> Result<bytes::Bytes> {
+    async fn get_block(&self, slot: u64) -> Result<bytes::Bytes> {
         const METHOD: &str = "getBlock";
         let started = Instant::now();
         let request = json!({
@@ -470,40 +327,6 @@ impl SolanaClient {
     }
 }
 
-/// Decodes a `getBlock` answer for a slot `getBlocks` listed.
-fn decode_block(slot: u64, body: &[u8]) -> Result<RpcBlock<'_>> {
-    let envelope: Envelope<RpcBlock<'_>> = serde_json::from_slice(body).map_err(|e| {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        Error::malformed(
-            CHAIN,
-            "getBlock",
-            format!("{e}; response starts: {snippet}"),
-        )
-    })?;
-    if let Some(error) = envelope.error {
-        return Err(if error.code == CLEANED_UP {
-            Error::HistoryUnavailable {
-                chain: CHAIN,
-                detail: error.message,
-            }
-        } else if NO_BLOCK_CODES.contains(&error.code) {
-            Error::inconsistent(
-                CHAIN,
-                format!("listed slot {slot} has no block: {}", error.message),
-            )
-        } else {
-            Error::transport(
-                CHAIN,
-                "getBlock",
-                format!("node error {}: {}", error.code, error.message),
-            )
-        });
-    }
-    envelope
-        .result
-        .ok_or_else(|| Error::inconsistent(CHAIN, format!("listed slot {slot} has no block")))
-}
-
 fn no_block(err: &ClientError) -> bool {
     matches!(err.kind(), ErrorKind::RpcError(RpcError::RpcResponseError { code, .. }) if NO_BLOCK_CODES.contains(code))
 }
@@ -511,186 +334,6 @@ fn no_block(err: &ClientError) -> bool {
 fn observe_rpc(method: &'static str, started: Instant) {
     metrics::histogram!(crate::metrics::RPC_DURATION, "chain" => CHAIN.as_str(), "method" => method)
         .record(started.elapsed().as_secs_f64());
-}
-
-/// What a block's transactions credited to wanted owners.
-#[derive(Default)]
-struct Credits {
-    transfers: Vec<Transfer>,
-    owner_changes: Vec<OwnerChange>,
-}
-
-/// Adds what one transaction credited; nothing if it failed.
-///
-/// A deposit is the net increase of an account's balance over the whole
-/// transaction, never what an instruction names: lamports of a wanted
-/// account however they arrived (transfer, account closure, program CPI),
-/// and SPL tokens of a token account the wanted owner held before and
-/// after, or that was created in the transaction already owned by it.
-/// Accounts that signed are Coffer's own keys acting (sweeps), never
-/// deposits.
-fn credits(
-    tx: &RpcTransactionWithMeta<'_>,
-    mints: &[String],
-    wanted: &(dyn Fn(&str) -> bool + Send + Sync),
-    out: &mut Credits,
-) -> Result<()> {
-    let Some(meta) = &tx.meta else {
-        return Ok(());
-    };
-    if meta.err.is_some() {
-        return Ok(());
-    }
-    let Some(signature) = tx.transaction.signatures.first() else {
-        return Ok(());
-    };
-    let malformed =
-        |what: String| Error::malformed(CHAIN, "getBlock", format!("{signature}: {what}"));
-    if meta.pre_balances.len() != meta.post_balances.len() {
-        return Err(malformed(format!(
-            "{} preBalances but {} postBalances",
-            meta.pre_balances.len(),
-            meta.post_balances.len()
-        )));
-    }
-    let gained = |i: usize| meta.post_balances[i].saturating_sub(meta.pre_balances[i]);
-    let allowed = |b: &&RpcTokenBalance<'_>| {
-        b.program_id.as_deref().is_none_or(|p| p == TOKEN_PROGRAM)
-            && mints.iter().any(|m| *m == b.mint)
-    };
-    let post_tokens: Vec<&RpcTokenBalance<'_>> = meta
-        .post_token_balances
-        .iter()
-        .flatten()
-        .filter(allowed)
-        .collect();
-    // Most transactions credit no wanted account; their keys stay unread.
-    if post_tokens.is_empty() && !(0..meta.post_balances.len()).any(|i| gained(i) > 0) {
-        return Ok(());
-    }
-    let keys: Vec<RpcAccountKey<'_>> =
-        serde_json::from_str(tx.transaction.message.account_keys.get())
-            .map_err(|e| malformed(format!("accountKeys: {e}")))?;
-    if keys.len() != meta.post_balances.len() {
-        return Err(malformed(format!(
-            "{} account keys but {} balances",
-            keys.len(),
-            meta.post_balances.len()
-        )));
-    }
-    for (i, key) in keys.iter().enumerate() {
-        let amount = gained(i);
-        if amount > 0 && !key.signer && wanted(&key.pubkey) {
-            out.transfers.push(Transfer {
-                signature: signature.clone().into_owned(),
-                position: i as u32,
-                owner: key.pubkey.clone().into_owned(),
-                mint: None,
-                amount,
-            });
-        }
-    }
-    if post_tokens.is_empty() {
-        return Ok(());
-    }
-    let signed = |owner: &str| keys.iter().any(|k| k.signer && k.pubkey == owner);
-    let mut created: Option<Vec<(Cow<'_, str>, Cow<'_, str>)>> = None;
-    for post in post_tokens {
-        let Some(owner) = post.owner.as_deref() else {
-            continue;
-        };
-        if !wanted(owner) || signed(owner) {
-            continue;
-        }
-        let key = keys
-            .get(post.account_index as usize)
-            .ok_or_else(|| malformed(format!("token balance index {}", post.account_index)))?;
-        let amount = token_amount(post).map_err(&malformed)?;
-        let pre = meta
-            .pre_token_balances
-            .iter()
-            .flatten()
-            .find(|b| b.account_index == post.account_index);
-        let (held_throughout, before) = match pre {
-            Some(pre) => (
-                pre.owner.as_deref() == Some(owner) && pre.mint == post.mint,
-                token_amount(pre).map_err(&malformed)?,
-            ),
-            None => {
-                let created = created.get_or_insert_with(|| token_accounts_created(tx, meta));
-                let by_owner = created
-                    .iter()
-                    .any(|(account, holder)| *account == key.pubkey && holder == owner);
-                (by_owner, 0)
-            }
-        };
-        if !held_throughout {
-            out.owner_changes.push(OwnerChange {
-                signature: signature.clone().into_owned(),
-                account: key.pubkey.clone().into_owned(),
-                previous_owner: pre.and_then(|p| p.owner.as_deref()).map(str::to_owned),
-                owner: owner.to_owned(),
-                mint: post.mint.clone().into_owned(),
-                amount,
-            });
-            continue;
-        }
-        if amount > before {
-            out.transfers.push(Transfer {
-                signature: signature.clone().into_owned(),
-                position: post.account_index,
-                owner: owner.to_owned(),
-                mint: Some(post.mint.clone().into_owned()),
-                amount: amount - before,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn token_amount(balance: &RpcTokenBalance<'_>) -> std::result::Result<u64, String> {
-    balance.ui_token_amount.amount.parse().map_err(|e| {
-        format!(
-            "token amount `{:.40}` of account index {}: {e}",
-            balance.ui_token_amount.amount, balance.account_index
-        )
-    })
-}
-
-/// (token account, owner) for every token account the transaction
-/// initialized, top-level or inner.
-fn token_accounts_created<'a>(
-    tx: &RpcTransactionWithMeta<'a>,
-    meta: &RpcMeta<'a>,
-) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
-    let inner = meta
-        .inner_instructions
-        .iter()
-        .flatten()
-        .flat_map(|group| group.instructions.iter());
-    tx.transaction
-        .message
-        .instructions
-        .iter()
-        .chain(inner)
-        .filter_map(|ix| {
-            let parsed = parsed(ix)?;
-            let holder = match (ix.program_id.as_deref()?, &*parsed.kind) {
-                (
-                    TOKEN_PROGRAM,
-                    "initializeAccount" | "initializeAccount2" | "initializeAccount3",
-                ) => parsed.info.owner?,
-                (ASSOCIATED_TOKEN_PROGRAM, "create" | "createIdempotent") => parsed.info.wallet?,
-                _ => return None,
-            };
-            Some((parsed.info.account?, holder))
-        })
-        .collect()
-}
-
-/// The instruction's parsed form, if it is an object of the usual shape.
-fn parsed<'a>(ix: &RpcInstruction<'a>) -> Option<ParsedInstruction<'a>> {
-    serde_json::from_str(ix.parsed?.get()).ok()
 }
 
 impl HeadSource for SolanaClient {
@@ -720,257 +363,13 @@ pub(crate) fn classify(method: &'static str, err: ClientError) -> Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINT: &str = "Mint111111111111111111111111111111111111111";
-    const OWNER: &str = "Owner11111111111111111111111111111111111111";
-    const SYSTEM: &str = "11111111111111111111111111111111";
-
-    fn token_balance(index: u32, owner: &str, amount: u64) -> String {
-        format!(
-            r#"{{"accountIndex":{index},"mint":"{MINT}","owner":"{owner}","programId":"{TOKEN_PROGRAM}",
-               "uiTokenAmount":{{"amount":"{amount}","decimals":6,"uiAmountString":"0"}}}}"#
-        )
-    }
-
-    /// A block with a SOL transfer, an SPL `transferChecked` into a token
-    /// account created in the same transaction, and a failed transfer.
-    fn block_json(err: &str) -> String {
-        let created = token_balance(2, OWNER, 2_000_000);
-        format!(
-            r#"{{"jsonrpc":"2.0","id":1,"result":{{"blockhash":"B","previousBlockhash":"A","blockTime":1700000000,"parentSlot":9,
-            "transactions":[
-             {{"meta":{{"err":null,"preBalances":[100,0,1],"postBalances":[90,5,1],"innerInstructions":[],"postTokenBalances":[]}},
-               "transaction":{{"signatures":["S1"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"{OWNER}","signer":false}},{{"pubkey":"{SYSTEM}","signer":false}}],
-               "instructions":[{{"program":"system","programId":"{SYSTEM}",
-                 "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":5}}}}}},
-                 {{"programId":"MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr","program":"spl-memo","parsed":"hello"}}]}}}}}},
-             {{"meta":{{"err":null,"preBalances":[100,50,0,1],"postBalances":[80,50,20,1],"preTokenBalances":[],"postTokenBalances":[{created}]}},
-               "transaction":{{"signatures":["S2"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"PayerAta"}},{{"pubkey":"OwnerAta"}},{{"pubkey":"{OWNER}"}}],
-               "instructions":[{{"program":"spl-associated-token-account","programId":"{ASSOCIATED_TOKEN_PROGRAM}","parsed":{{"type":"createIdempotent","info":{{"account":"OwnerAta","wallet":"{OWNER}","mint":"{MINT}"}}}}}},
-                 {{"program":"spl-token","programId":"{TOKEN_PROGRAM}","parsed":{{"type":"transferChecked",
-                 "info":{{"source":"PayerAta","destination":"OwnerAta","mint":"{MINT}","tokenAmount":{{"amount":"2000000","decimals":6}}}}}}}}]}}}}}},
-             {{"meta":{{"err":{err},"preBalances":[100,0],"postBalances":[95,7]}},
-               "transaction":{{"signatures":["S3"],"message":{{"accountKeys":[{{"pubkey":"Payer","signer":true}},{{"pubkey":"{OWNER}"}}],
-               "instructions":[{{"program":"system","programId":"{SYSTEM}",
-                 "parsed":{{"type":"transfer","info":{{"source":"Payer","destination":"{OWNER}","lamports":7}}}}}}]}}}}}}
-            ]}}}}"#
-        )
-    }
-
-    /// A block holding one successful transaction with these parts.
-    fn one_tx(
-        keys: &str,
-        balances: (&str, &str),
-        tokens: (&str, &str),
-        instructions: &str,
-    ) -> String {
-        format!(
-            r#"{{"result":{{"blockhash":"B","previousBlockhash":"A","blockTime":null,"transactions":[
-             {{"meta":{{"err":null,"preBalances":{},"postBalances":{},"preTokenBalances":{},"postTokenBalances":{},"innerInstructions":[]}},
-               "transaction":{{"signatures":["S"],"message":{{"accountKeys":{keys},"instructions":{instructions}}}}}}}]}}}}"#,
-            balances.0, balances.1, tokens.0, tokens.1
-        )
-    }
-
-    fn credits_of(body: &str, mints: &[String]) -> Credits {
-        let block = decode_block(10, body.as_bytes()).expect("decodes");
-        let wanted = |owner: &str| owner == OWNER;
-        let mut found = Credits::default();
-        for tx in &block.transactions {
-            credits(tx, mints, &wanted, &mut found).expect("readable");
-        }
-        found
-    }
-
-    fn transfers_of(body: &str, mints: &[String]) -> Vec<(String, u32, Option<String>, u64)> {
-        credits_of(body, mints)
-            .transfers
-            .into_iter()
-            .map(|t| (t.signature, t.position, t.mint, t.amount))
-            .collect()
-    }
-
-    #[test]
-    fn successful_sol_and_allow_listed_token_transfers_are_found() {
-        let body = block_json(r#"{"InstructionError":[0,{"Custom":1}]}"#);
-        assert_eq!(
-            transfers_of(&body, &[MINT.to_owned()]),
-            vec![
-                ("S1".into(), 1, None, 5),
-                ("S2".into(), 2, Some(MINT.into()), 2_000_000),
-            ],
-            "the failed S3 is not a deposit"
-        );
-        assert_eq!(
-            transfers_of(&body, &[]),
-            vec![("S1".into(), 1, None, 5)],
-            "a mint off the allow-list is not a deposit"
-        );
-    }
-
-    #[test]
-    fn a_token_account_handed_to_a_wanted_owner_credits_nothing() {
-        // The attacker's account X moves tokens in and out, then is handed
-        // to OWNER with SetAuthority: X ends empty, OWNER received nothing.
-        let keys =
-            r#"[{"pubkey":"Attacker","signer":true},{"pubkey":"X"},{"pubkey":"AttackerAta"}]"#;
-        let handed = one_tx(
-            keys,
-            ("[100,2,2]", "[95,2,2]"),
-            (
-                &format!("[{}]", token_balance(1, "Attacker", 0)),
-                &format!("[{}]", token_balance(1, OWNER, 0)),
-            ),
-            r#"[{"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"transfer","info":{"source":"AttackerAta","destination":"X","amount":"100"}}},
-                {"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"setAuthority","info":{"account":"X","authorityType":"accountOwner","newAuthority":"Owner11111111111111111111111111111111111111"}}}]"#,
-        );
-        let found = credits_of(&handed, &[MINT.to_owned()]);
-        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
-        assert_eq!(found.owner_changes.len(), 1);
-        assert_eq!(
-            found.owner_changes[0].previous_owner.as_deref(),
-            Some("Attacker")
-        );
-
-        // Handed over holding tokens: still an account given, not a deposit.
-        let full = handed.replace(&token_balance(1, OWNER, 0), &token_balance(1, OWNER, 500));
-        let found = credits_of(&full, &[MINT.to_owned()]);
-        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
-
-        // Created in the transaction for the attacker, then handed over.
-        let created_for_attacker = one_tx(
-            keys,
-            ("[100,0,2]", "[90,2,2]"),
-            ("[]", &format!("[{}]", token_balance(1, OWNER, 300))),
-            r#"[{"program":"spl-token","programId":"TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA","parsed":{"type":"initializeAccount3","info":{"account":"X","mint":"Mint111111111111111111111111111111111111111","owner":"Attacker"}}}]"#,
-        );
-        let found = credits_of(&created_for_attacker, &[MINT.to_owned()]);
-        assert!(found.transfers.is_empty(), "{:?}", found.transfers);
-        assert_eq!(found.owner_changes[0].previous_owner, None);
-
-        // Created already owned by OWNER: what it holds arrived.
-        let created_for_owner =
-            created_for_attacker.replace(r#""owner":"Attacker""#, &format!(r#""owner":"{OWNER}""#));
-        assert_eq!(
-            transfers_of(&created_for_owner, &[MINT.to_owned()]),
-            vec![("S".into(), 1, Some(MINT.into()), 300)]
-        );
-    }
-
-    #[test]
-    fn a_token_deposit_is_the_net_increase_over_the_transaction() {
-        let keys =
-            r#"[{"pubkey":"Payer","signer":true},{"pubkey":"OwnerAta"},{"pubkey":"PayerAta"}]"#;
-        let body = one_tx(
-            keys,
-            ("[100,2,2]", "[95,2,2]"),
-            (
-                &format!("[{}]", token_balance(1, OWNER, 1_000)),
-                &format!("[{}]", token_balance(1, OWNER, 1_250)),
-            ),
-            "[]",
-        );
-        assert_eq!(
-            transfers_of(&body, &[MINT.to_owned()]),
-            vec![("S".into(), 1, Some(MINT.into()), 250)]
-        );
-        let shrank = body.replace(
-            &token_balance(1, OWNER, 1_250),
-            &token_balance(1, OWNER, 900),
-        );
-        assert_eq!(transfers_of(&shrank, &[MINT.to_owned()]), vec![]);
-    }
-
-    #[test]
-    fn lamports_count_however_they_arrived_but_not_for_a_signer() {
-        // No system transfer at all: a closed account's rent went to OWNER.
-        let keys = format!(
-            r#"[{{"pubkey":"Payer","signer":true}},{{"pubkey":"Closed"}},{{"pubkey":"{OWNER}"}}]"#
-        );
-        let body = one_tx(
-            &keys,
-            ("[100,2039280,7]", "[95,0,2039287]"),
-            ("[]", "[]"),
-            "[]",
-        );
-        assert_eq!(
-            transfers_of(&body, &[]),
-            vec![("S".into(), 2, None, 2_039_280)]
-        );
-        let signed = body.replace(
-            &format!(r#"{{"pubkey":"{OWNER}"}}"#),
-            &format!(r#"{{"pubkey":"{OWNER}","signer":true}}"#),
-        );
-        assert_eq!(
-            transfers_of(&signed, &[]),
-            vec![],
-            "Coffer's own transaction"
-        );
-    }
-
-    #[test]
-    fn errors_and_malformed_answers_are_told_apart() {
-        let skipped =
-            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32007,"message":"Slot 10 was skipped"}}"#;
-        assert_eq!(
-            decode_block(10, skipped.as_bytes()).err().map(|e| e.kind()),
-            Some("inconsistent")
-        );
-        let pruned = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"Block 10 cleaned up, does not exist on node. First available block: 20"}}"#;
-        assert_eq!(
-            decode_block(10, pruned.as_bytes()).err().map(|e| e.kind()),
-            Some("history_unavailable")
-        );
-        let failing =
-            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"Internal error"}}"#;
-        assert_eq!(
-            decode_block(10, failing.as_bytes()).err().map(|e| e.kind()),
-            Some("transport")
-        );
-        for garbage in ["", "{", r#"{"result":{"blockhash":5}}"#, "<html>502</html>"] {
-            let err = decode_block(10, garbage.as_bytes()).err();
-            assert_eq!(
-                err.as_ref().map(Error::kind),
-                Some("malformed"),
-                "{garbage}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn unreadable_account_keys_or_balances_are_malformed_not_skipped() {
-        let wanted = |owner: &str| owner == OWNER;
-        let body = block_json("null").replace(
-            r#"[{"pubkey":"Payer","signer":true},{"pubkey":"PayerAta"},{"pubkey":"OwnerAta"},{"pubkey":"Owner11111111111111111111111111111111111111"}]"#,
-            r#"[{"pubkey":7}]"#,
-        );
-        let block = decode_block(10, body.as_bytes()).expect("the block itself decodes");
-        let err = credits(
-            &block.transactions[1],
-            &[MINT.to_owned()],
-            &wanted,
-            &mut Credits::default(),
-        )
-        .err();
-        assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
-
-        let short = block_json("null").replace("[90,5,1]", "[90,5]");
-        let block = decode_block(10, short.as_bytes()).expect("the block itself decodes");
-        let err = credits(
-            &block.transactions[0],
-            &[],
-            &wanted,
-            &mut Credits::default(),
-        )
-        .err();
-        assert_eq!(err.as_ref().map(Error::kind), Some("malformed"), "{err:?}");
-    }
-}
-
+mod credits;
 mod sender;
+#[cfg(any(test, feature = "devnet"))]
+mod test_calls;
+mod wire;
 
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,7 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
 
-mod http;
-use http::read_request;
+use crate::devnet::http::read_request;
 
 /// Cases per property: enough to hit the odd shape, few enough that the
 /// suite stays fast.

@@ -6,7 +6,7 @@ use alloy::primitives::{Address, B256, Bytes, U256, address, keccak256};
 use alloy::providers::Provider;
 use serde_json::{Value, json};
 
-use super::{DevnetError, NodeProcess, Result, free_port, locate_tool, node_dir};
+use super::{DevnetError, NodeProcess, Result, free_port, locate_tool, node_dir, run_tool};
 use crate::ethereum::EthereumClient;
 
 /// `chains/src/devnet/contracts/TestToken.sol`, compiled by the pinned solc
@@ -153,6 +153,19 @@ impl Anvil {
             .ok_or_else(|| DevnetError::Other(format!("TestToken not deployed: {receipt}")))?;
         Ok(TestToken { address })
     }
+
+    /// [`Self::deploy_test_token`], then mints `supply` to
+    /// [`Self::DEV_ACCOUNT`]; returns once the mint is mined.
+    pub async fn deploy_minted_token(&self, decimals: u8, supply: U256) -> Result<TestToken> {
+        let token = self.deploy_test_token(decimals).await?;
+        let from = Self::DEV_ACCOUNT;
+        let mint = TestToken::mint(from, supply);
+        let hash = self
+            .send(from, token.address, U256::ZERO, &mint, None)
+            .await?;
+        self.mined(hash).await?;
+        Ok(token)
+    }
 }
 
 /// A deployed `TestToken`; builds call data for its functions.
@@ -217,21 +230,16 @@ fn compile_test_token() -> Result<Bytes> {
     let source = dir.path().join("TestToken.sol");
     std::fs::write(&source, TEST_TOKEN_SOURCE)
         .map_err(|e| DevnetError::Other(format!("write TestToken.sol: {e}")))?;
-    let out = Command::new(solc)
-        .current_dir(dir.path())
-        .args(["--bin", "--optimize", "-o", "out", "TestToken.sol"])
-        .output()
-        .map_err(|source| DevnetError::Spawn {
-            name: "solcjs".into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(DevnetError::Other(format!(
-            "solcjs failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
+    run_tool(
+        "solcjs",
+        Command::new(solc).current_dir(dir.path()).args([
+            "--bin",
+            "--optimize",
+            "-o",
+            "out",
+            "TestToken.sol",
+        ]),
+    )?;
     let hex = std::fs::read_to_string(dir.path().join("out").join("TestToken_sol_TestToken.bin"))
         .map_err(|e| DevnetError::Other(format!("solcjs output: {e}")))?;
     alloy::primitives::hex::decode(hex.trim())

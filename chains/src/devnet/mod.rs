@@ -8,6 +8,7 @@
 
 mod anvil;
 mod btcd;
+pub mod http;
 pub mod solana_tx;
 mod validator;
 
@@ -120,6 +121,23 @@ pub fn free_port_range(width: u16) -> Option<u16> {
         });
         all_free.then_some(base)
     })
+}
+
+/// Runs `cmd` to completion, as the tool `name`: its output, or an error
+/// with what it printed when it fails.
+pub fn run_tool(name: &str, cmd: &mut Command) -> Result<std::process::Output> {
+    let out = cmd.output().map_err(|source| DevnetError::Spawn {
+        name: name.into(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(DevnetError::Other(format!(
+            "{name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(out)
 }
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);

@@ -10,8 +10,7 @@ use std::time::Duration;
 use bitcoin::hashes::Hash;
 use chains::HeadSource;
 use chains::bitcoin::{BitcoinAuth, BitcoinClient};
-
-use crate::http::read_request;
+use chains::devnet::http::read_request;
 
 const GENESIS: &str = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206";
 const GENESIS_COINBASE: &str = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b";

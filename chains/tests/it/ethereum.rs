@@ -63,23 +63,16 @@ async fn block_fetch_reports_only_successful_wanted_transfers() {
     let watched = Address::repeat_byte(0x42);
     let unwatched = Address::repeat_byte(0x43);
     let wanted = move |a: &Address| *a == watched;
-    let token = node.deploy_test_token(6).await.expect("deploy token");
-    let rogue = node.deploy_test_token(6).await.expect("deploy rogue token");
+    // The test's blocks must start after the mints'.
+    let token = node
+        .deploy_minted_token(6, U256::from(1_000_000))
+        .await
+        .expect("deploy token");
+    let rogue = node
+        .deploy_minted_token(6, U256::from(1_000_000))
+        .await
+        .expect("deploy rogue token");
     let from = Anvil::DEV_ACCOUNT;
-    for t in [token, rogue] {
-        let mint = node
-            .send(
-                from,
-                t.address,
-                U256::ZERO,
-                &TestToken::mint(from, U256::from(1_000_000)),
-                None,
-            )
-            .await
-            .expect("mint");
-        // The test's blocks must start after the mints'.
-        node.mined(mint).await.expect("mint mined");
-    }
     let start = client.head().await.expect("head").height + 1;
 
     node.request("evm_setAutomine", serde_json::json!([false]))

@@ -3,6 +3,4 @@
 mod bitcoin;
 mod bitcoin_core;
 mod ethereum;
-#[path = "../../src/test_support/http.rs"]
-mod http;
 mod solana;

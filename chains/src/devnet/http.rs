@@ -1,12 +1,12 @@
-//! The request side of the fake nodes' HTTP/1.1: shared by the unit tests'
-//! `FakeNode` and the integration tests' Bitcoin Core server (included
-//! there by `#[path]`).
+//! The request side of a fake node's HTTP/1.1, for tests that serve
+//! replies themselves: the unit tests' `FakeNode` and the integration
+//! tests' Bitcoin Core server.
 
 use std::io::BufRead;
 
 /// Reads one request from `reader` and returns its body, or `None` once the
 /// client has closed the connection.
-pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+pub fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
     let mut length = 0;
     let mut line = String::new();
     loop {

@@ -1,5 +1,13 @@
 //! Test helpers on real services: a fresh, migrated database per test on the
-//! devnet PostgreSQL, and a single-node Kafka broker (KRaft) per call.
+//! devnet PostgreSQL, and a single-node Kafka broker (KRaft) per call. The
+//! submodules hold what more than one test binary needs: balances for
+//! ledger tests ([`ledger`]), deposit-test helpers ([`deposits`]), the watch
+//! loop's cases ([`cases`]) and their Solana validators ([`solana`]).
+
+pub mod cases;
+pub mod deposits;
+pub mod ledger;
+pub mod solana;
 
 use std::net::TcpStream;
 use std::process::Command;
@@ -7,7 +15,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chains::devnet::{
-    DevnetError, INSTALL_COMMAND, NodeProcess, free_port, locate_tool, node_dir, tools_dir,
+    DevnetError, INSTALL_COMMAND, NodeProcess, free_port, locate_tool, node_dir, run_tool,
+    tools_dir,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -173,30 +182,21 @@ impl KafkaBroker {
             .map_err(|e| DevnetError::Other(format!("write log4j.properties: {e}")))?;
         let log4j_arg = format!("-Dlog4j.configuration=file:{}", log4j.display());
 
-        let format = Command::new(&java)
-            .args([
-                log4j_arg.as_str(),
-                "-cp",
-                &classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "--ignore-formatted",
-            ])
-            .args(["--cluster-id", "Y29mZmVyLWRldm5ldC0xMA"])
-            .arg("--config")
-            .arg(&properties)
-            .output()
-            .map_err(|source| DevnetError::Spawn {
-                name: "kafka storage format".into(),
-                source,
-            })?;
-        if !format.status.success() {
-            return Err(DevnetError::Other(format!(
-                "kafka storage format failed: {}{}",
-                String::from_utf8_lossy(&format.stdout),
-                String::from_utf8_lossy(&format.stderr)
-            )));
-        }
+        run_tool(
+            "kafka storage format",
+            Command::new(&java)
+                .args([
+                    log4j_arg.as_str(),
+                    "-cp",
+                    &classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                ])
+                .args(["--cluster-id", "Y29mZmVyLWRldm5ldC0xMA"])
+                .arg("--config")
+                .arg(&properties),
+        )?;
 
         let mut cmd = Command::new(&java);
         cmd.args([

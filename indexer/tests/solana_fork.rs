@@ -4,23 +4,13 @@
 //! the copy forks before that block, as the cluster does when it abandons a
 //! fork.
 //!
-//! Also the watch loop's cases that need a fork (`cases.rs`, on
-//! [`ForkingValidator`]): reorgs ending as indexing from scratch, and one too
-//! deep that halts.
+//! Also the watch loop's cases that need a fork (`indexer::devnet::cases`,
+//! on [`ForkingValidator`]): reorgs ending as indexing from scratch, and one
+//! too deep that halts.
 //!
 //! Its own test binary: it runs validators of its own, one after the other
 //! (each test holds `VALIDATORS`), and each keeps about a core busy, so it
 //! must not overlap the validator that the `it` binary's Solana tests share.
-
-#[allow(dead_code)]
-#[path = "it/deposits/support.rs"]
-mod support;
-#[allow(dead_code)]
-#[macro_use]
-#[path = "it/deposits/cases.rs"]
-mod cases;
-#[path = "it/deposits/solana_harness.rs"]
-mod solana_harness;
 
 use std::time::Duration;
 
@@ -31,12 +21,12 @@ use chains::solana::SolanaClient;
 use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher};
 use indexer::devnet::TestDb;
+use indexer::devnet::deposits::*;
+use indexer::devnet::solana::{ForkingValidator, VALIDATORS};
 use indexer::ledger::Ledger;
+use indexer::suite;
 use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
-
-use solana_harness::{ForkingValidator, VALIDATORS};
-use support::*;
 
 const SOL: Chain = Chain::Solana;
 const LAMPORTS: u64 = 1_000_000_000;

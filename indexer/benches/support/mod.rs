@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use chains::Chain;
 use indexer::devnet::TestDb;
-use indexer::wallets::Wallets;
-use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
-use uuid::Uuid;
+use signer::DepositKeys;
 
 /// `name` from the environment as a number, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {
@@ -29,27 +27,17 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// The devnet seed's deposit keys.
 #[allow(dead_code)]
-pub fn deposit_keys() -> DepositKeys {
-    let seed =
-        HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "").expect("seed");
-    DepositKeys::new(seed, signer::BitcoinNetwork::Regtest).expect("keys")
+pub fn deposit_keys() -> Arc<DepositKeys> {
+    indexer::devnet::deposits::deposit_keys()
 }
 
-/// `count` users with one `chain` deposit address each, as text.
+/// `count` users with one `chain` deposit address each, as text, issued
+/// from HD index 0 in order.
 #[allow(dead_code)]
 pub async fn watched_addresses(db: &TestDb, chain: Chain, count: usize) -> Vec<String> {
-    let wallets = Wallets::new(db.pool().clone(), Arc::new(deposit_keys()));
-    let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let user = Uuid::new_v4();
-        sqlx::query("INSERT INTO users (id, email, password_hash) VALUES ($1, $2, 'bench')")
-            .bind(user)
-            .bind(format!("bench{i}@example.com"))
-            .execute(db.pool())
-            .await
-            .expect("user");
-        let wallet = wallets.create(user, chain).await.expect("wallet");
-        out.push(wallets.new_address(&wallet).await.expect("address").address);
-    }
-    out
+    indexer::devnet::deposits::users_with_addresses(db.pool(), chain, count)
+        .await
+        .into_iter()
+        .map(|(_, address)| address)
+        .collect()
 }

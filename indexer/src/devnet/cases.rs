@@ -1,21 +1,22 @@
 //! The watch loop's cases, written once over [`TestChain`] and run on every
 //! chain: the scripted chain (milliseconds) and the real nodes. Each chain's
-//! file stamps the cases it can produce with [`suite!`]; a case a node
-//! cannot produce is left out there, never faked. Also compiled into the
-//! `solana_fork` test binary, whose validators can fork.
+//! file stamps the cases it can produce with [`suite!`](crate::suite); a
+//! case a node cannot produce is left out there, never faked. Here, not in
+//! a test binary, because two test binaries run it: `it` and `solana_fork`,
+//! whose validators can fork.
 
 use std::any::Any;
 use std::time::Duration;
 
+use crate::deposits::watcher::{DepositSource, FETCH_AHEAD, Watcher};
+use crate::devnet::TestDb;
 use chains::Chain;
-use indexer::deposits::watcher::{DepositSource, FETCH_AHEAD, Watcher};
-use indexer::devnet::TestDb;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::*;
+use super::deposits::*;
 
 /// Loop settings a case asks of every chain's watcher.
 #[derive(Clone, Debug)]
@@ -149,6 +150,7 @@ pub trait Garbles: TestChain {
 
 /// Stamps one `#[tokio::test]` per case for one chain, in a module
 /// `suite` of the invoking module.
+#[macro_export]
 macro_rules! suite {
     ($chain:ty => $($case:ident),+ $(,)?) => {
         mod suite {
@@ -156,7 +158,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    cases::$case::<$chain>().await;
+                    $crate::devnet::cases::$case::<$chain>().await;
                 }
             )+
         }
@@ -164,6 +166,7 @@ macro_rules! suite {
 }
 
 /// A case's database, with whatever keeps it alive.
+#[derive(Debug)]
 pub struct CaseDb {
     pool: PgPool,
     _owner: Box<dyn Any>,
@@ -214,24 +217,57 @@ async fn halt_reason(halted: &mut watch::Receiver<Option<String>>, limit: Durati
         .unwrap_or_default()
 }
 
+/// The start of a case with one user: the chain on `lane`, the case's
+/// database, and the user's deposit address.
+async fn one_user_case<C: TestChain>(lane: Lane) -> (C, CaseDb, String) {
+    let chain = C::start(lane).await;
+    let db = C::database().await;
+    let users = chain.users(db.pool(), 1).await;
+    let address = users[0].1.clone();
+    (chain, db, address)
+}
+
+/// Asserts that a halted watcher stays put for a few of its polls: the
+/// live deposits still `before`, the cursor still at `height`; then stops
+/// it and drops the database.
+async fn assert_stays_halted<C: TestChain>(
+    running: Running,
+    db: CaseDb,
+    before: Vec<LiveDeposit>,
+    height: i64,
+) {
+    tokio::time::sleep(C::A_FEW_POLLS).await;
+    assert_eq!(live_deposits(db.pool()).await, before);
+    assert_eq!(cursor_height(&db, C::CHAIN).await, height);
+    running.stop().await;
+    db.close().await;
+}
+
 /// `payments` in one transaction, in a block of their own.
 async fn pay_block<C: TestChain>(chain: &mut C, payments: &[(String, u64)]) {
     chain.pay(payments).await;
     chain.mine(1).await;
 }
 
-/// A case's database and a second one, created side by side, for indexing
-/// from scratch.
-async fn two_databases<C: TestChain>() -> (CaseDb, CaseDb) {
-    tokio::join!(C::database(), C::database())
+/// The start of a case that ends as indexing from scratch: the chain on
+/// `lane`, the case's database with `users` users, and a second database,
+/// created side by side, for [`assert_matches_scratch`].
+async fn scratch_case<C: TestChain>(
+    lane: Lane,
+    users: usize,
+) -> (C, CaseDb, CaseDb, Vec<(Uuid, String)>) {
+    let chain = C::start(lane).await;
+    let (db, scratch) = tokio::join!(C::database(), C::database());
+    let users = chain.users(db.pool(), users).await;
+    (chain, db, scratch, users)
 }
 
 /// Indexes the chain from scratch into `scratch`, a fresh database, set up
 /// like `db`, and asserts both ledgers agree, and that `db` has one entry
-/// per deposit and kind.
+/// per deposit and kind; then drops both databases.
 pub async fn assert_matches_scratch<C: TestChain>(
     chain: &C,
-    db: &CaseDb,
+    db: CaseDb,
     scratch: CaseDb,
     users: usize,
     config: &SuiteConfig,
@@ -243,14 +279,13 @@ pub async fn assert_matches_scratch<C: TestChain>(
     assert_same_ledgers(db.pool(), scratch.pool(), C::CHAIN).await;
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
     scratch.close().await;
+    db.close().await;
 }
 
 /// Killing the watcher after any commit of a catch-up, again and again,
 /// loses and duplicates nothing.
 pub async fn restart_mid_catch_up<C: TestChain>() {
-    let mut chain = C::start(Lane::Restart).await;
-    let (db, scratch) = two_databases::<C>().await;
-    let users = chain.users(db.pool(), 5).await;
+    let (mut chain, db, scratch, users) = scratch_case::<C>(Lane::Restart, 5).await;
     let start_height = chain.tip().await.0 + 1;
     let mut expected = 0;
     for block in 1..=30u64 {
@@ -301,20 +336,15 @@ pub async fn restart_mid_catch_up<C: TestChain>() {
     let running = Running::spawn(chain.watcher(db.pool(), &config));
     chain.settle(db.pool(), &config).await;
     running.stop().await;
-    assert_eq!(
-        live_deposits(db.pool()).await.len(),
+    assert_live_deposits_and_sum(
+        db.pool(),
         90,
-        "every payment once"
-    );
-    let total: Option<String> = sqlx::query_scalar(
-        "SELECT sum(balance)::text FROM balances WHERE purpose IN ('available', 'pending')",
+        "every payment once",
+        "purpose IN ('available', 'pending')",
+        expected,
     )
-    .fetch_one(db.pool())
-    .await
-    .expect("sum");
-    assert_eq!(total, Some(expected.to_string()));
-    assert_matches_scratch(&chain, &db, scratch, 5, &config).await;
-    db.close().await;
+    .await;
+    assert_matches_scratch(&chain, db, scratch, 5, &config).await;
 }
 
 /// Reorgs of every depth from 1 to [`Forks::REORG_DEPTHS`] while the watcher runs, each
@@ -322,9 +352,7 @@ pub async fn restart_mid_catch_up<C: TestChain>() {
 /// them again and another user instead: the ledger ends as indexing the
 /// final chain from scratch leaves it.
 pub async fn reorgs_of_every_depth_match_indexing_from_scratch<C: Forks>() {
-    let mut chain = C::start(Lane::Reorgs).await;
-    let (db, scratch) = two_databases::<C>().await;
-    let users = chain.users(db.pool(), 4).await;
+    let (mut chain, db, scratch, users) = scratch_case::<C>(Lane::Reorgs, 4).await;
     let to: Vec<String> = users.iter().map(|u| u.1.clone()).collect();
     let config = SuiteConfig::new(chain.tip().await.0 + 1, 3, 20);
     let running = Running::spawn(chain.watcher(db.pool(), &config));
@@ -383,17 +411,13 @@ pub async fn reorgs_of_every_depth_match_indexing_from_scratch<C: Forks>() {
     )
     .await;
     assert_eq!(reversed, credited_reversals);
-    assert_matches_scratch(&chain, &db, scratch, 4, &config).await;
-    db.close().await;
+    assert_matches_scratch(&chain, db, scratch, 4, &config).await;
 }
 
 /// A reorg deeper than `max_reorg_depth` halts the watcher and changes
 /// nothing, for good.
 pub async fn a_reorg_deeper_than_the_limit_halts_the_watcher<C: Forks>() {
-    let mut chain = C::start(Lane::TooDeep).await;
-    let db = C::database().await;
-    let users = chain.users(db.pool(), 1).await;
-    let alice = users[0].1.clone();
+    let (mut chain, db, alice) = one_user_case::<C>(Lane::TooDeep).await;
     let config = SuiteConfig::new(chain.tip().await.0 + 1, 2, 3);
     let watcher = chain.watcher(db.pool(), &config);
     let mut halted = watcher.halted();
@@ -423,20 +447,13 @@ pub async fn a_reorg_deeper_than_the_limit_halts_the_watcher<C: Forks>() {
         assert!(depth >= 5, "{reason}");
     }
     // Nothing was unwound, and the watcher stays halted.
-    tokio::time::sleep(C::A_FEW_POLLS).await;
-    assert_eq!(live_deposits(db.pool()).await, before);
-    assert_eq!(cursor_height(&db, C::CHAIN).await, height);
-    running.stop().await;
-    db.close().await;
+    assert_stays_halted::<C>(running, db, before, height).await;
 }
 
 /// A node that no longer has blocks the watcher still needs halts it:
 /// nothing is indexed past them.
 pub async fn pruned_history_halts_the_watcher<C: Prunes>() {
-    let mut chain = C::start(Lane::Pruned).await;
-    let db = C::database().await;
-    let users = chain.users(db.pool(), 1).await;
-    let alice = users[0].1.clone();
+    let (mut chain, db, alice) = one_user_case::<C>(Lane::Pruned).await;
     let config = SuiteConfig::new(chain.tip().await.0 + 1, 2, 10);
     let running = Running::spawn(chain.watcher(db.pool(), &config));
     for _ in 0..3 {
@@ -461,19 +478,13 @@ pub async fn pruned_history_halts_the_watcher<C: Prunes>() {
         reason.contains("no longer has the blocks") && reason.contains("rpc_url"),
         "{reason}"
     );
-    tokio::time::sleep(C::A_FEW_POLLS).await;
-    assert_eq!(live_deposits(db.pool()).await, before);
-    assert_eq!(cursor_height(&db, C::CHAIN).await, at);
-    running.stop().await;
-    db.close().await;
+    assert_stays_halted::<C>(running, db, before, at).await;
 }
 
 /// A node behind the cursor is waited for, not taken for a reorg; once it
 /// catches up the watcher goes on as if nothing happened.
 pub async fn a_node_behind_the_cursor_is_waited_for<C: FallsBehind>() {
-    let mut chain = C::start(Lane::Behind).await;
-    let (db, scratch) = two_databases::<C>().await;
-    let users = chain.users(db.pool(), 2).await;
+    let (mut chain, db, scratch, users) = scratch_case::<C>(Lane::Behind, 2).await;
     let config = SuiteConfig::new(chain.tip().await.0 + 1, 2, 10);
     let running = Running::spawn(chain.watcher(db.pool(), &config));
     for (k, (_, address)) in users.iter().enumerate() {
@@ -501,7 +512,7 @@ pub async fn a_node_behind_the_cursor_is_waited_for<C: FallsBehind>() {
             let pool = pool.clone();
             let lagging = lagging.0;
             async move {
-                indexer::watch::recorded_head(&pool, C::CHAIN)
+                crate::watch::recorded_head(&pool, C::CHAIN)
                     .await
                     .expect("head")
                     .is_some_and(|h| h.height == lagging)
@@ -535,16 +546,13 @@ pub async fn a_node_behind_the_cursor_is_waited_for<C: FallsBehind>() {
         "a node behind is not a reorg"
     );
     assert_eq!(live_deposits(db.pool()).await.len(), 6);
-    assert_matches_scratch(&chain, &db, scratch, 2, &config).await;
-    db.close().await;
+    assert_matches_scratch(&chain, db, scratch, 2, &config).await;
 }
 
 /// Malformed replies fail the step and are retried; nothing is lost or
 /// doubled.
 pub async fn malformed_replies_are_retried<C: Garbles>() {
-    let mut chain = C::start(Lane::Malformed).await;
-    let (db, scratch) = two_databases::<C>().await;
-    let users = chain.users(db.pool(), 3).await;
+    let (mut chain, db, scratch, users) = scratch_case::<C>(Lane::Malformed, 3).await;
     let config = SuiteConfig {
         batch_blocks: 2,
         ..SuiteConfig::new(chain.tip().await.0 + 1, 2, 10)
@@ -559,6 +567,5 @@ pub async fn malformed_replies_are_retried<C: Garbles>() {
     running.stop().await;
     assert_eq!(chain.malformed_left(), 0, "every garbled reply was read");
     assert_eq!(live_deposits(db.pool()).await.len(), 20);
-    assert_matches_scratch(&chain, &db, scratch, 3, &config).await;
-    db.close().await;
+    assert_matches_scratch(&chain, db, scratch, 3, &config).await;
 }

@@ -1,14 +1,15 @@
-//! Helpers for deposit tests; also compiled into the `solana_fork` test
-//! binary, which uses only some of them.
+//! Helpers for deposit tests: a watcher on its own task, a relay in front
+//! of a node, users with deposit addresses, and the ledger read back per
+//! address. Used by the `it` and `solana_fork` test binaries.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::deposits::watcher::{DepositSource, Watcher};
+use crate::wallets::Wallets;
 use chains::Chain;
-use indexer::deposits::watcher::{DepositSource, Watcher};
-use indexer::wallets::Wallets;
 use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// A watcher running on its own task until stopped.
+#[derive(Debug)]
 pub struct Running {
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -37,6 +39,7 @@ impl Running {
 
 /// A TCP relay in front of a node's RPC port, so a test can change the node
 /// a running watcher talks to, as a balancer in front of several nodes does.
+#[derive(Debug)]
 pub struct Relay {
     url: String,
     upstream: Arc<Mutex<SocketAddr>>,
@@ -271,6 +274,26 @@ pub async fn address_balance(
         .unwrap_or_else(|| ("0".into(), "0".into()))
 }
 
+/// The sum of the `balances` rows where `filter` (SQL) holds, as decimal
+/// text; `None` where none does.
+pub async fn balance_sum(pool: &PgPool, filter: &str) -> Option<String> {
+    let sql = format!("SELECT sum(balance)::text FROM balances WHERE {filter}");
+    sqlx::query_scalar(&sql).fetch_one(pool).await.expect("sum")
+}
+
+/// Asserts `count` live deposits (`what` says which), and user balances
+/// where `filter` (SQL) holds summing to `total`.
+pub async fn assert_live_deposits_and_sum(
+    pool: &PgPool,
+    count: usize,
+    what: &str,
+    filter: &str,
+    total: u64,
+) {
+    assert_eq!(live_deposits(pool).await.len(), count, "{what}");
+    assert_eq!(balance_sum(pool, filter).await, Some(total.to_string()));
+}
+
 /// System account balances (custody, suspense, …) per asset and purpose.
 pub async fn system_balances(pool: &PgPool) -> BTreeMap<(String, String), String> {
     let rows: Vec<(String, String, String)> = sqlx::query_as(
@@ -283,10 +306,11 @@ pub async fn system_balances(pool: &PgPool) -> BTreeMap<(String, String), String
     rows.into_iter().map(|(a, p, s)| ((a, p), s)).collect()
 }
 
-/// Live deposits: (tx, position, address, asset, amount, status, block hash).
-pub async fn live_deposits(
-    pool: &PgPool,
-) -> Vec<(String, i64, String, String, String, String, String)> {
+/// A live deposit: (tx, position, address, asset, amount, status, block hash).
+pub type LiveDeposit = (String, i64, String, String, String, String, String);
+
+/// Live deposits, oldest first.
+pub async fn live_deposits(pool: &PgPool) -> Vec<LiveDeposit> {
     sqlx::query_as(
         "SELECT tx_id, position, address, asset, amount::text, status::text, block_hash FROM deposits
          WHERE status <> 'orphaned' ORDER BY block_height, tx_id, position",

@@ -1,6 +1,6 @@
-//! The watch loop's cases on solana-test-validator. Compiled into the `it`
-//! binary, whose Solana tests share one validator ([`SharedValidator`]), and
-//! into `solana_fork`, whose validators fork ([`ForkingValidator`]).
+//! The watch loop's cases on solana-test-validator, for two test binaries:
+//! `it`, whose Solana tests share one validator ([`SharedValidator`]), and
+//! `solana_fork`, whose validators fork ([`ForkingValidator`]).
 //!
 //! One validator cannot fork, so a fork is made as the cluster makes one
 //! when it abandons a fork: the ledger is copied, the validator confirms
@@ -12,24 +12,22 @@
 //! without its blockstore answers `null` for the blocks before it, not
 //! "cleaned up".
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
+use crate::deposits::DepositStore;
+use crate::deposits::solana::{SolanaSource, SolanaWatchConfig, SolanaWatcher};
+use crate::ledger::Ledger;
 use chains::Chain;
 use chains::devnet::solana_tx::{Keypair, system_transfer};
 use chains::devnet::{LedgerCopy, SolanaValidator};
 use chains::solana::SolanaClient;
-use indexer::deposits::DepositStore;
-use indexer::deposits::solana::{SolanaSource, SolanaWatchConfig, SolanaWatcher};
-use indexer::ledger::Ledger;
 use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cases::{Forks, Lane, SuiteConfig, TestChain};
-use super::*;
+use super::deposits::*;
 
 const SOL: Chain = Chain::Solana;
 const LAMPORTS: u64 = 1_000_000_000;
@@ -144,6 +142,7 @@ async fn settle(client: &SolanaClient, db: &PgPool) {
 }
 
 /// The validator the `it` binary's Solana tests share.
+#[derive(Debug)]
 pub struct SharedValidator {
     validator: &'static SolanaValidator,
     payer: Keypair,
@@ -206,6 +205,7 @@ impl TestChain for SharedValidator {
 
 /// Validators of its own that fork, one at a time (each keeps about a core
 /// busy), behind a relay so the watcher keeps its node URL across a fork.
+#[derive(Debug)]
 pub struct ForkingValidator {
     node: Option<SolanaValidator>,
     copy: Option<LedgerCopy>,

@@ -12,7 +12,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use uuid::Uuid;
 
-use crate::ledger::{fund, ledger_with_assets, transfer};
+use crate::support::{fund, ledger_with_assets, transfer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_committed_entry_and_only_those_has_one_event() {

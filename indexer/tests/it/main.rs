@@ -5,4 +5,5 @@ mod deposits;
 mod events;
 mod kafka;
 mod ledger;
+mod support;
 mod users;

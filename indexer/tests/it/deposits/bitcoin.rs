@@ -9,8 +9,8 @@ use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
 use indexer::wallets::Wallets;
 
-use super::cases::{FallsBehind, Forks, Lane, SuiteConfig, TestChain};
 use super::*;
+use indexer::devnet::cases::{FallsBehind, Forks, Lane, SuiteConfig, TestChain};
 
 const BTC: Chain = Chain::Bitcoin;
 

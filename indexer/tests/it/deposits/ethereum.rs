@@ -10,8 +10,8 @@ use indexer::ledger::{Asset, Ledger};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::cases::{Forks, Lane, SuiteConfig, TestChain};
 use super::*;
+use indexer::devnet::cases::{Forks, Lane, SuiteConfig, TestChain};
 
 const ETH: Chain = Chain::Ethereum;
 const TOKEN_ASSET: &str = "TUSD";
@@ -66,18 +66,8 @@ async fn wait_synced(anvil: &Anvil, db: &TestDb, final_height: u64) {
 
 /// A deployed, allow-listed token with a supply held by the dev account.
 async fn funded_token(anvil: &Anvil, db: &TestDb) -> (TestToken, Token) {
-    let token = anvil.deploy_test_token(6).await.expect("token");
     let supply = U256::from(10u64).pow(U256::from(15));
-    anvil
-        .send(
-            Anvil::DEV_ACCOUNT,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(Anvil::DEV_ACCOUNT, supply),
-            None,
-        )
-        .await
-        .expect("mint");
+    let token = anvil.deploy_minted_token(6, supply).await.expect("token");
     anvil.mine(1).await.expect("mine");
     let allowed = register_token(db, &token, 6).await;
     (token, allowed)
@@ -98,20 +88,12 @@ async fn eth_and_token_deposits_become_available_at_the_finalized_tag() {
     let users = users_with_addresses(db.pool(), ETH, 2).await;
     let (alice, bob) = (addr(&users[0].1), addr(&users[1].1));
     let from = Anvil::DEV_ACCOUNT;
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    let rogue = anvil.deploy_test_token(6).await.expect("rogue token");
-    for t in [token, rogue] {
-        anvil
-            .send(
-                from,
-                t.address,
-                U256::ZERO,
-                &TestToken::mint(from, U256::from(1_000_000_000u64)),
-                None,
-            )
-            .await
-            .expect("mint");
-    }
+    let supply = U256::from(1_000_000_000u64);
+    let token = anvil.deploy_minted_token(6, supply).await.expect("token");
+    let rogue = anvil
+        .deploy_minted_token(6, supply)
+        .await
+        .expect("rogue token");
     anvil.mine(1).await.expect("mine");
     let allowed = register_token(&db, &token, 6).await;
     let start_height = tip(&anvil).await.0 + 1;

@@ -14,8 +14,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::cases::{CaseDb, FallsBehind, Forks, Garbles, Lane, Prunes, SuiteConfig, TestChain};
 use super::*;
+use indexer::devnet::cases::{
+    CaseDb, FallsBehind, Forks, Garbles, Lane, Prunes, SuiteConfig, TestChain,
+};
 
 /// The chain the script stands in for: its addresses and asset.
 const CHAIN: Chain = Chain::Ethereum;

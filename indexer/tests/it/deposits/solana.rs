@@ -15,8 +15,8 @@ use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
 use tokio_util::sync::CancellationToken;
 
-use super::solana_harness::SharedValidator;
 use super::*;
+use indexer::devnet::solana::SharedValidator;
 
 const SOL: Chain = Chain::Solana;
 const LAMPORTS: u64 = 1_000_000_000;
@@ -293,19 +293,15 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     running.stop().await;
-    assert_eq!(
-        live_deposits(db.pool()).await.len(),
-        16,
-        "every transfer once"
-    );
-    let total: Option<String> = sqlx::query_scalar(
-        "SELECT sum(balance)::text FROM balances WHERE asset = 'SOL' AND purpose = 'available'",
-    )
-    .fetch_one(db.pool())
-    .await
-    .expect("sum");
     let expected: u64 = (0..16).map(|i| 1_000_000 + i).sum();
-    assert_eq!(total, Some(expected.to_string()));
+    assert_live_deposits_and_sum(
+        db.pool(),
+        16,
+        "every transfer once",
+        "asset = 'SOL' AND purpose = 'available'",
+        expected,
+    )
+    .await;
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
 

@@ -6,7 +6,7 @@ use indexer::devnet::TestDb;
 use indexer::ledger::{Amount, EntryKind, IdempotencyKey, Ledger, PlaceHold};
 use uuid::Uuid;
 
-use super::{assert_invariants, fund, ledger_with_assets, transfer};
+use crate::support::{assert_invariants, fund, ledger_with_assets, transfer};
 
 const TASKS: usize = 64;
 const FUNDS: u64 = 100;

@@ -3,7 +3,7 @@
 use indexer::devnet::TestDb;
 use uuid::Uuid;
 
-use super::{assert_invariants, fund, ledger_with_assets, transfer};
+use crate::support::{assert_invariants, fund, ledger_with_assets, transfer};
 use indexer::ledger::IdempotencyKey;
 
 async fn sql_fails(pool: &sqlx::PgPool, statements: &[&str]) -> String {

@@ -5,17 +5,15 @@
 use std::collections::HashMap;
 
 use indexer::Error;
-use indexer::devnet::TestDb;
 use indexer::ledger::{
     AccountPurpose, AccountRef, Amount, EntryKind, HoldStatus, IdempotencyKey, Ledger, Leg,
     NewEntry, PlaceHold, ReleaseHold, SettleHold,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
-use super::{assert_invariants, ledger_with_assets, transfer};
+use crate::support::{Property, assert_invariants, transfer};
 
 const USERS: u8 = 3;
 const ASSETS: [&str; 2] = ["BTC", "USDC"];
@@ -387,18 +385,12 @@ fn pick_index(pick: usize, len: usize) -> Option<usize> {
 
 #[test]
 fn random_operation_sequences_match_the_model() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime.block_on(TestDb::new()).expect("database");
-    let ledger = runtime.block_on(ledger_with_assets(db.pool()));
-    let mut runner = TestRunner::new(Config {
-        cases: 24,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let Property {
+        runtime,
+        db: _db,
+        ledger,
+        mut runner,
+    } = Property::new(24);
     let result = runner.run(&vec(op(), 1..48), |ops| {
         runtime.block_on(async {
             let mut case = Case {

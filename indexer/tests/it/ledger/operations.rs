@@ -6,7 +6,7 @@ use indexer::ledger::{
 };
 use uuid::Uuid;
 
-use super::{assert_invariants, fund, ledger_with_assets, transfer};
+use crate::support::{assert_invariants, fund, ledger_with_assets, transfer};
 
 fn key(k: &str) -> IdempotencyKey {
     IdempotencyKey::new("ops-test", k)
@@ -434,25 +434,25 @@ async fn assets_register_idempotently_and_refuse_conflicts() {
     let db = TestDb::new().await.expect("database");
     let ledger = ledger_with_assets(db.pool()).await;
     ledger
-        .register_asset(&super::asset("BTC", chains::Chain::Bitcoin, 8))
+        .register_asset(&crate::support::asset("BTC", chains::Chain::Bitcoin, 8))
         .await
         .expect("same again");
     let conflict = ledger
-        .register_asset(&super::asset("BTC", chains::Chain::Bitcoin, 6))
+        .register_asset(&crate::support::asset("BTC", chains::Chain::Bitcoin, 6))
         .await;
     assert!(
         matches!(conflict, Err(Error::AssetConflict(_))),
         "{conflict:?}"
     );
     let second_native = ledger
-        .register_asset(&super::asset("XBT", chains::Chain::Bitcoin, 8))
+        .register_asset(&crate::support::asset("XBT", chains::Chain::Bitcoin, 8))
         .await;
     assert!(
         matches!(second_native, Err(Error::AssetConflict(_))),
         "one native asset per chain: {second_native:?}"
     );
     let bad_code = ledger
-        .register_asset(&super::asset("btc", chains::Chain::Bitcoin, 8))
+        .register_asset(&crate::support::asset("btc", chains::Chain::Bitcoin, 8))
         .await;
     assert!(matches!(bad_code, Err(Error::InvalidRequest(_))));
     let codes: Vec<String> = ledger

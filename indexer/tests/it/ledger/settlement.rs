@@ -11,10 +11,9 @@ use indexer::ledger::{Amount, IdempotencyKey, Ledger};
 use indexer::users::{Role, Users};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use uuid::Uuid;
 
-use super::{assert_invariants, fund, ledger_with_assets, transfer};
+use crate::support::{Property, assert_invariants, fund, ledger_with_assets, transfer};
 
 async fn user(db: &TestDb) -> Uuid {
     Users::new(db.pool().clone())
@@ -278,18 +277,12 @@ async fn user_total(ledger: &Ledger, users: &[Uuid], asset: &str) -> Amount {
 
 #[test]
 fn random_transfers_and_trades_conserve_every_asset() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let db = runtime.block_on(TestDb::new()).expect("database");
-    let ledger = runtime.block_on(ledger_with_assets(db.pool()));
-    let mut runner = TestRunner::new(Config {
-        cases: 12,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    let Property {
+        runtime,
+        db,
+        ledger,
+        mut runner,
+    } = Property::new(12);
     let result = runner.run(&vec(op(), 1..40), |ops| {
         runtime.block_on(async {
             let mut users = Vec::new();

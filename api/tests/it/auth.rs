@@ -1,99 +1,15 @@
 //! `coffer.v1.AuthService` end to end: a real server on 127.0.0.1:0 and a
 //! real PostgreSQL.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use api::grpc::pb::auth_service_client::AuthServiceClient;
 use api::grpc::pb::{self, Role};
-use api::{App, Settings};
-use indexer::devnet::TestDb;
 use indexer::users::Users;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use crate::support::wait_serving;
-
-pub struct Server {
-    pub db: TestDb,
-    pub grpc: SocketAddr,
-    cancel: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-pub async fn server() -> Server {
-    server_with(|_| {}).await
-}
-
-/// A server on a fresh database, with `configure` applied to the settings.
-pub async fn server_with(configure: impl FnOnce(&mut Settings)) -> Server {
-    let db = TestDb::new().await.expect("database");
-    let mut settings = Settings::default();
-    settings.database.url = db.url().as_str().into();
-    settings.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.metrics.enabled = false;
-    settings.events.enabled = false;
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
-    configure(&mut settings);
-    let app = App::bind(settings).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let cancel = CancellationToken::new();
-    tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
-    Server { db, grpc, cancel }
-}
-
-pub async fn client(server: &Server) -> AuthServiceClient<Channel> {
-    AuthServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect")
-}
-
-pub fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
-pub async fn register_and_login(
-    client: &mut AuthServiceClient<Channel>,
-    email: &str,
-    password: &str,
-) -> pb::TokenPair {
-    client
-        .register(pb::RegisterRequest {
-            email: email.into(),
-            password: password.into(),
-        })
-        .await
-        .expect("register");
-    login(client, email, password).await.expect("login")
-}
-
-pub async fn login(
-    client: &mut AuthServiceClient<Channel>,
-    email: &str,
-    password: &str,
-) -> Result<pb::TokenPair, tonic::Status> {
-    client
-        .login(pb::LoginRequest {
-            email: email.into(),
-            password: password.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
+use crate::support::{bearer, client, login, register_and_login, server, server_with, who_am_i};
 
 async fn refresh(
     client: &mut AuthServiceClient<Channel>,
@@ -103,16 +19,6 @@ async fn refresh(
         .refresh(pb::RefreshRequest {
             refresh_token: token.into(),
         })
-        .await
-        .map(|r| r.into_inner())
-}
-
-pub async fn who_am_i(
-    client: &mut AuthServiceClient<Channel>,
-    access: &str,
-) -> Result<pb::WhoAmIResponse, tonic::Status> {
-    client
-        .who_am_i(bearer(pb::WhoAmIRequest {}, access))
         .await
         .map(|r| r.into_inner())
 }

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 
 use api::grpc::pb::auth_service_client::AuthServiceClient;
 use api::grpc::pb::{LoginRequest, RegisterRequest};
-use api::{App, Settings};
 use chains::Chain;
 use chains::devnet::{Anvil, Btcd, DevnetError, SolanaValidator, free_port, spawn_guarded};
 use indexer::devnet::TestDb;
 use indexer::watch::recorded_head;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
@@ -33,71 +31,10 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::support::{health_status, sample, scrape, wait_serving};
-
-fn test_settings(db: &TestDb) -> Settings {
-    let mut settings = Settings::default();
-    settings.database.url = db.url().as_str().into();
-    settings.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    settings.events.enabled = false;
-    settings
-}
-
-/// [`test_settings`] with every chain off: only the API and the database.
-fn api_only_settings(db: &TestDb) -> Settings {
-    let mut settings = test_settings(db);
-    settings.chains.bitcoin.enabled = false;
-    settings.chains.ethereum.enabled = false;
-    settings.chains.solana.enabled = false;
-    settings
-}
-
-/// A daemon run in this process until [`Daemon::stop`].
-struct Daemon {
-    grpc: SocketAddr,
-    metrics: Option<SocketAddr>,
-    cancel: CancellationToken,
-    running: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Daemon {
-    /// Binds `settings` and runs the daemon, without waiting for it.
-    async fn start(settings: Settings) -> Self {
-        let app = App::bind(settings).await.expect("bind");
-        let grpc = app.grpc_addr().expect("grpc bound");
-        let metrics = app.metrics_addr();
-        let cancel = CancellationToken::new();
-        let running = tokio::spawn(app.run(cancel.clone()));
-        Self {
-            grpc,
-            metrics,
-            cancel,
-            running,
-        }
-    }
-
-    /// [`Daemon::start`], then waits up to `timeout` for SERVING.
-    async fn serving(settings: Settings, timeout: Duration) -> Self {
-        let daemon = Self::start(settings).await;
-        wait_serving(daemon.grpc, timeout).await;
-        daemon
-    }
-
-    fn metrics(&self) -> SocketAddr {
-        self.metrics.expect("metrics bound")
-    }
-
-    /// Cancels the daemon and asserts it stops cleanly within 20 s.
-    async fn stop(self) {
-        self.cancel.cancel();
-        let stopped = tokio::time::timeout(Duration::from_secs(20), self.running)
-            .await
-            .expect("shut down within 20 s")
-            .expect("run task");
-        assert!(stopped.is_ok(), "clean shutdown: {stopped:?}");
-    }
-}
+use crate::support::{
+    Daemon, api_only_settings, auth_client, health_status, sample, scrape, test_settings,
+    wait_for_sample, wait_health, wait_serving,
+};
 
 async fn reflected_services(addr: SocketAddr) -> Vec<String> {
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -126,44 +63,6 @@ async fn reflected_services(addr: SocketAddr) -> Vec<String> {
         }
         other => panic!("unexpected reflection response: {other:?}"),
     }
-}
-
-/// Polls the metrics endpoint until `series` satisfies `check`.
-async fn wait_for_sample(addr: SocketAddr, series: &str, check: impl Fn(f64) -> bool) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body = scrape(addr).await;
-        if let Some(value) = sample(&body, series).filter(|v| check(*v)) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never satisfied the check; last scrape:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Polls until health reports `wanted`.
-async fn wait_health(addr: SocketAddr, wanted: ServingStatus, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = health_status(addr).await;
-        if status == Some(wanted) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{addr}: health {status:?}, not {wanted:?}, after {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn auth_client(addr: SocketAddr) -> AuthServiceClient<Channel> {
-    AuthServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect")
 }
 
 async fn register(
@@ -638,22 +537,15 @@ async fn daemon_publishes_ledger_entries_to_kafka() {
     let ledger = indexer::ledger::Ledger::new(db.pool().clone());
     let user = uuid::Uuid::new_v4();
     let entry = indexer::ledger::NewEntry {
-        kind: indexer::ledger::EntryKind::DepositCredit,
-        reference: "kafka-e2e".into(),
         metadata: serde_json::json!({ "txid": "abc" }),
-        legs: vec![
-            indexer::ledger::Leg::decrease(
-                indexer::ledger::AccountRef::system(
-                    "SOL",
-                    indexer::ledger::AccountPurpose::Custody,
-                ),
-                indexer::ledger::Amount::from_u64(7),
-            ),
-            indexer::ledger::Leg::increase(
-                indexer::ledger::AccountRef::available(user, "SOL"),
-                indexer::ledger::Amount::from_u64(7),
-            ),
-        ],
+        ..indexer::devnet::ledger::credit_entry(
+            indexer::ledger::EntryKind::DepositCredit,
+            indexer::ledger::AccountPurpose::Custody,
+            user,
+            "SOL",
+            7,
+            "kafka-e2e",
+        )
     };
     let posted = ledger
         .post(

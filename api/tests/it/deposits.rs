@@ -1,60 +1,20 @@
 //! Deposits end to end: the daemon follows a real node and a user sees the
 //! deposit through `WalletService` and `HistoryService`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
-use api::grpc::pb::auth_service_client::AuthServiceClient;
 use api::grpc::pb::history_service_client::HistoryServiceClient;
 use api::grpc::pb::wallet_service_client::WalletServiceClient;
 use api::grpc::pb::{self, Chain};
-use api::{App, Settings};
 use chains::HeadSource;
 use chains::devnet::{Anvil, TestToken};
 use indexer::devnet::TestDb;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::auth::{bearer, register_and_login};
-use crate::support::{sample, scrape, wait_serving};
-
-struct Daemon {
-    _db: TestDb,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-    cancel: CancellationToken,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
-async fn daemon(settings: impl FnOnce(&mut Settings), db: TestDb) -> Daemon {
-    let mut base = Settings::default();
-    base.database.url = db.url().as_str().into();
-    base.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    base.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    base.events.enabled = false;
-    base.chains.bitcoin.enabled = false;
-    base.chains.ethereum.enabled = false;
-    base.chains.solana.enabled = false;
-    settings(&mut base);
-    let app = App::bind(base).await.expect("bind");
-    let grpc = app.grpc_addr().expect("grpc");
-    let metrics = app.metrics_addr().expect("metrics");
-    let cancel = CancellationToken::new();
-    tokio::spawn(app.run(cancel.clone()));
-    wait_serving(grpc, Duration::from_secs(30)).await;
-    Daemon {
-        _db: db,
-        grpc,
-        metrics,
-        cancel,
-    }
-}
+use crate::support::{
+    Server, bearer, client, register_and_login, sample, scrape, server_on, wait_for_sample,
+};
 
 /// A registered user with a wallet on `chain` and `addresses` deposit
 /// addresses, all through the API.
@@ -64,10 +24,8 @@ struct Depositor {
     addresses: Vec<String>,
 }
 
-async fn depositor(server: &Daemon, email: &str, chain: Chain, addresses: usize) -> Depositor {
-    let mut auth = AuthServiceClient::connect(format!("http://{}", server.grpc))
-        .await
-        .expect("connect");
+async fn depositor(server: &Server, email: &str, chain: Chain, addresses: usize) -> Depositor {
+    let mut auth = client(server).await;
     let access = register_and_login(&mut auth, email, "correct horse battery")
         .await
         .access_token;
@@ -110,7 +68,7 @@ async fn depositor(server: &Daemon, email: &str, chain: Chain, addresses: usize)
 
 /// The user's transactions, newest first, filtered as asked.
 async fn history(
-    server: &Daemon,
+    server: &Server,
     access: &str,
     asset: Option<&str>,
     kind: Option<&str>,
@@ -177,23 +135,16 @@ async fn wait_balances(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
     let anvil = Anvil::spawn().await.expect("anvil");
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    let from = Anvil::DEV_ACCOUNT;
-    anvil
-        .send(
-            from,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(1_000_000_000u64)),
-            None,
-        )
+    let token = anvil
+        .deploy_minted_token(6, U256::from(1_000_000_000u64))
         .await
-        .expect("mint");
+        .expect("token");
+    let from = Anvil::DEV_ACCOUNT;
     anvil.mine(1).await.expect("mine");
     let db = TestDb::new().await.expect("database");
     let rpc_url = anvil.rpc_url().to_owned();
     let contract = token.address.to_checksum(None);
-    let server = daemon(
+    let server = server_on(
         |s| {
             s.chains.ethereum.enabled = true;
             s.chains.ethereum.rpc_url = rpc_url.into();
@@ -217,8 +168,8 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
 
     // The watcher started at the tip; wait until it stands there.
     let tip = anvil.client().head().await.expect("head").height;
-    wait_metric(
-        server.metrics,
+    wait_for_sample(
+        server.metrics(),
         "coffer_chain_indexed_height{chain=\"ethereum\"}",
         |h| h >= tip as f64,
     )
@@ -304,7 +255,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
         assert_eq!(deposit.block_height, block, "{credit:?}");
         assert!(deposit.confirmations >= 65, "{deposit:?}");
     }
-    let body = scrape(server.metrics).await;
+    let body = scrape(server.metrics()).await;
     assert_eq!(
         sample(
             &body,
@@ -346,21 +297,6 @@ async fn mined_in(anvil: &Anvil, tx: alloy_primitives::B256) -> u64 {
     }
 }
 
-async fn wait_metric(addr: SocketAddr, series: &str, check: impl Fn(f64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let body = scrape(addr).await;
-        if sample(&body, series).is_some_and(&check) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never satisfied the check:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over_grpc() {
     use chains::devnet::Btcd;
@@ -370,7 +306,7 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
     node.generate(432).await.expect("mine");
     let db = TestDb::new().await.expect("database");
     let rpc_url = node.rpc_url().to_owned();
-    let server = daemon(
+    let server = server_on(
         |s| {
             s.chains.bitcoin.enabled = true;
             s.chains.bitcoin.rpc_url = rpc_url.into();
@@ -395,8 +331,8 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
         })
         .collect();
     let tip = node.client().head().await.expect("head").height;
-    wait_metric(
-        server.metrics,
+    wait_for_sample(
+        server.metrics(),
         "coffer_chain_indexed_height{chain=\"bitcoin\"}",
         |h| h >= tip as f64,
     )
@@ -454,7 +390,7 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
         .await
         .expect("counter");
     let rpc_url = validator.rpc_url().to_owned();
-    let server = daemon(
+    let server = server_on(
         |s| {
             s.chains.solana.enabled = true;
             s.chains.solana.rpc_url = rpc_url.into();
@@ -469,8 +405,8 @@ async fn a_sol_deposit_shows_pending_at_confirmed_then_available_at_finalized_ov
         addresses,
     } = depositor(&server, "sol@example.com", Chain::Solana, 1).await;
     let address = &addresses[0];
-    wait_metric(
-        server.metrics,
+    wait_for_sample(
+        server.metrics(),
         "coffer_chain_indexed_height{chain=\"solana\"}",
         |h| h > 0.0,
     )

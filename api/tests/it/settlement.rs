@@ -12,8 +12,9 @@ use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::auth::{Server, bearer, client as auth_client, server, server_with};
-use crate::wallets::{credit, user_with_role};
+use crate::support::{
+    Server, bearer, client as auth_client, credit, server, server_with, user_with_role,
+};
 
 async fn settlement(server: &Server) -> SettlementServiceClient<Channel> {
     SettlementServiceClient::connect(format!("http://{}", server.grpc))

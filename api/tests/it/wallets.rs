@@ -5,15 +5,16 @@ use std::collections::HashSet;
 use api::grpc::pb::history_service_client::HistoryServiceClient;
 use api::grpc::pb::wallet_service_client::WalletServiceClient;
 use api::grpc::pb::{self, Chain};
-use indexer::ledger::{
-    AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg, NewEntry,
-};
-use indexer::users::{Role, Users};
+use indexer::devnet::ledger::credit_entry;
+use indexer::ledger::{AccountPurpose, EntryKind, IdempotencyKey, Ledger};
+use indexer::users::Role;
 use tonic::Code;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::auth::{Server, bearer, client, login, register_and_login, server, who_am_i};
+use crate::support::{
+    Server, bearer, client, credit, register_and_login, server, user_with_role, who_am_i,
+};
 
 async fn wallets(server: &Server) -> WalletServiceClient<Channel> {
     WalletServiceClient::connect(format!("http://{}", server.grpc))
@@ -25,45 +26,6 @@ async fn history(server: &Server) -> HistoryServiceClient<Channel> {
     HistoryServiceClient::connect(format!("http://{}", server.grpc))
         .await
         .expect("connect")
-}
-
-/// Credits `amount` of `asset` to the user from the outside world.
-pub async fn credit(server: &Server, user: Uuid, asset: &str, amount: u64) -> i64 {
-    let reference = format!("credit-{}", Uuid::new_v4());
-    let entry = NewEntry {
-        kind: EntryKind::DepositCredit,
-        reference: reference.clone(),
-        metadata: serde_json::json!({ "txid": reference }),
-        legs: vec![
-            Leg::decrease(
-                AccountRef::system(asset, AccountPurpose::Custody),
-                Amount::from_u64(amount),
-            ),
-            Leg::increase(AccountRef::available(user, asset), Amount::from_u64(amount)),
-        ],
-    };
-    Ledger::new(server.db.pool().clone())
-        .post(&IdempotencyKey::new("test", reference), &entry)
-        .await
-        .expect("credit")
-        .id
-}
-
-/// A user with `role`, logged in; returns (id, access token).
-pub async fn user_with_role(server: &Server, email: &str, role: Role) -> (Uuid, String) {
-    let hash = api::auth::password::hash_password("role passphrase").expect("hash");
-    let id = Users::new(server.db.pool().clone())
-        .create(email, &hash, role)
-        .await
-        .expect("user");
-    let mut auth = client(server).await;
-    (
-        id,
-        login(&mut auth, email, "role passphrase")
-            .await
-            .expect("login")
-            .access_token,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,18 +244,14 @@ async fn history_pages_are_complete_while_entries_arrive() {
             let ledger = Ledger::new(pool);
             for _ in 0..30 {
                 let reference = format!("late-{}", Uuid::new_v4());
-                let entry = NewEntry {
-                    kind: EntryKind::DepositCredit,
-                    reference: reference.clone(),
-                    metadata: serde_json::json!({}),
-                    legs: vec![
-                        Leg::decrease(
-                            AccountRef::system("BTC", AccountPurpose::Custody),
-                            Amount::from_u64(1),
-                        ),
-                        Leg::increase(AccountRef::available(me, "BTC"), Amount::from_u64(1)),
-                    ],
-                };
+                let entry = credit_entry(
+                    EntryKind::DepositCredit,
+                    AccountPurpose::Custody,
+                    me,
+                    "BTC",
+                    1,
+                    reference.clone(),
+                );
                 ledger
                     .post(&IdempotencyKey::new("late", reference), &entry)
                     .await

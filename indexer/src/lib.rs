@@ -7,6 +7,7 @@
 //! Feature `devnet`: test helpers that create a fresh, migrated database per
 //! test on the devnet PostgreSQL and spawn a real Kafka broker.
 
+pub mod chain_heads;
 pub mod db;
 pub mod deposits;
 mod error;
@@ -15,7 +16,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod users;
 pub mod wallets;
-pub mod watch;
 
 #[cfg(feature = "devnet")]
 pub mod devnet;

@@ -245,7 +245,7 @@ impl<S: DepositSource> Watcher<S> {
         metrics::gauge!(CHAIN_UP, &labels).set(1.0);
         metrics::gauge!(CHAIN_TIP_HEIGHT, &labels).set(tip.height as f64);
         if self.recorded_tip.as_ref() != Some(&tip) {
-            crate::watch::record_head(self.store.pool(), chain, &tip).await?;
+            crate::chain_heads::record_head(self.store.pool(), chain, &tip).await?;
             self.recorded_tip = Some(tip.clone());
         }
         let final_height = self.source.final_height(tip.height).await?;

@@ -512,7 +512,7 @@ pub async fn a_node_behind_the_cursor_is_waited_for<C: FallsBehind>() {
             let pool = pool.clone();
             let lagging = lagging.0;
             async move {
-                crate::watch::recorded_head(&pool, C::CHAIN)
+                crate::chain_heads::recorded_head(&pool, C::CHAIN)
                     .await
                     .expect("head")
                     .is_some_and(|h| h.height == lagging)

@@ -1,6 +1,6 @@
 use chains::{Chain, ChainHead};
+use indexer::chain_heads::{record_head, recorded_head};
 use indexer::devnet::TestDb;
-use indexer::watch::{record_head, recorded_head};
 
 #[tokio::test]
 async fn fresh_database_is_migrated_and_isolated() {

@@ -2,7 +2,7 @@
 //! confirmation, available at the configured depth.
 //!
 //! The watched set is watch-only: issued addresses come from
-//! `deposit_addresses`, and the next `gap_limit` addresses past the last
+//! `deposit_addresses` (the watcher reads them), and the next `gap_limit` addresses past the last
 //! issued one are derived here from the BIP84 account xpub, so a deposit to
 //! an address handed out while a fetch was in flight is still matched. A
 //! match on a derived address nobody has been issued is logged at error
@@ -18,13 +18,12 @@ use bitcoin::{Address, Block, BlockHash, Network};
 use chains::bitcoin::BitcoinClient;
 use chains::{Chain, ChainHead, HeadSource};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
-use super::{DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher, final_at_depth};
+use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
-use crate::metrics::{ADDRESS_GAP, ADDRESS_GAP_EXCEEDED, DEPOSITS_UNASSIGNED};
+use crate::metrics::DEPOSITS_UNASSIGNED;
 use crate::{Error, Result};
 
 const CHAIN: Chain = Chain::Bitcoin;
@@ -91,10 +90,7 @@ impl Watcher<BitcoinSource> {
             network,
             confirmations: config.confirmations,
             gap_limit: config.gap_limit,
-            addresses: WatchedAddresses::new(CHAIN),
             derived_to: 0,
-            highest_used: None,
-            watched: Arc::default(),
         };
         Watcher::with_source(source, store, loop_config)
     }
@@ -166,46 +162,13 @@ pub struct BitcoinSource {
     network: Network,
     confirmations: u64,
     gap_limit: u32,
-    addresses: WatchedAddresses,
-    /// Indexes below this are derived into `watched`.
+    /// Indexes below this are derived into the watched set.
     derived_to: u32,
-    highest_used: Option<u32>,
-    watched: Arc<WatchedScripts>,
-}
-
-impl BitcoinSource {
-    async fn update_gap(&mut self, pool: &PgPool) -> Result<()> {
-        let used: Option<i64> = sqlx::query_scalar(
-            "SELECT max(a.derivation_index) FROM deposit_addresses a
-             WHERE a.chain = 'bitcoin' AND EXISTS (
-                 SELECT 1 FROM deposits d WHERE d.chain = 'bitcoin' AND d.address = a.address AND d.status <> 'orphaned')",
-        )
-        .fetch_one(pool)
-        .await?;
-        self.highest_used = used.and_then(|u| u32::try_from(u).ok());
-        let unused_run = self
-            .addresses
-            .next_index()
-            .saturating_sub(self.highest_used.map_or(0, |u| u + 1));
-        metrics::gauge!(ADDRESS_GAP, "chain" => CHAIN.as_str()).set(f64::from(unused_run));
-        let exceeded = unused_run > self.gap_limit;
-        metrics::gauge!(ADDRESS_GAP_EXCEEDED, "chain" => CHAIN.as_str()).set(if exceeded {
-            1.0
-        } else {
-            0.0
-        });
-        if exceeded {
-            tracing::warn!(
-                chain = %CHAIN, unused_run, gap_limit = self.gap_limit,
-                "issued Bitcoin addresses run past the gap limit without a deposit; \
-                 wallets restored from the seed with this gap limit would not see later ones"
-            );
-        }
-        Ok(())
-    }
 }
 
 impl DepositSource for BitcoinSource {
+    type Watched = WatchedScripts;
+
     fn chain(&self) -> Chain {
         CHAIN
     }
@@ -215,7 +178,7 @@ impl DepositSource for BitcoinSource {
     }
 
     async fn final_height(&self, tip: u64) -> chains::Result<Option<u64>> {
-        Ok((tip + 1).checked_sub(self.confirmations.max(1)))
+        Ok(final_at_depth(tip, self.confirmations))
     }
 
     async fn block_hashes(&self, heights: &[u64]) -> chains::Result<Vec<Option<String>>> {
@@ -231,49 +194,44 @@ impl DepositSource for BitcoinSource {
         Ok(hashes)
     }
 
-    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
-        let added = self.addresses.refresh(pool).await?;
-        let first_refresh = self.derived_to == 0 && self.highest_used.is_none();
-        // Issued addresses come from the database; only the lookahead past
-        // the last issued one is derived here.
-        let issued_to = self.addresses.next_index();
-        let wanted_to = issued_to.saturating_add(self.gap_limit);
-        if added.is_empty() && self.derived_to >= wanted_to {
-            return Ok(());
-        }
-        let mut next = WatchedScripts::clone(&self.watched);
-        for (text, user, index) in &added {
-            let address = text
+    fn gap_limit(&self) -> Option<u32> {
+        Some(self.gap_limit)
+    }
+
+    fn watch(&mut self, watched: &mut WatchedScripts, issued: &IssuedSince) -> Result<()> {
+        for issued in &issued.added {
+            let address = issued
+                .address
                 .parse::<Address<_>>()
                 .ok()
                 .and_then(|a| a.require_network(self.network).ok());
             match address {
-                Some(address) if next.insert(&address, *index, Some(*user)) => {}
+                Some(address) if watched.insert(&address, issued.index, Some(issued.user_id)) => {}
                 _ => {
-                    tracing::error!(address = %text, "issued Bitcoin address is not P2WPKH on this network; not watched")
+                    tracing::error!(address = %issued.address, "issued Bitcoin address is not P2WPKH on this network; not watched")
                 }
             }
         }
+        // Issued addresses come from the database; only the lookahead past
+        // the last issued one is derived here.
+        let issued_to = issued.next_index;
+        let wanted_to = issued_to.saturating_add(self.gap_limit);
         for index in self.derived_to.max(issued_to)..wanted_to {
             let address =
                 signer::bitcoin::p2wpkh_address(&self.account, self.network, false, index)
                     .map_err(|e| Error::Corrupt(format!("derive bitcoin address {index}: {e}")))?;
-            next.insert(&address, index, None);
+            watched.insert(&address, index, None);
         }
         self.derived_to = self.derived_to.max(wanted_to);
-        self.watched = Arc::new(next);
-        if !added.is_empty() || first_refresh {
-            self.update_gap(pool).await?;
-        }
         Ok(())
     }
 
     fn fetch(
         &self,
         range: RangeInclusive<u64>,
+        watched: Arc<WatchedScripts>,
     ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
         let client = self.client.clone();
-        let watched = Arc::clone(&self.watched);
         let network = self.network;
         async move {
             let first = *range.start();

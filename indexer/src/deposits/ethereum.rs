@@ -11,11 +11,10 @@ use alloy_primitives::{Address, B256};
 use chains::ethereum::{Block, EthereumClient};
 use chains::{Chain, ChainHead, HeadSource};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
-use super::{DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher, final_at_depth};
+use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
 use crate::{Error, Result};
 
@@ -90,28 +89,26 @@ impl Watcher<EthereumSource> {
             client,
             use_finalized_tag: config.use_finalized_tag,
             confirmations: config.confirmations,
-            addresses: WatchedAddresses::new(CHAIN),
-            watched: Arc::default(),
         };
         Watcher::with_source(source, store, loop_config)
     }
 }
 
 /// Watched addresses by parsed address, with owner and stored text.
-type Owners = HashMap<Address, (Uuid, String)>;
+pub type Owners = HashMap<Address, (Uuid, String)>;
 
 #[derive(Debug)]
 pub struct EthereumSource {
     client: EthereumClient,
     use_finalized_tag: bool,
     confirmations: u64,
-    addresses: WatchedAddresses,
-    watched: Arc<Owners>,
     token_assets: Arc<HashMap<Address, String>>,
     token_contracts: Arc<[Address]>,
 }
 
 impl DepositSource for EthereumSource {
+    type Watched = Owners;
+
     fn chain(&self) -> Chain {
         CHAIN
     }
@@ -128,7 +125,7 @@ impl DepositSource for EthereumSource {
         {
             return Ok(Some(head.height));
         }
-        Ok((tip + 1).checked_sub(self.confirmations.max(1)))
+        Ok(final_at_depth(tip, self.confirmations))
     }
 
     async fn block_hashes(&self, heights: &[u64]) -> chains::Result<Vec<Option<String>>> {
@@ -141,32 +138,26 @@ impl DepositSource for EthereumSource {
             .collect())
     }
 
-    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
-        let added = self.addresses.refresh(pool).await?;
-        if added.is_empty() {
-            return Ok(());
-        }
-        let mut next = Owners::clone(&self.watched);
-        for (text, user, _) in added {
+    fn watch(&mut self, watched: &mut Owners, issued: &IssuedSince) -> Result<()> {
+        for (text, user) in issued.owners() {
             match text.parse::<Address>() {
                 Ok(address) => {
-                    next.insert(address, (user, text));
+                    watched.insert(address, (user, text));
                 }
                 Err(err) => {
                     tracing::error!(address = %text, error = %err, "watched Ethereum address does not parse; skipped")
                 }
             }
         }
-        self.watched = Arc::new(next);
         Ok(())
     }
 
     fn fetch(
         &self,
         range: RangeInclusive<u64>,
+        watched: Arc<Owners>,
     ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
         let client = self.client.clone();
-        let watched = Arc::clone(&self.watched);
         let tokens = Arc::clone(&self.token_contracts);
         let token_assets = Arc::clone(&self.token_assets);
         async move {

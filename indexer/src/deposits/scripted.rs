@@ -12,11 +12,10 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chains::{Chain, ChainHead};
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, WatchConfig, Watcher};
-use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use super::watcher::{DepositSource, WatchConfig, Watcher, final_at_depth};
+use super::{Cursor, DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::Result;
 use crate::ledger::Amount;
 
@@ -51,13 +50,11 @@ pub struct ScriptedChain {
     state: Arc<Mutex<State>>,
 }
 
-/// One watcher's view of a [`ScriptedChain`]: the addresses issued in its
-/// database.
+/// One watcher's view of a [`ScriptedChain`]; its watcher hands it the
+/// addresses issued in its database.
 #[derive(Debug)]
 pub struct ScriptedSource {
     script: ScriptedChain,
-    addresses: WatchedAddresses,
-    owners: Arc<HashMap<String, Uuid>>,
 }
 
 #[derive(Debug)]
@@ -111,8 +108,6 @@ impl ScriptedChain {
     pub fn watcher(&self, store: DepositStore, config: WatchConfig) -> Watcher<ScriptedSource> {
         let source = ScriptedSource {
             script: self.clone(),
-            addresses: WatchedAddresses::new(self.chain),
-            owners: Arc::default(),
         };
         Watcher::with_source(source, store, config)
     }
@@ -348,6 +343,9 @@ impl State {
 }
 
 impl DepositSource for ScriptedSource {
+    /// Owner by watched address.
+    type Watched = HashMap<String, Uuid>;
+
     fn chain(&self) -> Chain {
         self.script.chain
     }
@@ -365,7 +363,7 @@ impl DepositSource for ScriptedSource {
     async fn final_height(&self, tip: u64) -> chains::Result<Option<u64>> {
         let mut state = self.script.state();
         state.answer(self.script.chain, "final_height")?;
-        Ok((tip + 1).checked_sub(state.confirmations))
+        Ok(final_at_depth(tip, state.confirmations))
     }
 
     async fn block_hashes(&self, heights: &[u64]) -> chains::Result<Vec<Option<String>>> {
@@ -377,22 +375,17 @@ impl DepositSource for ScriptedSource {
             .collect())
     }
 
-    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
-        let added = self.addresses.refresh(pool).await?;
-        if !added.is_empty() {
-            let mut owners = HashMap::clone(&self.owners);
-            owners.extend(added.into_iter().map(|(address, user, _)| (address, user)));
-            self.owners = Arc::new(owners);
-        }
+    fn watch(&mut self, watched: &mut Self::Watched, issued: &IssuedSince) -> Result<()> {
+        watched.extend(issued.owners());
         Ok(())
     }
 
     fn fetch(
         &self,
         range: RangeInclusive<u64>,
+        owners: Arc<Self::Watched>,
     ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
         let (chain, state) = (self.script.chain, Arc::clone(&self.script.state));
-        let owners = Arc::clone(&self.owners);
         async move { Ok(lock(&state).fetch(chain, range, &owners)?) }
     }
 }
@@ -401,13 +394,16 @@ impl DepositSource for ScriptedSource {
 mod tests {
     use super::*;
 
-    /// A source over `script` that knows `alice`'s address, without a database.
+    /// A source over `script`, without a database.
     fn source(script: &ScriptedChain) -> ScriptedSource {
         ScriptedSource {
             script: script.clone(),
-            addresses: WatchedAddresses::new(Chain::Ethereum),
-            owners: Arc::new(HashMap::from([("alice".to_owned(), Uuid::nil())])),
         }
+    }
+
+    /// A watched set that knows `alice`'s address.
+    fn alice() -> Arc<HashMap<String, Uuid>> {
+        Arc::new(HashMap::from([("alice".to_owned(), Uuid::nil())]))
     }
 
     #[tokio::test]
@@ -430,7 +426,7 @@ mod tests {
         }
         assert!(script.payments(6).is_empty(), "the new branch pays nothing");
         let source = source(&script);
-        let blocks = source.fetch(5..=6).await.expect("fetch");
+        let blocks = source.fetch(5..=6, alice()).await.expect("fetch");
         let block4 = before[4].clone().expect("block 4");
         assert_eq!(blocks[0].parent_hash, block4.hash);
         assert_eq!(blocks[1].parent_hash, blocks[0].hash);
@@ -438,7 +434,7 @@ mod tests {
         // Re-included: the same transaction in a block of a new branch;
         // only the watched address's payment is a deposit.
         script.reorg_with(1, vec![paid.clone()]);
-        let blocks = source.fetch(6..=6).await.expect("fetch");
+        let blocks = source.fetch(6..=6, alice()).await.expect("fetch");
         let old6 = before[6].clone().expect("block 6");
         assert_ne!(blocks[0].hash, old6.hash);
         assert_eq!(blocks[0].deposits.len(), 1);
@@ -454,18 +450,18 @@ mod tests {
         assert_eq!(source.head().await.expect("head").height, 7);
         assert_eq!(source.block_hash(8).await.expect("hash"), None);
         assert!(matches!(
-            source.fetch(6..=8).await,
+            source.fetch(6..=8, alice()).await,
             Err(crate::Error::Chain(chains::Error::Inconsistent { .. }))
         ));
         script.caught_up();
         script.prune_below(4);
         assert!(matches!(
-            source.fetch(3..=5).await,
+            source.fetch(3..=5, alice()).await,
             Err(crate::Error::Chain(
                 chains::Error::HistoryUnavailable { .. }
             ))
         ));
-        assert_eq!(source.fetch(4..=5).await.expect("fetch").len(), 2);
+        assert_eq!(source.fetch(4..=5, alice()).await.expect("fetch").len(), 2);
         script.malformed(2);
         assert!(matches!(
             source.head().await,

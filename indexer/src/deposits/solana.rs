@@ -14,11 +14,10 @@ use chains::solana::{Block, SolanaClient};
 use chains::{Chain, ChainHead};
 use chrono::{DateTime, Utc};
 use solana_commitment_config::CommitmentConfig;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
-use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit, WatchedAddresses};
+use super::{Cursor, DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::Result;
 use crate::ledger::Amount;
 use crate::metrics::DEPOSIT_OWNER_HANDOVERS;
@@ -85,8 +84,6 @@ impl Watcher<SolanaSource> {
                     .map(|t| (t.mint.clone(), t.asset.clone()))
                     .collect(),
             ),
-            addresses: WatchedAddresses::new(CHAIN),
-            watched: Arc::default(),
         };
         Watcher::with_source(source, store, loop_config)
     }
@@ -97,11 +94,12 @@ pub struct SolanaSource {
     client: SolanaClient,
     mints: Arc<[String]>,
     mint_assets: Arc<HashMap<String, String>>,
-    addresses: WatchedAddresses,
-    watched: Arc<HashMap<String, Uuid>>,
 }
 
 impl DepositSource for SolanaSource {
+    /// Owner by watched address.
+    type Watched = HashMap<String, Uuid>;
+
     fn chain(&self) -> Chain {
         CHAIN
     }
@@ -138,23 +136,17 @@ impl DepositSource for SolanaSource {
             .flatten())
     }
 
-    async fn refresh_watched(&mut self, pool: &PgPool) -> Result<()> {
-        let added = self.addresses.refresh(pool).await?;
-        if added.is_empty() {
-            return Ok(());
-        }
-        let mut next = HashMap::clone(&self.watched);
-        next.extend(added.into_iter().map(|(address, user, _)| (address, user)));
-        self.watched = Arc::new(next);
+    fn watch(&mut self, watched: &mut Self::Watched, issued: &IssuedSince) -> Result<()> {
+        watched.extend(issued.owners());
         Ok(())
     }
 
     fn fetch(
         &self,
         range: RangeInclusive<u64>,
+        watched: Arc<Self::Watched>,
     ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static {
         let client = self.client.clone();
-        let watched = Arc::clone(&self.watched);
         let mints = Arc::clone(&self.mints);
         let mint_assets = Arc::clone(&self.mint_assets);
         async move {

@@ -1,88 +1,28 @@
-//! The chain-independent watch loop: follow the node from the cursor to the
-//! tip in pipelined batches, hand each batch to the [`DepositStore`], credit
-//! what has become final, and walk back on reorgs. A [`DepositSource`]
-//! supplies the chain-specific parts.
+//! The chain-independent watch loop: bring the watched set up to date from
+//! the database, follow the node from the cursor to the tip in pipelined
+//! batches (`prefetch`), hand each batch to the [`DepositStore`], credit
+//! what has become final, and walk back on reorgs (`walk_back`). A
+//! [`DepositSource`] supplies the chain-specific parts: it reads the node
+//! and matches, nothing more.
 
-use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chains::{Chain, ChainHead};
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
-use sqlx::PgPool;
-use tokio::sync::{mpsc, watch};
+use chains::ChainHead;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Applied, Cursor, DepositStore, ObservedBlock};
+pub use super::source::{DepositSource, final_at_depth};
+
+use super::prefetch::prefetch;
+use super::walk_back::{common_ancestor, walk_back_candidates};
+use super::{Applied, Cursor, DepositStore, WatchedAddresses};
 use crate::metrics::{
     CHAIN_FINALIZED_HEIGHT, CHAIN_INDEXED_HEIGHT, CHAIN_RPC_ERRORS, CHAIN_TIP_HEIGHT, CHAIN_UP,
     REORG_DEPTH, REORGS, WATCHER_HALTED,
 };
 use crate::{Error, Result};
-
-/// What a chain contributes to the watch loop.
-pub trait DepositSource: Send + Sync + 'static {
-    fn chain(&self) -> Chain;
-
-    /// The node's tip, with its hash.
-    fn head(&self) -> impl Future<Output = chains::Result<ChainHead>> + Send;
-
-    /// The highest final height given the tip, if any block is final yet.
-    fn final_height(&self, tip: u64) -> impl Future<Output = chains::Result<Option<u64>>> + Send;
-
-    /// The node's block hash at each height (`None` above its tip).
-    fn block_hashes(
-        &self,
-        heights: &[u64],
-    ) -> impl Future<Output = chains::Result<Vec<Option<String>>>> + Send;
-
-    /// The node's block hash at one height.
-    fn block_hash(
-        &self,
-        height: u64,
-    ) -> impl Future<Output = chains::Result<Option<String>>> + Send {
-        async move {
-            Ok(self
-                .block_hashes(&[height])
-                .await?
-                .into_iter()
-                .next()
-                .flatten())
-        }
-    }
-
-    /// The block a new watcher starts after: the one at `height`, or on
-    /// chains with empty heights (Solana's skipped slots) the last one below.
-    fn anchor(&self, height: u64) -> impl Future<Output = chains::Result<Option<Cursor>>> + Send {
-        async move {
-            Ok(self
-                .block_hash(height)
-                .await?
-                .map(|hash| Cursor { height, hash }))
-        }
-    }
-
-    /// The final chain's block hash at `height`, checked before deposits
-    /// at or below it are credited. Where the node's view is one chain
-    /// (Bitcoin, Ethereum) it is the block hash; Solana asks at `finalized`.
-    fn final_block_hash(
-        &self,
-        height: u64,
-    ) -> impl Future<Output = chains::Result<Option<String>>> + Send {
-        self.block_hash(height)
-    }
-
-    /// Brings the watched set up to date; called at the start of each step.
-    fn refresh_watched(&mut self, pool: &PgPool) -> impl Future<Output = Result<()>> + Send;
-
-    /// Fetches `range` and matches it against the watched set as it is now.
-    /// The future owns what it needs, so it can run on its own task.
-    fn fetch(
-        &self,
-        range: RangeInclusive<u64>,
-    ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static;
-}
 
 /// Loop settings shared by every chain.
 #[derive(Clone, Debug)]
@@ -144,13 +84,18 @@ enum Step {
 }
 
 #[derive(Debug)]
-pub struct Watcher<S> {
+pub struct Watcher<S: DepositSource> {
     source: S,
     store: DepositStore,
     config: WatchConfig,
     progress: watch::Sender<Option<u64>>,
     halted: watch::Sender<Option<String>>,
     recorded_tip: Option<ChainHead>,
+    /// How far the issued addresses have been read.
+    addresses: WatchedAddresses,
+    /// The source's matching form of them; each fetch holds the set it
+    /// started with, so an update copies it only while a fetch runs.
+    watched: Arc<S::Watched>,
     /// Heights scanned past the cursor without a block (skipped slots), so
     /// a long run of them is not fetched again.
     scanned_to: Option<u64>,
@@ -159,6 +104,8 @@ pub struct Watcher<S> {
 impl<S: DepositSource> Watcher<S> {
     pub fn with_source(source: S, store: DepositStore, config: WatchConfig) -> Self {
         Self {
+            addresses: WatchedAddresses::new(source.chain()),
+            watched: Arc::default(),
             source,
             store,
             config,
@@ -252,7 +199,7 @@ impl<S: DepositSource> Watcher<S> {
         if let Some(height) = final_height {
             metrics::gauge!(CHAIN_FINALIZED_HEIGHT, &labels).set(height as f64);
         }
-        self.source.refresh_watched(self.store.pool()).await?;
+        self.refresh_watched().await?;
 
         let cursor = match self.store.cursor().await? {
             Some(cursor) => cursor,
@@ -290,7 +237,12 @@ impl<S: DepositSource> Watcher<S> {
             .collect();
         let expected = ranges.len();
         let mut received = 0;
-        let mut fetched = self.prefetch(ranges);
+        // Created here, while `source` is at hand; they start when polled.
+        let fetches = ranges
+            .into_iter()
+            .map(|range| self.source.fetch(range, Arc::clone(&self.watched)))
+            .collect();
+        let mut fetched = prefetch(fetches, self.config.concurrency, self.config.fetch_ahead);
         while let Some(first) = fetched.receiver.recv().await {
             // Batches that finished while the last one was written go into
             // one transaction: fewer commits when the store is behind.
@@ -304,7 +256,7 @@ impl<S: DepositSource> Watcher<S> {
                         received += 1;
                     }
                     Ok(Err(err)) => {
-                        failed = Some(err);
+                        failed = Some(StepError::from(err));
                         break;
                     }
                     Err(_) => break,
@@ -349,39 +301,19 @@ impl<S: DepositSource> Watcher<S> {
         Ok(Step::Busy)
     }
 
-    /// Fetches `ranges` on their own tasks, `concurrency` at a time, and
-    /// hands them over in order. Fetching runs ahead of the store by up to
-    /// `concurrency * fetch_ahead` finished batches, so neither waits on the
-    /// other while both have work; dropping the receiver stops it all.
-    fn prefetch(&self, ranges: Vec<RangeInclusive<u64>>) -> Prefetched {
-        let concurrency = self.config.concurrency.max(1);
-        // Created here, while `source` is at hand; they start when polled.
-        let fetches: Vec<_> = ranges
-            .into_iter()
-            .map(|range| self.source.fetch(range))
-            .collect();
-        let (sender, receiver) = mpsc::channel(concurrency * self.config.fetch_ahead.max(1));
-        let producer = async move {
-            let mut waiting = fetches.into_iter();
-            let mut in_flight = FuturesOrdered::new();
-            // Each on its own task, so decoding uses every core.
-            for fetch in waiting.by_ref().take(concurrency) {
-                in_flight.push_back(spawn_aborting(fetch));
-            }
-            while let Some(batch) = in_flight.next().await {
-                if let Some(fetch) = waiting.next() {
-                    in_flight.push_back(spawn_aborting(fetch));
-                }
-                let failed = batch.is_err();
-                if sender.send(batch).await.is_err() || failed {
-                    break;
-                }
-            }
+    /// Reads the addresses issued since the last step and hands them to
+    /// the source; the first step always does, before any fetch.
+    async fn refresh_watched(&mut self) -> Result<()> {
+        let pool = self.store.pool();
+        let Some(issued) = self.addresses.refresh(pool).await? else {
+            return Ok(());
         };
-        Prefetched {
-            receiver,
-            _producer: spawn_aborting(producer),
+        self.source
+            .watch(Arc::make_mut(&mut self.watched), &issued)?;
+        if let Some(gap_limit) = self.source.gap_limit() {
+            self.addresses.check_gap(pool, gap_limit).await?;
         }
+        Ok(())
     }
 
     /// Credits deposits up to `final_height` once the final chain is known
@@ -484,198 +416,11 @@ impl<S: DepositSource> Watcher<S> {
     }
 }
 
-/// The indexed blocks the walk back compares, newest first: the kept
-/// `recent` blocks (newest first) under the cursor, without those above the
-/// node's `tip` (the node has nothing there yet, which proves nothing).
-fn walk_back_candidates(cursor: &Cursor, mut recent: Vec<Cursor>, tip: u64) -> Vec<Cursor> {
-    if recent.first().map(|b| b.height) != Some(cursor.height) {
-        recent.insert(0, cursor.clone());
-    }
-    recent.retain(|b| b.height <= tip);
-    recent
-}
-
-/// The common ancestor of a reorg: the newest of `recent` (newest first)
-/// whose hash is the node's at its height, where `canonical[i]` is the
-/// node's hash at `recent[i].height` (`None`: no block there). `None` when
-/// the node holds none of them.
-fn common_ancestor<'a>(recent: &'a [Cursor], canonical: &[Option<String>]) -> Option<&'a Cursor> {
-    recent
-        .iter()
-        .zip(canonical)
-        .find(|(stored, hash)| hash.as_deref() == Some(stored.hash.as_str()))
-        .map(|(stored, _)| stored)
-}
-
-/// Batches fetched ahead, in order; dropping it aborts the fetching.
-struct Prefetched {
-    receiver: mpsc::Receiver<Result<Vec<ObservedBlock>, StepError>>,
-    _producer: AbortOnDrop<()>,
-}
-
-/// Runs `future` on its own task until it finishes or the handle is dropped.
-fn spawn_aborting<F>(future: F) -> AbortOnDrop<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let task = tokio::spawn(future);
-    AbortOnDrop(task.abort_handle(), task)
-}
-
-/// A spawned fetch that is aborted if the step stops waiting for it (a
-/// reorg, an error, or cancellation).
-struct AbortOnDrop<T>(tokio::task::AbortHandle, tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<Result<T>> {
-    type Output = Result<T, StepError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.1)
-            .poll(cx)
-            .map(|joined| match joined {
-                Ok(result) => result.map_err(StepError::from),
-                Err(err) => Err(StepError::Failed(Error::Corrupt(format!(
-                    "fetch task: {err}"
-                )))),
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use chains::Chain;
+
     use super::*;
-
-    fn block(height: u64, branch: &str) -> Cursor {
-        Cursor {
-            height,
-            hash: format!("{branch}{height}"),
-        }
-    }
-
-    /// Indexed blocks `from..=to` of branch `a`, newest first.
-    fn indexed(from: u64, to: u64) -> Vec<Cursor> {
-        (from..=to).rev().map(|h| block(h, "a")).collect()
-    }
-
-    /// A node on branch `a` up to `fork`, branch `b` above it, with blocks
-    /// up to `tip`: its hash at each of `recent`'s heights.
-    fn node(recent: &[Cursor], fork: u64, tip: u64) -> Vec<Option<String>> {
-        recent
-            .iter()
-            .map(|b| match b.height {
-                h if h > tip => None,
-                h if h > fork => Some(format!("b{h}")),
-                h => Some(format!("a{h}")),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_ancestor_of_a_reorg_of_every_depth_is_the_fork_point() {
-        let cursor = block(120, "a");
-        for depth in 0..=20 {
-            let recent = walk_back_candidates(&cursor, indexed(100, 120), 120);
-            let canonical = node(&recent, 120 - depth, 120);
-            assert_eq!(
-                common_ancestor(&recent, &canonical),
-                Some(&block(120 - depth, "a")),
-                "depth {depth}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_reorg_below_every_kept_block_has_no_ancestor() {
-        let cursor = block(120, "a");
-        let recent = walk_back_candidates(&cursor, indexed(100, 120), 120);
-        assert_eq!(common_ancestor(&recent, &node(&recent, 99, 120)), None);
-        assert_eq!(common_ancestor(&[], &[]), None);
-        // A node that answers no height at all holds none of them either.
-        assert_eq!(common_ancestor(&recent, &vec![None; recent.len()]), None);
-    }
-
-    #[test]
-    fn a_node_behind_the_cursor_is_compared_only_at_or_below_its_tip() {
-        let cursor = block(120, "a");
-        let recent = walk_back_candidates(&cursor, indexed(100, 120), 110);
-        assert_eq!(recent.first(), Some(&block(110, "a")), "nothing above 110");
-        assert_eq!(recent.len(), 11);
-        // Holding the prefix: the newest block it has is the ancestor.
-        assert_eq!(
-            common_ancestor(&recent, &node(&recent, 110, 110)),
-            Some(&block(110, "a"))
-        );
-        // Forked below its tip: the fork point.
-        assert_eq!(
-            common_ancestor(&recent, &node(&recent, 104, 110)),
-            Some(&block(104, "a"))
-        );
-        // A tip below every kept block leaves nothing to compare.
-        let recent = walk_back_candidates(&cursor, indexed(100, 120), 99);
-        assert!(recent.is_empty());
-    }
-
-    #[test]
-    fn the_cursor_heads_the_candidates_once() {
-        let cursor = block(120, "a");
-        // Missing from the kept blocks (a new install's anchor): added.
-        let recent = walk_back_candidates(&cursor, Vec::new(), 120);
-        assert_eq!(recent, vec![cursor.clone()]);
-        let recent = walk_back_candidates(&cursor, indexed(100, 119), 200);
-        assert_eq!(recent.first(), Some(&cursor));
-        assert_eq!(recent.len(), 21);
-        // Already the newest kept block: not twice.
-        let recent = walk_back_candidates(&cursor, indexed(100, 120), 200);
-        assert_eq!(recent.len(), 21);
-    }
-
-    #[test]
-    fn heights_without_a_block_are_passed_over() {
-        // Solana: skipped slots are never indexed, and the node has no
-        // block at a height the other branch skipped.
-        let cursor = block(120, "a");
-        let kept: Vec<Cursor> = [120, 118, 115, 111, 110]
-            .into_iter()
-            .map(|h| block(h, "a"))
-            .collect();
-        let recent = walk_back_candidates(&cursor, kept, 120);
-        let canonical = vec![
-            Some("b120".to_owned()),
-            None,
-            Some("b115".to_owned()),
-            None,
-            Some("a110".to_owned()),
-        ];
-        assert_eq!(common_ancestor(&recent, &canonical), Some(&block(110, "a")));
-    }
-
-    proptest::proptest! {
-        /// Against a model: the ancestor is the newest kept block at or
-        /// below both the fork point and the node's tip.
-        #[test]
-        fn the_ancestor_is_the_newest_kept_block_below_the_fork_and_the_tip(
-            heights in proptest::collection::btree_set(0u64..200, 1..60),
-            fork in 0u64..220,
-            tip in 0u64..220,
-        ) {
-            let kept: Vec<Cursor> = heights.iter().rev().map(|&h| block(h, "a")).collect();
-            let cursor = kept[0].clone();
-            let recent = walk_back_candidates(&cursor, kept.clone(), tip);
-            let canonical = node(&recent, fork, tip);
-            let expected = kept.iter().find(|b| b.height <= fork.min(tip));
-            proptest::prop_assert_eq!(common_ancestor(&recent, &canonical), expected);
-        }
-    }
 
     #[test]
     fn pruned_history_halts_while_other_node_failures_are_retried() {

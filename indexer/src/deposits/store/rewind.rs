@@ -1,0 +1,152 @@
+//! Unwinding a reorg: the mirror of [`DepositStore::apply`]. Everything
+//! above the common ancestor is reversed with entries of its own, never
+//! deleted, and the ancestor becomes the cursor.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore};
+use crate::deposits::{Cursor, to_i64};
+use crate::ledger::{AccountPurpose, AccountRef, EntryKind, Leg, NewEntry};
+use crate::metrics::{DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
+use crate::{Error, Result};
+
+/// What [`DepositStore::rewind`] unwound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unwound {
+    pub pending: usize,
+    pub credited: usize,
+}
+
+/// A deposit about to be unwound, with the status it had.
+#[derive(sqlx::FromRow)]
+struct DoomedRow {
+    #[sqlx(flatten)]
+    deposit: DepositRow,
+    status: String,
+}
+
+impl DepositStore {
+    /// Unwinds everything above `ancestor`, which becomes the cursor:
+    /// pending deposits are reversed out of pending; credited ones are
+    /// reversed out of available, with any part the user already moved
+    /// booked to suspense for an operator. One transaction.
+    pub async fn rewind(&self, ancestor: &Cursor) -> Result<Unwound> {
+        let chain = self.chain.as_str();
+        let above = to_i64(ancestor.height)?;
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT 1 FROM chain_cursors WHERE chain = $1 FOR UPDATE")
+            .bind(chain)
+            .execute(&mut *tx)
+            .await?;
+        let doomed: Vec<DoomedRow> = sqlx::query_as(&format!(
+            "SELECT {DEPOSIT_COLUMNS}, status::text AS status FROM deposits
+             WHERE chain = $1 AND block_height > $2 AND status <> 'orphaned' ORDER BY id FOR UPDATE"
+        ))
+        .bind(chain)
+        .bind(above)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut unwound = Unwound::default();
+        if !doomed.is_empty() {
+            let ids: Vec<i64> = doomed.iter().map(|d| d.deposit.id).collect();
+            // Several credited deposits of one user and asset draw on one
+            // available balance: each reversal takes from what the earlier
+            // ones left, so together they never exceed it.
+            let mut pairs: Vec<(Uuid, String)> = doomed
+                .iter()
+                .filter(|d| d.status == "credited")
+                .map(|d| (d.deposit.user_id, d.deposit.asset.clone()))
+                .collect();
+            pairs.sort();
+            pairs.dedup();
+            let mut remaining = if pairs.is_empty() {
+                HashMap::new()
+            } else {
+                self.ledger.available_for_update(&mut tx, &pairs).await?
+            };
+            let mut entries = Vec::with_capacity(doomed.len());
+            for DoomedRow {
+                deposit: row,
+                status,
+            } in &doomed
+            {
+                let amount = row.amount()?;
+                let custody = Leg::increase(
+                    AccountRef::system(&row.asset, AccountPurpose::Custody),
+                    amount,
+                );
+                let mut legs = vec![custody];
+                if status == "credited" {
+                    unwound.credited += 1;
+                    let available = AccountRef::available(row.user_id, &row.asset);
+                    let balance = remaining
+                        .get_mut(&(row.user_id, row.asset.clone()))
+                        .ok_or_else(|| Error::Corrupt("reversal balance missing".into()))?;
+                    let taken = (*balance).min(amount);
+                    *balance = balance
+                        .checked_sub(taken)
+                        .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
+                    let shortfall = amount
+                        .checked_sub(taken)
+                        .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
+                    if !taken.is_zero() {
+                        legs.push(Leg::decrease(available, taken));
+                    }
+                    if !shortfall.is_zero() {
+                        legs.push(Leg::decrease(
+                            AccountRef::system(&row.asset, AccountPurpose::Suspense),
+                            shortfall,
+                        ));
+                    }
+                    tracing::error!(
+                        chain, deposit_id = row.id, tx_id = %row.tx_id, asset = %row.asset,
+                        amount = %amount, shortfall = %shortfall, block_height = row.block_height,
+                        "reorg removed a credited deposit; reversed"
+                    );
+                    metrics::counter!(DEPOSIT_REVERSALS_OF_CREDITS, "chain" => chain, "asset" => row.asset.clone())
+                        .increment(1);
+                } else {
+                    unwound.pending += 1;
+                    legs.push(Leg::decrease(
+                        AccountRef::user(row.user_id, &row.asset, AccountPurpose::Pending),
+                        amount,
+                    ));
+                }
+                entries.push(NewEntry {
+                    kind: EntryKind::DepositReversal,
+                    reference: format!("deposit:{}:reversal", row.id),
+                    metadata: row.metadata(self.chain),
+                    legs,
+                });
+            }
+            let entry_ids = self.ledger.post_referenced_in(&mut tx, &entries).await?;
+            sqlx::query(
+                "UPDATE deposits SET status = 'orphaned', reversal_entry_id = u.entry, orphaned_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&entry_ids)
+            .execute(&mut *tx)
+            .await?;
+            for DoomedRow { deposit: row, .. } in &doomed {
+                metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => "orphaned")
+                    .increment(1);
+            }
+        }
+        sqlx::query(
+            "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2),
+                  refusals AS (UPDATE refused_deposits SET orphaned_at = now()
+                               WHERE chain = $1 AND block_height > $2 AND orphaned_at IS NULL)
+             UPDATE chain_cursors SET height = $2, block_hash = $3, updated_at = now() WHERE chain = $1",
+        )
+        .bind(chain)
+        .bind(above)
+        .bind(&ancestor.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(unwound)
+    }
+}

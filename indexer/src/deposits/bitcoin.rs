@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use bitcoin::bip32::Xpub;
 use bitcoin::{Address, Block, BlockHash, Network};
+use chains::Chain;
 use chains::bitcoin::BitcoinClient;
-use chains::{Chain, ChainHead, HeadSource};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher, final_at_depth};
+use super::watcher::{
+    DepositSource, FETCH_AHEAD, WatchConfig, WatchedSet, Watcher, final_at_depth,
+};
 use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
 use crate::metrics::DEPOSITS_UNASSIGNED;
@@ -166,15 +168,42 @@ pub struct BitcoinSource {
     derived_to: u32,
 }
 
+/// Issued addresses come from the database; only the lookahead past the
+/// last issued one is derived here.
+impl WatchedSet<BitcoinSource> for WatchedScripts {
+    fn watch(&mut self, source: &mut BitcoinSource, issued: &IssuedSince) -> Result<()> {
+        for added in &issued.added {
+            let address = added
+                .address
+                .parse::<Address<_>>()
+                .ok()
+                .and_then(|a| a.require_network(source.network).ok());
+            match address {
+                Some(address) if self.insert(&address, added.index, Some(added.user_id)) => {}
+                _ => {
+                    tracing::error!(address = %added.address, "issued Bitcoin address is not P2WPKH on this network; not watched")
+                }
+            }
+        }
+        let issued_to = issued.next_index;
+        let wanted_to = issued_to.saturating_add(source.gap_limit);
+        for index in source.derived_to.max(issued_to)..wanted_to {
+            let address =
+                signer::bitcoin::p2wpkh_address(&source.account, source.network, false, index)
+                    .map_err(|e| Error::Corrupt(format!("derive bitcoin address {index}: {e}")))?;
+            self.insert(&address, index, None);
+        }
+        source.derived_to = source.derived_to.max(wanted_to);
+        Ok(())
+    }
+}
+
 impl DepositSource for BitcoinSource {
+    type Node = BitcoinClient;
     type Watched = WatchedScripts;
 
-    fn chain(&self) -> Chain {
-        CHAIN
-    }
-
-    async fn head(&self) -> chains::Result<ChainHead> {
-        self.client.head().await
+    fn node(&self) -> &BitcoinClient {
+        &self.client
     }
 
     async fn final_height(&self, tip: u64) -> chains::Result<Option<u64>> {
@@ -196,34 +225,6 @@ impl DepositSource for BitcoinSource {
 
     fn gap_limit(&self) -> Option<u32> {
         Some(self.gap_limit)
-    }
-
-    fn watch(&mut self, watched: &mut WatchedScripts, issued: &IssuedSince) -> Result<()> {
-        for issued in &issued.added {
-            let address = issued
-                .address
-                .parse::<Address<_>>()
-                .ok()
-                .and_then(|a| a.require_network(self.network).ok());
-            match address {
-                Some(address) if watched.insert(&address, issued.index, Some(issued.user_id)) => {}
-                _ => {
-                    tracing::error!(address = %issued.address, "issued Bitcoin address is not P2WPKH on this network; not watched")
-                }
-            }
-        }
-        // Issued addresses come from the database; only the lookahead past
-        // the last issued one is derived here.
-        let issued_to = issued.next_index;
-        let wanted_to = issued_to.saturating_add(self.gap_limit);
-        for index in self.derived_to.max(issued_to)..wanted_to {
-            let address =
-                signer::bitcoin::p2wpkh_address(&self.account, self.network, false, index)
-                    .map_err(|e| Error::Corrupt(format!("derive bitcoin address {index}: {e}")))?;
-            watched.insert(&address, index, None);
-        }
-        self.derived_to = self.derived_to.max(wanted_to);
-        Ok(())
     }
 
     fn fetch(

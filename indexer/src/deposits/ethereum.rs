@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 use chains::ethereum::{Block, EthereumClient};
-use chains::{Chain, ChainHead, HeadSource};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher, final_at_depth};
+use super::watcher::{
+    DepositSource, FETCH_AHEAD, WatchConfig, WatchedSet, Watcher, final_at_depth,
+};
 use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
 use crate::{Error, Result};
-
-const CHAIN: Chain = Chain::Ethereum;
 
 /// An allow-listed ERC-20 contract and the asset code it credits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +96,22 @@ impl Watcher<EthereumSource> {
 /// Watched addresses by parsed address, with owner and stored text.
 pub type Owners = HashMap<Address, (Uuid, String)>;
 
+impl WatchedSet<EthereumSource> for Owners {
+    fn watch(&mut self, _: &mut EthereumSource, issued: &IssuedSince) -> Result<()> {
+        for (text, user) in issued.owners() {
+            match text.parse::<Address>() {
+                Ok(address) => {
+                    self.insert(address, (user, text));
+                }
+                Err(err) => {
+                    tracing::error!(address = %text, error = %err, "watched Ethereum address does not parse; skipped")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct EthereumSource {
     client: EthereumClient,
@@ -107,14 +122,11 @@ pub struct EthereumSource {
 }
 
 impl DepositSource for EthereumSource {
+    type Node = EthereumClient;
     type Watched = Owners;
 
-    fn chain(&self) -> Chain {
-        CHAIN
-    }
-
-    async fn head(&self) -> chains::Result<ChainHead> {
-        self.client.head().await
+    fn node(&self) -> &EthereumClient {
+        &self.client
     }
 
     /// The `finalized` tag, or the configured depth where the tag is off or
@@ -136,20 +148,6 @@ impl DepositSource for EthereumSource {
             .into_iter()
             .map(|h| h.map(|h| hex(&h)))
             .collect())
-    }
-
-    fn watch(&mut self, watched: &mut Owners, issued: &IssuedSince) -> Result<()> {
-        for (text, user) in issued.owners() {
-            match text.parse::<Address>() {
-                Ok(address) => {
-                    watched.insert(address, (user, text));
-                }
-                Err(err) => {
-                    tracing::error!(address = %text, error = %err, "watched Ethereum address does not parse; skipped")
-                }
-            }
-        }
-        Ok(())
     }
 
     fn fetch(

@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chains::{Chain, ChainHead};
+use chains::{Chain, ChainHead, HeadSource};
 use uuid::Uuid;
 
 use super::watcher::{DepositSource, WatchConfig, Watcher, final_at_depth};
-use super::{Cursor, DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
+use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit};
 use crate::Result;
 use crate::ledger::Amount;
 
@@ -342,22 +342,29 @@ impl State {
     }
 }
 
-impl DepositSource for ScriptedSource {
-    /// Owner by watched address.
-    type Watched = HashMap<String, Uuid>;
-
+impl HeadSource for ScriptedChain {
     fn chain(&self) -> Chain {
-        self.script.chain
+        self.chain
     }
 
     async fn head(&self) -> chains::Result<ChainHead> {
-        let mut state = self.script.state();
-        state.answer(self.script.chain, "head")?;
+        let mut state = self.state();
+        state.answer(self.chain, "head")?;
         let height = state.visible_tip();
         Ok(ChainHead {
             height,
             hash: Some(state.hash(height)),
         })
+    }
+}
+
+impl DepositSource for ScriptedSource {
+    type Node = ScriptedChain;
+    /// Owner by watched address.
+    type Watched = HashMap<String, Uuid>;
+
+    fn node(&self) -> &ScriptedChain {
+        &self.script
     }
 
     async fn final_height(&self, tip: u64) -> chains::Result<Option<u64>> {
@@ -373,11 +380,6 @@ impl DepositSource for ScriptedSource {
             .iter()
             .map(|&h| state.visible(h).map(|b| b.hash.clone()))
             .collect())
-    }
-
-    fn watch(&mut self, watched: &mut Self::Watched, issued: &IssuedSince) -> Result<()> {
-        watched.extend(issued.owners());
-        Ok(())
     }
 
     fn fetch(

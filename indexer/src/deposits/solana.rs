@@ -17,7 +17,7 @@ use solana_commitment_config::CommitmentConfig;
 use uuid::Uuid;
 
 use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
-use super::{Cursor, DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
+use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit};
 use crate::Result;
 use crate::ledger::Amount;
 use crate::metrics::DEPOSIT_OWNER_HANDOVERS;
@@ -97,13 +97,15 @@ pub struct SolanaSource {
 }
 
 impl DepositSource for SolanaSource {
+    type Node = SolanaClient;
     /// Owner by watched address.
     type Watched = HashMap<String, Uuid>;
 
-    fn chain(&self) -> Chain {
-        CHAIN
+    fn node(&self) -> &SolanaClient {
+        &self.client
     }
 
+    /// The `confirmed` tip, with its hash (the client's plain head has none).
     async fn head(&self) -> chains::Result<ChainHead> {
         self.client.confirmed_head().await
     }
@@ -134,11 +136,6 @@ impl DepositSource for SolanaSource {
             .into_iter()
             .next()
             .flatten())
-    }
-
-    fn watch(&mut self, watched: &mut Self::Watched, issued: &IssuedSince) -> Result<()> {
-        watched.extend(issued.owners());
-        Ok(())
     }
 
     fn fetch(

@@ -4,25 +4,37 @@
 //! and hands it over, so every chain's source is a node client plus
 //! matching, and a scripted chain can stand in for one.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
-use chains::{Chain, ChainHead};
+use chains::{Chain, ChainHead, HeadSource};
+use uuid::Uuid;
 
 use super::{Cursor, IssuedSince, ObservedBlock};
 use crate::Result;
 
 /// What a chain contributes to the watch loop.
 pub trait DepositSource: Send + Sync + 'static {
-    /// The watched set in the form this chain matches fastest. The engine
-    /// keeps it, lets [`Self::watch`] add each newly issued address, and
-    /// hands every fetch the set as it is when the fetch starts.
-    type Watched: Clone + Default + Send + Sync + 'static;
+    /// The node client read; it names the chain and, unless the source
+    /// says otherwise, reports the tip.
+    type Node: HeadSource;
 
-    fn chain(&self) -> Chain;
+    /// The watched set in the form this chain matches fastest. The engine
+    /// keeps it, adds newly issued addresses through [`WatchedSet`], and
+    /// hands every fetch the set as it is when the fetch starts.
+    type Watched: WatchedSet<Self>;
+
+    fn node(&self) -> &Self::Node;
+
+    fn chain(&self) -> Chain {
+        self.node().chain()
+    }
 
     /// The node's tip, with its hash.
-    fn head(&self) -> impl Future<Output = chains::Result<ChainHead>> + Send;
+    fn head(&self) -> impl Future<Output = chains::Result<ChainHead>> + Send {
+        self.node().head()
+    }
 
     /// The highest final height given the tip, if any block is final yet.
     fn final_height(&self, tip: u64) -> impl Future<Output = chains::Result<Option<u64>>> + Send;
@@ -76,11 +88,6 @@ pub trait DepositSource: Send + Sync + 'static {
         None
     }
 
-    /// Adds the addresses issued since the last call to `watched`. The
-    /// engine calls it at the start of a step when addresses were issued,
-    /// and once before the first fetch even when none were.
-    fn watch(&mut self, watched: &mut Self::Watched, issued: &IssuedSince) -> Result<()>;
-
     /// Fetches `range` and matches it against `watched`. The future owns
     /// what it needs, so it can run on its own task.
     fn fetch(
@@ -88,6 +95,25 @@ pub trait DepositSource: Send + Sync + 'static {
         range: RangeInclusive<u64>,
         watched: Arc<Self::Watched>,
     ) -> impl Future<Output = Result<Vec<ObservedBlock>>> + Send + 'static;
+}
+
+/// A source's matching form of the watched set, and how it takes newly
+/// issued addresses; `S` is the source, at hand for sets that need
+/// something of it (Bitcoin derives its lookahead from the account key).
+pub trait WatchedSet<S: ?Sized>: Clone + Default + Send + Sync + 'static {
+    /// Adds the addresses issued since the last call. The engine calls it
+    /// at the start of a step when addresses were issued, and once before
+    /// the first fetch even when none were.
+    fn watch(&mut self, source: &mut S, issued: &IssuedSince) -> Result<()>;
+}
+
+/// Owner by address as issued: the set of chains that match an address by
+/// its text (Solana, the scripted chain).
+impl<S: ?Sized> WatchedSet<S> for HashMap<String, Uuid> {
+    fn watch(&mut self, _: &mut S, issued: &IssuedSince) -> Result<()> {
+        self.extend(issued.owners());
+        Ok(())
+    }
 }
 
 /// The highest height with `confirmations` blocks on it (the tip counting

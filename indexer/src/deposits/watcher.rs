@@ -13,7 +13,7 @@ use chains::ChainHead;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use super::source::{DepositSource, final_at_depth};
+pub use super::source::{DepositSource, WatchedSet, final_at_depth};
 
 use super::prefetch::prefetch;
 use super::walk_back::{common_ancestor, walk_back_candidates};
@@ -308,8 +308,7 @@ impl<S: DepositSource> Watcher<S> {
         let Some(issued) = self.addresses.refresh(pool).await? else {
             return Ok(());
         };
-        self.source
-            .watch(Arc::make_mut(&mut self.watched), &issued)?;
+        Arc::make_mut(&mut self.watched).watch(&mut self.source, &issued)?;
         if let Some(gap_limit) = self.source.gap_limit() {
             self.addresses.check_gap(pool, gap_limit).await?;
         }

@@ -1,7 +1,8 @@
 //! Coffer's PostgreSQL side: connecting with retry, applying the schema in
 //! `migrations/`, the double-entry [`ledger`], and the per-chain [`deposits`]
 //! watchers (matching, confirmation, reorg unwinding) and the tip followers
-//! of chains without one yet, and the users and refresh-token store behind
+//! of chains without one yet, the latest head each watcher saw
+//! ([`chain_heads`]), and the users and refresh-token store behind
 //! authentication. The withdrawal pipeline grows here. This crate never speaks gRPC or protobuf.
 //!
 //! Feature `devnet`: test helpers that create a fresh, migrated database per

@@ -3,9 +3,9 @@
 //! in-memory chain; each watcher reads it through a [`ScriptedSource`] of
 //! its own while the test extends it, reorganises it, holds its tip back,
 //! prunes its history or makes it answer garbage. Payments name an address;
-//! like a real chain's watcher, the source credits those paying an address
-//! issued in its database (to the address's owner) and ignores the rest, so
-//! two databases set up alike index one script alike.
+//! as on a real chain, the source matches them against the watched set its
+//! watcher read from its database (crediting the address's owner) and
+//! ignores the rest, so two databases set up alike index one script alike.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -50,8 +50,7 @@ pub struct ScriptedChain {
     state: Arc<Mutex<State>>,
 }
 
-/// One watcher's view of a [`ScriptedChain`]; its watcher hands it the
-/// addresses issued in its database.
+/// One watcher's reader of a [`ScriptedChain`].
 #[derive(Debug)]
 pub struct ScriptedSource {
     script: ScriptedChain,

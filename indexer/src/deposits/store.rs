@@ -1,8 +1,8 @@
 //! The write model: one chain's deposits and cursor in PostgreSQL. Each
 //! batch of [`ObservedBlock`]s is ONE transaction (block hashes, deposit
 //! rows, their ledger entries and the cursor); deposits are credited once
-//! their block is final. Unwinding a reorg is in [`rewind`]; the read model
-//! clients see is [`super::view`].
+//! their block is final. Unwinding a reorg is in `rewind`; the read model
+//! clients see is `view`.
 
 mod rewind;
 

@@ -412,13 +412,15 @@ impl App {
             )
             .context("config section `chains.bitcoin`")?;
             let config = indexer::deposits::bitcoin::BitcoinWatchConfig {
-                start_height: btc.start_height,
+                watch: indexer::deposits::watcher::WatchConfig {
+                    start_height: btc.start_height,
+                    max_reorg_depth: btc.max_reorg_depth,
+                    batch_blocks: btc.batch_blocks,
+                    fetch_concurrency: btc.fetch_concurrency,
+                    fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
+                    poll_interval: Duration::from_millis(btc.poll_interval_ms),
+                },
                 confirmations: btc.confirmations,
-                max_reorg_depth: btc.max_reorg_depth,
-                batch_blocks: btc.batch_blocks,
-                concurrency: btc.fetch_concurrency,
-                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
-                poll_interval: Duration::from_millis(btc.poll_interval_ms),
                 gap_limit: btc.gap_limit,
             };
             let expected = btc.network;
@@ -478,14 +480,16 @@ impl App {
                 });
             }
             let config = indexer::deposits::ethereum::EthereumWatchConfig {
-                start_height: eth.start_height,
+                watch: indexer::deposits::watcher::WatchConfig {
+                    start_height: eth.start_height,
+                    max_reorg_depth: eth.max_reorg_depth,
+                    batch_blocks: eth.batch_blocks,
+                    fetch_concurrency: eth.fetch_concurrency,
+                    fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
+                    poll_interval: Duration::from_millis(eth.poll_interval_ms),
+                },
                 use_finalized_tag: eth.use_finalized_tag,
                 confirmations: eth.confirmations,
-                max_reorg_depth: eth.max_reorg_depth,
-                batch_blocks: eth.batch_blocks,
-                concurrency: eth.fetch_concurrency,
-                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
-                poll_interval: Duration::from_millis(eth.poll_interval_ms),
                 tokens,
             };
             let configured = eth.chain_id;
@@ -539,12 +543,14 @@ impl App {
                 });
             }
             let config = indexer::deposits::solana::SolanaWatchConfig {
-                start_slot: sol.start_slot,
-                max_reorg_depth: sol.max_reorg_depth,
-                batch_slots: sol.batch_slots,
-                concurrency: sol.fetch_concurrency,
-                fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
-                poll_interval: Duration::from_millis(sol.poll_interval_ms),
+                watch: indexer::deposits::watcher::WatchConfig {
+                    start_height: sol.start_slot,
+                    max_reorg_depth: sol.max_reorg_depth,
+                    batch_blocks: sol.batch_slots,
+                    fetch_concurrency: sol.fetch_concurrency,
+                    fetch_ahead: indexer::deposits::watcher::FETCH_AHEAD,
+                    poll_interval: Duration::from_millis(sol.poll_interval_ms),
+                },
                 tokens,
             };
             let configured = sol.genesis_hash.clone();

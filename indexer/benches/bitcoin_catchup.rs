@@ -248,18 +248,18 @@ async fn watcher_rate(
     last: u64,
     deposits: u64,
 ) -> (u64, f64) {
-    let config = BitcoinWatchConfig {
-        start_height: Some(first),
+    let mut config = BitcoinWatchConfig {
         confirmations: 1,
-        batch_blocks: BATCH,
-        concurrency: CONCURRENCY,
-        poll_interval: Duration::from_millis(20),
         ..BitcoinWatchConfig::default()
     };
+    config.watch.start_height = Some(first);
+    config.watch.batch_blocks = BATCH;
+    config.watch.fetch_concurrency = CONCURRENCY;
+    config.watch.poll_interval = Duration::from_millis(20);
     let store = DepositStore::new(
         Ledger::new(db.pool().clone()),
         chains::Chain::Bitcoin,
-        config.max_reorg_depth,
+        config.watch.max_reorg_depth,
     );
     let watcher = BitcoinWatcher::new(
         node.client().clone(),

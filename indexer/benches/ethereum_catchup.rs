@@ -216,18 +216,22 @@ async fn watcher_rate(
         })
         .await
         .expect("asset");
-    let config = EthereumWatchConfig {
-        start_height: Some(first),
-        batch_blocks: BATCH,
-        concurrency: CONCURRENCY,
-        poll_interval: Duration::from_millis(20),
+    let mut config = EthereumWatchConfig {
         tokens: vec![Token {
             contract: token,
             asset: "TUSD".into(),
         }],
         ..EthereumWatchConfig::default()
     };
-    let store = DepositStore::new(ledger, chains::Chain::Ethereum, config.max_reorg_depth);
+    config.watch.start_height = Some(first);
+    config.watch.batch_blocks = BATCH;
+    config.watch.fetch_concurrency = CONCURRENCY;
+    config.watch.poll_interval = Duration::from_millis(20);
+    let store = DepositStore::new(
+        ledger,
+        chains::Chain::Ethereum,
+        config.watch.max_reorg_depth,
+    );
     let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
     let mut progress = watcher.progress();
     let cancel = CancellationToken::new();

@@ -51,9 +51,12 @@ fn main() {
         support::env("COFFER_BENCH_TXS", 4_000),
         support::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
         Fetching {
-            batch: support::env("COFFER_BENCH_BATCH", defaults.batch_slots).max(1),
-            concurrency: support::env("COFFER_BENCH_CONCURRENCY", defaults.concurrency as u64)
-                .max(1) as usize,
+            batch: support::env("COFFER_BENCH_BATCH", defaults.watch.batch_blocks).max(1),
+            concurrency: support::env(
+                "COFFER_BENCH_CONCURRENCY",
+                defaults.watch.fetch_concurrency as u64,
+            )
+            .max(1) as usize,
         },
     ));
 }
@@ -218,17 +221,15 @@ async fn watcher_rate(
     deposits: u64,
     fetching: Fetching,
 ) -> f64 {
-    let config = SolanaWatchConfig {
-        start_slot: Some(first),
-        batch_slots: fetching.batch,
-        concurrency: fetching.concurrency,
-        poll_interval: Duration::from_millis(50),
-        ..SolanaWatchConfig::default()
-    };
+    let mut config = SolanaWatchConfig::default();
+    config.watch.start_height = Some(first);
+    config.watch.batch_blocks = fetching.batch;
+    config.watch.fetch_concurrency = fetching.concurrency;
+    config.watch.poll_interval = Duration::from_millis(50);
     let store = DepositStore::new(
         Ledger::new(db.pool().clone()),
         chains::Chain::Solana,
-        config.max_reorg_depth,
+        config.watch.max_reorg_depth,
     );
     let watcher = SolanaWatcher::new(validator.client().clone(), store, config);
     let mut progress = watcher.progress();

@@ -32,14 +32,16 @@ const SOL: Chain = Chain::Solana;
 const LAMPORTS: u64 = 1_000_000_000;
 
 fn watcher(client: &SolanaClient, db: &TestDb, start_slot: u64) -> SolanaWatcher {
-    let config = SolanaWatchConfig {
-        start_slot: Some(start_slot),
-        batch_slots: 8,
-        concurrency: 2,
-        poll_interval: Duration::from_millis(100),
-        ..SolanaWatchConfig::default()
-    };
-    let store = DepositStore::new(Ledger::new(db.pool().clone()), SOL, config.max_reorg_depth);
+    let mut config = SolanaWatchConfig::default();
+    config.watch.start_height = Some(start_slot);
+    config.watch.batch_blocks = 8;
+    config.watch.fetch_concurrency = 2;
+    config.watch.poll_interval = Duration::from_millis(100);
+    let store = DepositStore::new(
+        Ledger::new(db.pool().clone()),
+        SOL,
+        config.watch.max_reorg_depth,
+    );
     SolanaWatcher::new(client.clone(), store, config)
 }
 

@@ -32,36 +32,29 @@ const CHAIN: Chain = Chain::Bitcoin;
 
 #[derive(Clone, Debug)]
 pub struct BitcoinWatchConfig {
-    /// First block to index on a new install; `None` starts at the tip.
-    pub start_height: Option<u64>,
+    pub watch: WatchConfig,
     /// Confirmations (the block itself counts as one) that make a deposit
     /// available.
     pub confirmations: u64,
-    /// A reorg deeper than this halts the watcher.
-    pub max_reorg_depth: u64,
-    /// Blocks per fetch; a transaction writes one or more fetches.
-    pub batch_blocks: u64,
-    /// Batches fetched ahead while earlier ones are written.
-    pub concurrency: usize,
-    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
-    pub fetch_ahead: usize,
-    pub poll_interval: Duration,
     /// Addresses derived past the last issued one, and the longest run of
     /// issued addresses without a deposit before the alarm
     /// (`coffer_deposit_address_gap_exceeded`).
     pub gap_limit: u32,
 }
 
+/// The daemon's defaults too (`api::config` starts from these).
 impl Default for BitcoinWatchConfig {
     fn default() -> Self {
         Self {
-            start_height: None,
+            watch: WatchConfig {
+                start_height: None,
+                max_reorg_depth: 24,
+                batch_blocks: 10,
+                fetch_concurrency: 2,
+                fetch_ahead: FETCH_AHEAD,
+                poll_interval: Duration::from_secs(1),
+            },
             confirmations: 6,
-            max_reorg_depth: 24,
-            batch_blocks: 10,
-            concurrency: 2,
-            fetch_ahead: FETCH_AHEAD,
-            poll_interval: Duration::from_secs(2),
             gap_limit: 20,
         }
     }
@@ -78,14 +71,6 @@ impl Watcher<BitcoinSource> {
         store: DepositStore,
         config: BitcoinWatchConfig,
     ) -> Self {
-        let loop_config = WatchConfig {
-            start_height: config.start_height,
-            max_reorg_depth: config.max_reorg_depth,
-            batch_blocks: config.batch_blocks,
-            concurrency: config.concurrency,
-            fetch_ahead: config.fetch_ahead,
-            poll_interval: config.poll_interval,
-        };
         let source = BitcoinSource {
             client,
             account,
@@ -94,7 +79,7 @@ impl Watcher<BitcoinSource> {
             gap_limit: config.gap_limit,
             derived_to: 0,
         };
-        Watcher::with_source(source, store, loop_config)
+        Watcher::with_source(source, store, config.watch)
     }
 }
 

@@ -28,36 +28,29 @@ pub struct Token {
 
 #[derive(Clone, Debug)]
 pub struct EthereumWatchConfig {
-    /// First block to index on a new install; `None` starts at the tip.
-    pub start_height: Option<u64>,
+    pub watch: WatchConfig,
     /// Credit at the node's `finalized` tag when it serves one.
     pub use_finalized_tag: bool,
     /// Confirmations that make a block final where the tag is not used or
     /// not served (the tip counts as one).
     pub confirmations: u64,
-    /// A reorg deeper than this halts the watcher.
-    pub max_reorg_depth: u64,
-    /// Blocks per batched request; a transaction writes one or more.
-    pub batch_blocks: u64,
-    /// Batches fetched ahead while earlier ones are written.
-    pub concurrency: usize,
-    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
-    pub fetch_ahead: usize,
-    pub poll_interval: Duration,
     pub tokens: Vec<Token>,
 }
 
+/// The daemon's defaults too (`api::config` starts from these).
 impl Default for EthereumWatchConfig {
     fn default() -> Self {
         Self {
-            start_height: None,
+            watch: WatchConfig {
+                start_height: None,
+                max_reorg_depth: 64,
+                batch_blocks: 25,
+                fetch_concurrency: 4,
+                fetch_ahead: FETCH_AHEAD,
+                poll_interval: Duration::from_secs(1),
+            },
             use_finalized_tag: true,
             confirmations: 12,
-            max_reorg_depth: 64,
-            batch_blocks: 25,
-            concurrency: 4,
-            fetch_ahead: FETCH_AHEAD,
-            poll_interval: Duration::from_secs(2),
             tokens: Vec::new(),
         }
     }
@@ -68,14 +61,6 @@ pub type EthereumWatcher = Watcher<EthereumSource>;
 
 impl Watcher<EthereumSource> {
     pub fn new(client: EthereumClient, store: DepositStore, config: EthereumWatchConfig) -> Self {
-        let loop_config = WatchConfig {
-            start_height: config.start_height,
-            max_reorg_depth: config.max_reorg_depth,
-            batch_blocks: config.batch_blocks,
-            concurrency: config.concurrency,
-            fetch_ahead: config.fetch_ahead,
-            poll_interval: config.poll_interval,
-        };
         let source = EthereumSource {
             token_assets: Arc::new(
                 config
@@ -89,7 +74,7 @@ impl Watcher<EthereumSource> {
             use_finalized_tag: config.use_finalized_tag,
             confirmations: config.confirmations,
         };
-        Watcher::with_source(source, store, loop_config)
+        Watcher::with_source(source, store, config.watch)
     }
 }
 

@@ -33,29 +33,25 @@ pub struct SplToken {
 
 #[derive(Clone, Debug)]
 pub struct SolanaWatchConfig {
-    /// First slot to index on a new install; `None` starts at the tip.
-    pub start_slot: Option<u64>,
-    /// A fork deeper than this many slots halts the watcher.
-    pub max_reorg_depth: u64,
-    /// Slots per fetch; a transaction writes one or more fetches.
-    pub batch_slots: u64,
-    /// Batches fetched ahead while earlier ones are written.
-    pub concurrency: usize,
-    /// Finished batches held per fetch in flight; see [`WatchConfig::fetch_ahead`].
-    pub fetch_ahead: usize,
-    pub poll_interval: Duration,
+    /// Heights are slots: `start_height` is the first slot, a batch spans
+    /// `batch_blocks` slots, and a fork deeper than `max_reorg_depth` slots
+    /// halts the watcher.
+    pub watch: WatchConfig,
     pub tokens: Vec<SplToken>,
 }
 
+/// The daemon's defaults too (`api::config` starts from these).
 impl Default for SolanaWatchConfig {
     fn default() -> Self {
         Self {
-            start_slot: None,
-            max_reorg_depth: 150,
-            batch_slots: 10,
-            concurrency: 4,
-            fetch_ahead: FETCH_AHEAD,
-            poll_interval: Duration::from_millis(400),
+            watch: WatchConfig {
+                start_height: None,
+                max_reorg_depth: 150,
+                batch_blocks: 10,
+                fetch_concurrency: 4,
+                fetch_ahead: FETCH_AHEAD,
+                poll_interval: Duration::from_millis(400),
+            },
             tokens: Vec::new(),
         }
     }
@@ -66,14 +62,6 @@ pub type SolanaWatcher = Watcher<SolanaSource>;
 
 impl Watcher<SolanaSource> {
     pub fn new(client: SolanaClient, store: DepositStore, config: SolanaWatchConfig) -> Self {
-        let loop_config = WatchConfig {
-            start_height: config.start_slot,
-            max_reorg_depth: config.max_reorg_depth,
-            batch_blocks: config.batch_slots,
-            concurrency: config.concurrency,
-            fetch_ahead: config.fetch_ahead,
-            poll_interval: config.poll_interval,
-        };
         let source = SolanaSource {
             client,
             mints: config.tokens.iter().map(|t| t.mint.clone()).collect(),
@@ -85,7 +73,7 @@ impl Watcher<SolanaSource> {
                     .collect(),
             ),
         };
-        Watcher::with_source(source, store, loop_config)
+        Watcher::with_source(source, store, config.watch)
     }
 }
 

@@ -24,7 +24,8 @@ use crate::metrics::{
 };
 use crate::{Error, Result};
 
-/// Loop settings shared by every chain.
+/// Loop settings shared by every chain, under the same names on each (a
+/// Solana "block" is a slot). Each chain's config embeds it as `watch`.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
     /// First block to index on a new install; `None` starts at the tip.
@@ -34,7 +35,7 @@ pub struct WatchConfig {
     /// Blocks per fetch; a transaction writes one or more fetches.
     pub batch_blocks: u64,
     /// Batches fetched ahead while earlier ones are written.
-    pub concurrency: usize,
+    pub fetch_concurrency: usize,
     /// Finished batches held per fetch in flight. A store that falls
     /// behind writes every batch waiting in one transaction, paying a
     /// transaction's fixed costs (its commit's WAL flush above all) once.
@@ -222,7 +223,7 @@ impl<S: DepositSource> Watcher<S> {
 
         // Catch up in batches, fetching ahead while the store writes.
         let batch = self.config.batch_blocks.max(1);
-        let batches_per_step = (self.config.concurrency.max(1) as u64) * 32;
+        let batches_per_step = (self.config.fetch_concurrency.max(1) as u64) * 32;
         let from = cursor.height.max(self.scanned_to.unwrap_or(0)) + 1;
         if from > tip.height {
             self.confirm(final_height).await?;
@@ -242,14 +243,14 @@ impl<S: DepositSource> Watcher<S> {
             .into_iter()
             .map(|range| self.source.fetch(range, Arc::clone(&self.watched)))
             .collect();
-        let mut fetched = prefetch(fetches, self.config.concurrency, self.config.fetch_ahead);
+        let mut fetched = prefetch(fetches, self.config.fetch_concurrency, self.config.fetch_ahead);
         while let Some(first) = fetched.receiver.recv().await {
             // Batches that finished while the last one was written go into
             // one transaction: fewer commits when the store is behind.
             let mut observed = first?;
             received += 1;
             let mut failed = None;
-            for _ in 1..self.config.concurrency.max(1) * self.config.fetch_ahead.max(1) {
+            for _ in 1..self.config.fetch_concurrency.max(1) * self.config.fetch_ahead.max(1) {
                 match fetched.receiver.try_recv() {
                     Ok(Ok(more)) => {
                         observed.extend(more);

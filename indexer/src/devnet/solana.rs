@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::deposits::DepositStore;
 use crate::deposits::solana::{SolanaSource, SolanaWatchConfig, SolanaWatcher};
+use crate::deposits::watcher::WatchConfig;
 use crate::ledger::Ledger;
 use chains::Chain;
 use chains::devnet::solana_tx::{Keypair, system_transfer};
@@ -79,15 +80,17 @@ async fn tip(client: &SolanaClient) -> (u64, String) {
 
 fn watcher(client: SolanaClient, db: &PgPool, config: &SuiteConfig) -> SolanaWatcher {
     let config = SolanaWatchConfig {
-        start_slot: Some(config.start_height),
-        max_reorg_depth: config.max_reorg_depth,
-        batch_slots: config.batch_blocks,
-        concurrency: config.concurrency,
-        fetch_ahead: config.fetch_ahead,
-        poll_interval: Duration::from_millis(100),
+        watch: WatchConfig {
+            start_height: Some(config.start_height),
+            max_reorg_depth: config.max_reorg_depth,
+            batch_blocks: config.batch_blocks,
+            fetch_concurrency: config.concurrency,
+            fetch_ahead: config.fetch_ahead,
+            poll_interval: Duration::from_millis(100),
+        },
         tokens: Vec::new(),
     };
-    let store = DepositStore::new(Ledger::new(db.clone()), SOL, config.max_reorg_depth);
+    let store = DepositStore::new(Ledger::new(db.clone()), SOL, config.watch.max_reorg_depth);
     SolanaWatcher::new(client, store, config)
 }
 

@@ -5,6 +5,7 @@ use chains::devnet::Btcd;
 use chains::{Chain, HeadSource};
 use indexer::deposits::DepositStore;
 use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher};
+use indexer::deposits::watcher::WatchConfig;
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
 use indexer::wallets::Wallets;
@@ -16,21 +17,27 @@ const BTC: Chain = Chain::Bitcoin;
 
 fn config(start_height: u64, confirmations: u64) -> BitcoinWatchConfig {
     BitcoinWatchConfig {
-        start_height: Some(start_height),
+        watch: WatchConfig {
+            start_height: Some(start_height),
+            max_reorg_depth: 10,
+            batch_blocks: 3,
+            fetch_concurrency: 2,
+            poll_interval: Duration::from_millis(50),
+            ..BitcoinWatchConfig::default().watch
+        },
         confirmations,
-        max_reorg_depth: 10,
-        batch_blocks: 3,
-        concurrency: 2,
-        poll_interval: Duration::from_millis(50),
         gap_limit: 20,
-        ..BitcoinWatchConfig::default()
     }
 }
 
 fn watcher(node: &Btcd, db: &TestDb, config: BitcoinWatchConfig) -> BitcoinWatcher {
     init_logs();
     let keys = deposit_keys();
-    let store = DepositStore::new(Ledger::new(db.pool().clone()), BTC, config.max_reorg_depth);
+    let store = DepositStore::new(
+        Ledger::new(db.pool().clone()),
+        BTC,
+        config.watch.max_reorg_depth,
+    );
     BitcoinWatcher::new(
         node.client().clone(),
         keys.bitcoin_account_xpub(),
@@ -436,20 +443,19 @@ impl TestChain for BtcdChain {
     }
 
     fn watcher(&self, db: &sqlx::PgPool, config: &SuiteConfig) -> BitcoinWatcher {
-        let config = BitcoinWatchConfig {
-            max_reorg_depth: config.max_reorg_depth,
-            batch_blocks: config.batch_blocks,
-            concurrency: config.concurrency,
-            fetch_ahead: config.fetch_ahead,
-            ..self::config(config.start_height, config.confirmations)
-        };
+        let suite = config;
+        let mut config = self::config(suite.start_height, suite.confirmations);
+        config.watch.max_reorg_depth = suite.max_reorg_depth;
+        config.watch.batch_blocks = suite.batch_blocks;
+        config.watch.fetch_concurrency = suite.concurrency;
+        config.watch.fetch_ahead = suite.fetch_ahead;
         let client = chains::bitcoin::BitcoinClient::new(
             self.relay.url(),
             Btcd::auth(),
             Duration::from_secs(30),
         )
         .expect("client");
-        let store = DepositStore::new(Ledger::new(db.clone()), BTC, config.max_reorg_depth);
+        let store = DepositStore::new(Ledger::new(db.clone()), BTC, config.watch.max_reorg_depth);
         BitcoinWatcher::new(
             client,
             deposit_keys().bitcoin_account_xpub(),

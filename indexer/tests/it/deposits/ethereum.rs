@@ -5,6 +5,7 @@ use chains::Chain;
 use chains::devnet::{Anvil, TestToken};
 use indexer::deposits::DepositStore;
 use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher, Token};
+use indexer::deposits::watcher::WatchConfig;
 use indexer::devnet::TestDb;
 use indexer::ledger::{Asset, Ledger};
 use serde_json::json;
@@ -18,21 +19,27 @@ const TOKEN_ASSET: &str = "TUSD";
 
 fn start(anvil: &Anvil, db: &TestDb, config: EthereumWatchConfig) -> Running {
     init_logs();
-    let store = DepositStore::new(Ledger::new(db.pool().clone()), ETH, config.max_reorg_depth);
+    let store = DepositStore::new(
+        Ledger::new(db.pool().clone()),
+        ETH,
+        config.watch.max_reorg_depth,
+    );
     Running::spawn(EthereumWatcher::new(anvil.client().clone(), store, config))
 }
 
 fn by_depth(confirmations: u64, start_height: u64, tokens: Vec<Token>) -> EthereumWatchConfig {
     EthereumWatchConfig {
-        start_height: Some(start_height),
+        watch: WatchConfig {
+            start_height: Some(start_height),
+            max_reorg_depth: 20,
+            batch_blocks: 5,
+            fetch_concurrency: 3,
+            poll_interval: Duration::from_millis(50),
+            ..EthereumWatchConfig::default().watch
+        },
         use_finalized_tag: false,
         confirmations,
-        max_reorg_depth: 20,
-        batch_blocks: 5,
-        concurrency: 3,
-        poll_interval: Duration::from_millis(50),
         tokens,
-        ..EthereumWatchConfig::default()
     }
 }
 
@@ -97,12 +104,12 @@ async fn eth_and_token_deposits_become_available_at_the_finalized_tag() {
     anvil.mine(1).await.expect("mine");
     let allowed = register_token(&db, &token, 6).await;
     let start_height = tip(&anvil).await.0 + 1;
-    let config = EthereumWatchConfig {
-        start_height: Some(start_height),
-        poll_interval: Duration::from_millis(50),
+    let mut config = EthereumWatchConfig {
         tokens: vec![allowed],
         ..EthereumWatchConfig::default()
     };
+    config.watch.start_height = Some(start_height);
+    config.watch.poll_interval = Duration::from_millis(50);
     let running = start(&anvil, &db, config);
 
     anvil
@@ -367,12 +374,10 @@ async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
     }
     // One batch per commit (none fetched ahead to be merged), as in the
     // other restart tests, so every run has commits to be killed after.
-    let config = EthereumWatchConfig {
-        batch_blocks: 2,
-        concurrency: 2,
-        fetch_ahead: 1,
-        ..by_depth(5, start_height, vec![allowed])
-    };
+    let mut config = by_depth(5, start_height, vec![allowed]);
+    config.watch.batch_blocks = 2;
+    config.watch.fetch_concurrency = 2;
+    config.watch.fetch_ahead = 1;
     let (tip_height, tip_hash) = tip(&anvil).await;
     let mut kills = 0;
     loop {
@@ -384,7 +389,7 @@ async fn killing_the_watcher_after_any_commit_loses_and_duplicates_nothing() {
             .connect_with((*db.pool().connect_options()).clone())
             .await
             .expect("watcher pool");
-        let store = DepositStore::new(Ledger::new(pool.clone()), ETH, config.max_reorg_depth);
+        let store = DepositStore::new(Ledger::new(pool.clone()), ETH, config.watch.max_reorg_depth);
         let watcher = EthereumWatcher::new(anvil.client().clone(), store, config.clone());
         let mut progress = watcher.progress();
         let task = tokio::spawn(watcher.run(CancellationToken::new()));
@@ -616,14 +621,13 @@ impl TestChain for AnvilChain {
     }
 
     fn watcher(&self, db: &sqlx::PgPool, config: &SuiteConfig) -> EthereumWatcher {
-        let config = EthereumWatchConfig {
-            max_reorg_depth: config.max_reorg_depth,
-            batch_blocks: config.batch_blocks,
-            concurrency: config.concurrency,
-            fetch_ahead: config.fetch_ahead,
-            ..by_depth(config.confirmations, config.start_height, Vec::new())
-        };
-        let store = DepositStore::new(Ledger::new(db.clone()), ETH, config.max_reorg_depth);
+        let suite = config;
+        let mut config = by_depth(suite.confirmations, suite.start_height, Vec::new());
+        config.watch.max_reorg_depth = suite.max_reorg_depth;
+        config.watch.batch_blocks = suite.batch_blocks;
+        config.watch.fetch_concurrency = suite.concurrency;
+        config.watch.fetch_ahead = suite.fetch_ahead;
+        let store = DepositStore::new(Ledger::new(db.clone()), ETH, config.watch.max_reorg_depth);
         EthereumWatcher::new(self.anvil.client().clone(), store, config)
     }
 

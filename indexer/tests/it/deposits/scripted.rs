@@ -159,7 +159,7 @@ impl TestChain for Scripted {
                 start_height: Some(config.start_height),
                 max_reorg_depth: config.max_reorg_depth,
                 batch_blocks: config.batch_blocks,
-                concurrency: config.concurrency,
+                fetch_concurrency: config.concurrency,
                 fetch_ahead: config.fetch_ahead,
                 poll_interval: POLL,
             },

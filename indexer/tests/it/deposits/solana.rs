@@ -9,6 +9,7 @@ use chains::devnet::solana_tx::{
 };
 use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher, SplToken};
+use indexer::deposits::watcher::WatchConfig;
 use indexer::devnet::TestDb;
 use indexer::ledger::{Asset, Ledger};
 use solana_commitment_config::CommitmentConfig;
@@ -23,18 +24,24 @@ const LAMPORTS: u64 = 1_000_000_000;
 
 fn config(start_slot: u64, tokens: Vec<SplToken>) -> SolanaWatchConfig {
     SolanaWatchConfig {
-        start_slot: Some(start_slot),
-        batch_slots: 8,
-        concurrency: 2,
-        poll_interval: Duration::from_millis(100),
+        watch: WatchConfig {
+            start_height: Some(start_slot),
+            batch_blocks: 8,
+            fetch_concurrency: 2,
+            poll_interval: Duration::from_millis(100),
+            ..SolanaWatchConfig::default().watch
+        },
         tokens,
-        ..SolanaWatchConfig::default()
     }
 }
 
 fn watcher(validator: &SolanaValidator, db: &TestDb, config: SolanaWatchConfig) -> SolanaWatcher {
     init_logs();
-    let store = DepositStore::new(Ledger::new(db.pool().clone()), SOL, config.max_reorg_depth);
+    let store = DepositStore::new(
+        Ledger::new(db.pool().clone()),
+        SOL,
+        config.watch.max_reorg_depth,
+    );
     SolanaWatcher::new(validator.client().clone(), store, config)
 }
 
@@ -255,12 +262,10 @@ async fn restarting_mid_catch_up_loses_and_duplicates_nothing() {
     let end = confirmed_slot(validator).await;
     // One 3-slot batch per commit (none fetched ahead to be merged), so
     // the catch-up takes several commits to be killed after.
-    let config = SolanaWatchConfig {
-        batch_slots: 3,
-        concurrency: 1,
-        fetch_ahead: 1,
-        ..config(start, Vec::new())
-    };
+    let mut config = config(start, Vec::new());
+    config.watch.batch_blocks = 3;
+    config.watch.fetch_concurrency = 1;
+    config.watch.fetch_ahead = 1;
     let mut kills = 0;
     loop {
         let watcher = watcher(validator, &db, config.clone());

@@ -140,6 +140,50 @@ fn unknown_keys_in_the_environment_are_named() {
     );
 }
 
+/// Every chain names its height and batch keys alike; Solana's old names
+/// are refused, naming the new key.
+#[test]
+fn renamed_chain_keys_name_the_new_key() {
+    let file = config_file("[chains.solana]\nbatch_slots = 5\n");
+    let output = coffer(
+        &[
+            "--config",
+            file.path().to_str().expect("utf-8"),
+            "check-config",
+        ],
+        &[("COFFER__CHAINS__SOLANA__START_SLOT", "100")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    for (old, new) in [
+        ("start_slot", "start_height"),
+        ("batch_slots", "batch_blocks"),
+    ] {
+        let line = err
+            .lines()
+            .find(|line| line.contains(&format!("config key `chains.solana.{old}`")))
+            .unwrap_or_else(|| panic!("names {old}: {err}"));
+        assert!(line.contains(&format!("`{new}`")), "names {new}: {line}");
+    }
+    assert!(
+        err.contains("COFFER__CHAINS__SOLANA__START_SLOT"),
+        "names the variable: {err}"
+    );
+
+    let output = coffer(
+        &["check-config"],
+        &[
+            ("COFFER__CHAINS__SOLANA__START_HEIGHT", "100"),
+            ("COFFER__CHAINS__SOLANA__BATCH_BLOCKS", "5"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let solana = printed.split("[chains.solana]").nth(1).expect("solana");
+    assert!(solana.contains("start_height = 100"), "{printed}");
+    assert!(solana.contains("batch_blocks = 5"), "{printed}");
+}
+
 #[test]
 fn malformed_values_are_named() {
     let cases = [
@@ -153,6 +197,20 @@ fn malformed_values_are_named() {
             "database.max_connections",
         ),
         ("[log]\nformat = \"xml\"\n", "log.format"),
+        // A chain's own keys and its shared ones, unknown or mistyped.
+        (
+            "[chains.bitcoin]\nnetwork = \"moonnet\"\n",
+            "chains.bitcoin.network",
+        ),
+        (
+            "[chains.ethereum]\nbatch_blocks = \"ten\"\n",
+            "chains.ethereum.batch_blocks",
+        ),
+        (
+            "[[chains.ethereum.tokens]]\ncontract = \"0x12\"\nasset = \"USDC\"\n",
+            "chains.ethereum.tokens.0.decimals",
+        ),
+        ("[chains.solana]\nbogus = 1\n", "chains.solana.bogus"),
         (
             "[chains.ethereum]\nrpc_url = \"ftp://127.0.0.1\"\n",
             "chains.ethereum.rpc_url",

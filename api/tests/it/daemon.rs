@@ -316,8 +316,8 @@ async fn daemon_serves_health_reflection_and_follows_all_three_chains() {
     settings.chains.ethereum.rpc_url = anvil.rpc_url().into();
     settings.chains.solana.rpc_url = validator.rpc_url().into();
     // Explicit identities that match the nodes are accepted.
-    settings.chains.ethereum.chain_id = Some(31_337);
-    settings.chains.solana.genesis_hash =
+    settings.chains.ethereum.chain.chain_id = Some(31_337);
+    settings.chains.solana.chain.genesis_hash =
         Some(validator.client().genesis_hash().await.expect("genesis"));
     for interval in [
         &mut settings.chains.bitcoin.poll_interval_ms,

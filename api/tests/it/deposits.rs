@@ -149,7 +149,7 @@ async fn an_eth_and_a_token_deposit_show_pending_then_available_over_grpc() {
             s.chains.ethereum.enabled = true;
             s.chains.ethereum.rpc_url = rpc_url.into();
             s.chains.ethereum.poll_interval_ms = 100;
-            s.chains.ethereum.tokens = vec![api::config::TokenSettings {
+            s.chains.ethereum.chain.tokens = vec![api::config::TokenSettings {
                 contract,
                 asset: "TUSD".into(),
                 decimals: 6,
@@ -311,7 +311,7 @@ async fn a_bitcoin_payment_shows_pending_at_one_confirmation_then_available_over
             s.chains.bitcoin.enabled = true;
             s.chains.bitcoin.rpc_url = rpc_url.into();
             s.chains.bitcoin.poll_interval_ms = 100;
-            s.chains.bitcoin.confirmations = 2;
+            s.chains.bitcoin.chain.confirmations = 2;
         },
         db,
     )

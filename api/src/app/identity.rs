@@ -1,7 +1,8 @@
 //! Is the node on the configured network? Asked at each watcher start; a
 //! node on another network halts its chain.
 
-use std::fmt::Display;
+use std::borrow::Borrow;
+use std::fmt::{self, Display};
 
 use crate::config::{
     BitcoinNetwork, ETHEREUM_MAINNET_CHAIN_ID, Network, SOLANA_MAINNET_GENESIS_HASH,
@@ -97,6 +98,43 @@ impl<T: ?Sized + PartialEq + Display> Identity<T> {
             )),
             None => Ok(()),
         }
+    }
+}
+
+/// An [`Identity`] as configured: the network and the key's value, if set.
+pub struct Expected<T: ?Sized + ToOwned + 'static> {
+    pub identity: &'static Identity<T>,
+    pub network: Network,
+    pub configured: Option<T::Owned>,
+}
+
+// By hand: derived, they would ask `str` to be `Clone`.
+impl<T: ?Sized + ToOwned<Owned: Clone>> Clone for Expected<T> {
+    fn clone(&self) -> Self {
+        Self {
+            identity: self.identity,
+            network: self.network,
+            configured: self.configured.clone(),
+        }
+    }
+}
+
+impl<T: ?Sized + ToOwned<Owned: fmt::Debug>> fmt::Debug for Expected<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Expected")
+            .field("key", &self.identity.key)
+            .field("network", &self.network)
+            .field("configured", &self.configured)
+            .finish()
+    }
+}
+
+impl<T: ?Sized + ToOwned + PartialEq + Display + 'static> Expected<T> {
+    /// [`Identity::check`]; on success the node's identity, for the log.
+    pub fn check(&self, reported: &T) -> Result<String, String> {
+        let configured = self.configured.as_ref().map(|value| value.borrow());
+        self.identity.check(self.network, configured, reported)?;
+        Ok(format!("{} {reported}", self.identity.what))
     }
 }
 

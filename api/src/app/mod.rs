@@ -54,22 +54,9 @@ impl App {
     /// addresses are known before anything runs.
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
         let tls = load_tls(&settings)?;
-        let grpc = match settings.grpc.enabled {
-            true => Some(
-                TcpListener::bind(settings.grpc.listen)
-                    .await
-                    .with_context(|| format!("bind grpc.listen {}", settings.grpc.listen))?,
-            ),
-            false => None,
-        };
-        let metrics = match settings.metrics.enabled {
-            true => Some(
-                TcpListener::bind(settings.metrics.listen)
-                    .await
-                    .with_context(|| format!("bind metrics.listen {}", settings.metrics.listen))?,
-            ),
-            false => None,
-        };
+        let grpc = bind_listener("grpc", settings.grpc.enabled, settings.grpc.listen).await?;
+        let metrics =
+            bind_listener("metrics", settings.metrics.enabled, settings.metrics.listen).await?;
         let auth = &settings.auth;
         let keys: Vec<(String, Vec<u8>)> = auth
             .keys
@@ -268,6 +255,21 @@ impl App {
         ));
         Ok(())
     }
+}
+
+/// Section `section`'s listener, if enabled.
+async fn bind_listener(
+    section: &str,
+    enabled: bool,
+    address: SocketAddr,
+) -> anyhow::Result<Option<TcpListener>> {
+    if !enabled {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("bind {section}.listen {address}"))?;
+    Ok(Some(listener))
 }
 
 fn task_error(

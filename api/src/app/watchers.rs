@@ -22,8 +22,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::App;
-use super::identity::{ETHEREUM_CHAIN_ID, SOLANA_GENESIS_HASH, check_bitcoin_network};
-use crate::config::{BitcoinNetwork, Network};
+use super::identity::{ETHEREUM_CHAIN_ID, Expected, SOLANA_GENESIS_HASH, check_bitcoin_network};
+use crate::config::BitcoinNetwork;
 use crate::metrics::{WATCHER_RESTARTS, WATCHER_UP};
 
 /// How a chain's watcher is restarted: capped exponential backoff (with
@@ -106,8 +106,11 @@ impl App {
             }
             let start = EthereumStart {
                 client,
-                network,
-                configured: eth.chain.chain_id,
+                expected: Expected {
+                    identity: &ETHEREUM_CHAIN_ID,
+                    network,
+                    configured: eth.chain.chain_id,
+                },
                 config: EthereumWatchConfig {
                     watch: eth.watch_config(),
                     use_finalized_tag: eth.chain.use_finalized_tag,
@@ -132,8 +135,11 @@ impl App {
             }
             let start = SolanaStart {
                 client,
-                network,
-                configured: sol.chain.genesis_hash.clone(),
+                expected: Expected {
+                    identity: &SOLANA_GENESIS_HASH,
+                    network,
+                    configured: sol.chain.genesis_hash.clone(),
+                },
                 config: SolanaWatchConfig {
                     watch: sol.watch_config(),
                     tokens,
@@ -208,8 +214,7 @@ impl ChainStart for BitcoinStart {
 #[derive(Clone)]
 struct EthereumStart {
     client: EthereumClient,
-    network: Network,
-    configured: Option<u64>,
+    expected: Expected<u64>,
     config: EthereumWatchConfig,
 }
 
@@ -218,10 +223,9 @@ impl ChainStart for EthereumStart {
 
     async fn check_network(&self) -> Result<String, StartError> {
         let reported = self.client.chain_id().await.map_err(StartError::Node)?;
-        ETHEREUM_CHAIN_ID
-            .check(self.network, self.configured.as_ref(), &reported)
-            .map_err(StartError::WrongNetwork)?;
-        Ok(format!("chain id {reported}"))
+        self.expected
+            .check(&reported)
+            .map_err(StartError::WrongNetwork)
     }
 
     fn run(self, store: DepositStore, cancel: CancellationToken) -> WatcherRun {
@@ -232,8 +236,7 @@ impl ChainStart for EthereumStart {
 #[derive(Clone)]
 struct SolanaStart {
     client: SolanaClient,
-    network: Network,
-    configured: Option<String>,
+    expected: Expected<str>,
     config: SolanaWatchConfig,
 }
 
@@ -242,10 +245,9 @@ impl ChainStart for SolanaStart {
 
     async fn check_network(&self) -> Result<String, StartError> {
         let reported = self.client.genesis_hash().await.map_err(StartError::Node)?;
-        SOLANA_GENESIS_HASH
-            .check(self.network, self.configured.as_deref(), &reported)
-            .map_err(StartError::WrongNetwork)?;
-        Ok(format!("genesis hash {reported}"))
+        self.expected
+            .check(&reported)
+            .map_err(StartError::WrongNetwork)
     }
 
     fn run(self, store: DepositStore, cancel: CancellationToken) -> WatcherRun {

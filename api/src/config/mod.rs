@@ -114,25 +114,30 @@ impl Settings {
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         let mut errors = ChainsSettings::check_sections(&figment);
-        let extracted = figment.extract::<Settings>();
-        if let Err(err) = &extracted {
-            // Less precise than what the chains' check said about the same key.
-            let named = |e: &figment::Error| {
-                errors
-                    .iter()
-                    .any(|c| c.path.len() > e.path.len() && c.path.starts_with(&e.path))
-            };
-            let extra: Vec<_> = err.clone().into_iter().filter(|e| !named(e)).collect();
-            errors.extend(extra);
+        match figment.extract::<Settings>() {
+            Ok(settings) if errors.is_empty() => {
+                settings.validate()?;
+                return Ok(settings);
+            }
+            Ok(_) => {}
+            Err(err) => {
+                // Dropped where the chains' check named a key below it:
+                // a flattened chain key's type error names only the section.
+                let extra: Vec<_> = err
+                    .into_iter()
+                    .filter(|e| {
+                        e.path.is_empty()
+                            || !errors.iter().any(|named| {
+                                named.path.len() > e.path.len() && named.path.starts_with(&e.path)
+                            })
+                    })
+                    .collect();
+                errors.extend(extra);
+            }
         }
-        if !errors.is_empty() {
-            return Err(ConfigError::Invalid {
-                issues: errors.into_iter().map(issue_from_figment).collect(),
-            });
-        }
-        let settings = extracted.expect("no errors");
-        settings.validate()?;
-        Ok(settings)
+        Err(ConfigError::Invalid {
+            issues: errors.into_iter().map(issue_from_figment).collect(),
+        })
     }
 
     /// Checks what types alone cannot: URLs, ranges, combinations.

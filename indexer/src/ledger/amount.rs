@@ -124,6 +124,14 @@ fn clip(text: &str) -> String {
     text.chars().take(100).collect()
 }
 
+impl Amount {
+    /// An amount read back from the database: one that does not parse means
+    /// the stored data is corrupt, not that a request was wrong.
+    pub(crate) fn from_stored(text: &str) -> crate::Result<Self> {
+        Self::parse(text).map_err(|e| crate::Error::Corrupt(format!("stored amount {text}: {e}")))
+    }
+}
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)

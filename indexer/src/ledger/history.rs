@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{
-    AccountPurpose, BalanceChange, EntryKind, HistoryFilter, HistoryItem, HistoryPage, OwnerId,
-    SignedAmount,
+    AccountPurpose, BalanceChange, EntryKind, HistoryFilter, HistoryItem, HistoryPage, Ledger,
+    OwnerId, SignedAmount,
 };
 use crate::{Error, Result};
 
@@ -65,14 +65,37 @@ pub async fn page(
     .await?;
 
     let mut items = group(rows)?;
+    let next_cursor = trim_page(&mut items, page_size, |item| item.entry_id);
+    Ok(HistoryPage { items, next_cursor })
+}
+
+/// Cuts a page fetched with one row more than `page_size` back to size, and
+/// returns the cursor of the next page (its last item's) if that row came.
+pub(crate) fn trim_page<T, C>(
+    items: &mut Vec<T>,
+    page_size: u32,
+    cursor: impl Fn(&T) -> C,
+) -> Option<C> {
     let more = items.len() > page_size as usize;
     items.truncate(page_size as usize);
-    let next_cursor = if more {
-        items.last().map(|item| item.entry_id)
-    } else {
-        None
-    };
-    Ok(HistoryPage { items, next_cursor })
+    items.last().filter(|_| more).map(cursor)
+}
+
+impl Ledger {
+    /// One entry of the owner's history; `None` if it did not touch their accounts.
+    pub async fn history_item(&self, owner: OwnerId, entry_id: i64) -> Result<Option<HistoryItem>> {
+        item(&self.pool, owner, entry_id).await
+    }
+
+    pub async fn history(
+        &self,
+        owner: OwnerId,
+        filter: &HistoryFilter,
+        page_size: u32,
+        cursor: Option<i64>,
+    ) -> Result<HistoryPage> {
+        page(&self.pool, owner, filter, page_size, cursor).await
+    }
 }
 
 /// One entry, if it touched `owner`'s accounts.

@@ -5,17 +5,20 @@
 //! transitions exactly one wins. Creating and taking an offer hold a share
 //! lock on the acting user's row, so disabling a user (which cancels their
 //! open offers under that row's lock) never leaves one open.
+//!
+//! Offers are built on the ledger's crate API only: claims and idempotent
+//! transactions, prepared entries, and the two hold steps.
 
 use alloy_primitives::U256;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::history::trim_page;
 use super::{
-    AccountIds, AccountPurpose, AccountRef, Amount, EntryKind, IdempotencyKey, Ledger, Leg,
-    NewEntry, OwnerId, claim_key, complete_key, insert_entry, insert_hold, parse_stored,
-    request_hash, retry_transient, validate_entry,
+    AccountPurpose, AccountRef, Amount, Claim, EntryKind, Hold, HoldStatus, IdempotencyKey, Ledger,
+    Leg, NewEntry, OwnerId,
 };
 use crate::{Error, Result};
 
@@ -92,9 +95,9 @@ fn to_offer(row: OfferRow) -> Result<(Offer, i64)> {
             id,
             maker,
             sell_asset,
-            sell_amount: parse_stored(&sell_amount)?,
+            sell_amount: Amount::from_stored(&sell_amount)?,
             buy_asset,
-            buy_amount: parse_stored(&buy_amount)?,
+            buy_amount: Amount::from_stored(&buy_amount)?,
             status,
             taker,
             trade_entry_id,
@@ -171,50 +174,44 @@ impl Ledger {
                 "an offer trades two different assets".into(),
             ));
         }
-        let held = AccountRef::user(request.maker, &request.sell_asset, AccountPurpose::Held);
-        let available = AccountRef::available(request.maker, &request.sell_asset);
-        let ids = self.account_ids([&held, &available].into_iter()).await?;
+        let id = Uuid::new_v4();
+        let entry = NewEntry {
+            kind: EntryKind::Trade,
+            reference: format!("offer:{id}:hold"),
+            metadata: serde_json::json!({ "offer_id": id, "phase": "hold" }),
+            legs: Hold::place_legs(request.maker, &request.sell_asset, request.sell_amount),
+        };
+        let prepared = &self.prepare(&entry).await?;
         // Both assets must exist before the offer refers to them.
-        self.account_ids([&AccountRef::available(request.maker, &request.buy_asset)].into_iter())
+        self.account_ids(&[&AccountRef::available(request.maker, &request.buy_asset)])
             .await?;
-        let hash = request_hash(key, "create_offer", request)?;
-        retry_transient(|| async {
-            let mut tx = self.pool.begin().await?;
-            if let Some(replayed) = claim_key(&mut tx, key, "create_offer", &hash).await? {
-                return Ok(replayed);
-            }
+        let claim = Claim::new(key, "create_offer", request)?;
+        self.idempotent(&claim, |mut tx| async move {
             lock_active_user(&mut tx, request.maker).await?;
-            let id = Uuid::new_v4();
-            let entry = NewEntry {
-                kind: EntryKind::Trade,
-                reference: format!("offer:{id}:hold"),
-                metadata: serde_json::json!({ "offer_id": id, "phase": "hold" }),
-                legs: vec![
-                    Leg::decrease(available.clone(), request.sell_amount),
-                    Leg::increase(held.clone(), request.sell_amount),
-                ],
-            };
-            let posted = insert_entry(&mut tx, &entry, &ids).await?;
-            let hold_id = insert_hold(&mut tx, request.maker, &request.sell_asset, request.sell_amount, posted.id).await?;
+            let (maker, sell_asset, sell_amount) =
+                (request.maker, &request.sell_asset, request.sell_amount);
+            let hold = self
+                .hold_in(&mut tx, maker, sell_asset, sell_amount, prepared)
+                .await?;
             let created_at: DateTime<Utc> = sqlx::query_scalar(
                 "INSERT INTO offers (id, maker_id, sell_asset, sell_amount, buy_asset, buy_amount, hold_id, expires_at)
                  VALUES ($1, $2, $3, $4::numeric, $5, $6::numeric, $7, $8) RETURNING created_at",
             )
             .bind(id)
-            .bind(request.maker)
-            .bind(&request.sell_asset)
-            .bind(request.sell_amount.to_string())
+            .bind(maker)
+            .bind(sell_asset)
+            .bind(sell_amount.to_string())
             .bind(&request.buy_asset)
             .bind(request.buy_amount.to_string())
-            .bind(hold_id)
+            .bind(hold.id)
             .bind(request.expires_at)
             .fetch_one(&mut *tx)
             .await?;
             let offer = Offer {
                 id,
-                maker: request.maker,
-                sell_asset: request.sell_asset.clone(),
-                sell_amount: request.sell_amount,
+                maker,
+                sell_asset: sell_asset.clone(),
+                sell_amount,
                 buy_asset: request.buy_asset.clone(),
                 buy_amount: request.buy_amount,
                 status: OfferStatus::Open,
@@ -223,8 +220,7 @@ impl Ledger {
                 expires_at: request.expires_at,
                 created_at,
             };
-            complete_key(tx, key, &offer).await?;
-            Ok(offer)
+            Ok((tx, offer))
         })
         .await
     }
@@ -244,7 +240,7 @@ impl Ledger {
             taker,
             fee_bps,
         };
-        let hash = request_hash(key, "accept_offer", &request)?;
+        let claim = Claim::new(key, "accept_offer", &request)?;
         let Some((preview, _)) = self.offer_with_hold(offer_id).await? else {
             return Err(Error::OfferNotFound);
         };
@@ -276,15 +272,8 @@ impl Ledger {
             metadata: serde_json::json!({ "offer_id": offer_id, "phase": "trade", "maker": preview.maker, "taker": taker }),
             legs,
         };
-        validate_entry(&entry)?;
-        let ids = self
-            .account_ids(entry.legs.iter().map(|leg| &leg.account))
-            .await?;
-        retry_transient(|| async {
-            let mut tx = self.pool.begin().await?;
-            if let Some(replayed) = claim_key(&mut tx, key, "accept_offer", &hash).await? {
-                return Ok(replayed);
-            }
+        let prepared = &self.prepare(&entry).await?;
+        self.idempotent(&claim, |mut tx| async move {
             // The user row before the offer: disabling locks them in that order.
             lock_active_user(&mut tx, taker).await?;
             let (offer, hold_id) = lock_offer(&mut tx, offer_id)
@@ -296,24 +285,11 @@ impl Ledger {
                     "a maker cannot take their own offer".into(),
                 ));
             }
-            let posted = insert_entry(&mut tx, &entry, &ids).await?;
-            finish(
-                &mut tx,
-                &offer,
-                hold_id,
-                OfferStatus::Filled,
-                posted.id,
-                Some(taker),
-            )
-            .await?;
-            let filled = Offer {
-                status: OfferStatus::Filled,
-                taker: Some(taker),
-                trade_entry_id: Some(posted.id),
-                ..offer
-            };
-            complete_key(tx, key, &filled).await?;
-            Ok(filled)
+            let hold = self
+                .finish_hold_in(&mut tx, hold_id, HoldStatus::Settled, prepared)
+                .await?;
+            let filled = close(&mut tx, offer, OfferStatus::Filled, Some(taker), &hold).await?;
+            Ok((tx, filled))
         })
         .await
     }
@@ -325,12 +301,8 @@ impl Ledger {
         offer_id: Uuid,
         maker: OwnerId,
     ) -> Result<Offer> {
-        let hash = request_hash(key, "cancel_offer", &(offer_id, maker))?;
-        retry_transient(|| async {
-            let mut tx = self.pool.begin().await?;
-            if let Some(replayed) = claim_key(&mut tx, key, "cancel_offer", &hash).await? {
-                return Ok(replayed);
-            }
+        let claim = Claim::new(key, "cancel_offer", &(offer_id, maker))?;
+        self.idempotent(&claim, |mut tx| async move {
             let (offer, hold_id) = lock_offer(&mut tx, offer_id)
                 .await?
                 .filter(|(offer, _)| offer.maker == maker)
@@ -341,8 +313,7 @@ impl Ledger {
             let cancelled = self
                 .release(&mut tx, offer, hold_id, OfferStatus::Cancelled)
                 .await?;
-            complete_key(tx, key, &cancelled).await?;
-            Ok(cancelled)
+            Ok((tx, cancelled))
         })
         .await
     }
@@ -352,7 +323,7 @@ impl Ledger {
     /// be created or taken meanwhile. Returns how many were cancelled.
     pub(crate) async fn cancel_open_offers(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         maker: OwnerId,
     ) -> Result<usize> {
         // All of them locked in one statement, in id order, before any release.
@@ -360,7 +331,7 @@ impl Ledger {
             "SELECT {OFFER_COLUMNS} FROM offers WHERE maker_id = $1 AND status = 'open' ORDER BY id FOR UPDATE"
         ))
         .bind(maker)
-        .fetch_all(&mut **tx)
+        .fetch_all(&mut *tx)
         .await?;
         let count = rows.len();
         for row in rows {
@@ -382,20 +353,21 @@ impl Ledger {
         .await?;
         let mut expired = 0;
         for id in due {
-            let done = retry_transient(|| async {
-                let mut tx = self.pool.begin().await?;
-                let Some((offer, hold_id)) = lock_offer(&mut tx, id).await? else {
-                    return Ok(false);
-                };
-                if offer.status != OfferStatus::Open || offer.expires_at.is_none_or(|at| at > now) {
-                    return Ok(false);
-                }
-                self.release(&mut tx, offer, hold_id, OfferStatus::Expired)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
-            })
-            .await?;
+            let done = self
+                .transaction(|mut tx| async move {
+                    let Some((offer, hold_id)) = lock_offer(&mut tx, id).await? else {
+                        return Ok((tx, false));
+                    };
+                    if offer.status != OfferStatus::Open
+                        || offer.expires_at.is_none_or(|at| at > now)
+                    {
+                        return Ok((tx, false));
+                    }
+                    self.release(&mut tx, offer, hold_id, OfferStatus::Expired)
+                        .await?;
+                    Ok((tx, true))
+                })
+                .await?;
             expired += usize::from(done);
         }
         Ok(expired)
@@ -404,14 +376,11 @@ impl Ledger {
     /// Returns the hold to the maker and closes the offer with `status`.
     async fn release(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut PgConnection,
         offer: Offer,
         hold_id: i64,
         status: OfferStatus,
     ) -> Result<Offer> {
-        let held = AccountRef::user(offer.maker, &offer.sell_asset, AccountPurpose::Held);
-        let available = AccountRef::available(offer.maker, &offer.sell_asset);
-        let ids: AccountIds = self.account_ids([&held, &available].into_iter()).await?;
         let phase = match status {
             OfferStatus::Expired => "expire",
             _ => "cancel",
@@ -420,14 +389,13 @@ impl Ledger {
             kind: EntryKind::Trade,
             reference: format!("offer:{}:{phase}", offer.id),
             metadata: serde_json::json!({ "offer_id": offer.id, "phase": phase }),
-            legs: vec![
-                Leg::decrease(held, offer.sell_amount),
-                Leg::increase(available, offer.sell_amount),
-            ],
+            legs: Hold::release_legs(offer.maker, &offer.sell_asset, offer.sell_amount),
         };
-        let posted = insert_entry(tx, &entry, &ids).await?;
-        finish(tx, &offer, hold_id, status, posted.id, None).await?;
-        Ok(Offer { status, ..offer })
+        let prepared = self.prepare(&entry).await?;
+        let hold = self
+            .finish_hold_in(tx, hold_id, HoldStatus::Released, &prepared)
+            .await?;
+        close(tx, offer, status, None, &hold).await
     }
 
     pub async fn offer(&self, id: Uuid) -> Result<Option<Offer>> {
@@ -472,13 +440,7 @@ impl Ledger {
             .into_iter()
             .map(|row| to_offer(row).map(|(offer, _)| offer))
             .collect::<Result<Vec<_>>>()?;
-        let more = offers.len() > page_size as usize;
-        offers.truncate(page_size as usize);
-        let next = if more {
-            offers.last().map(|o| o.id)
-        } else {
-            None
-        };
+        let next = trim_page(&mut offers, page_size, |o| o.id);
         Ok((offers, next))
     }
 }
@@ -493,40 +455,31 @@ fn check_open(offer: &Offer, now: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
-/// Closes the offer and its hold with the entry that finished them.
-async fn finish(
+/// Closes the offer with `status`, after `hold` was finished by the entry
+/// that closes it (the trade, for a filled offer).
+async fn close(
     tx: &mut PgConnection,
-    offer: &Offer,
-    hold_id: i64,
+    offer: Offer,
     status: OfferStatus,
-    entry_id: i64,
     taker: Option<OwnerId>,
-) -> Result<()> {
-    let hold_status = if status == OfferStatus::Filled {
-        "settled"
+    hold: &Hold,
+) -> Result<Offer> {
+    let trade_entry_id = if status == OfferStatus::Filled {
+        hold.final_entry_id
     } else {
-        "released"
+        None
     };
-    let held = sqlx::query(
-        "UPDATE holds SET status = $2::hold_status, final_entry_id = $3, finalized_at = now() WHERE id = $1 AND status = 'held'",
-    )
-    .bind(hold_id)
-    .bind(hold_status)
-    .bind(entry_id)
-    .execute(&mut *tx)
-    .await?;
-    if held.rows_affected() != 1 {
-        return Err(Error::Corrupt(format!(
-            "offer {} has no open hold",
-            offer.id
-        )));
-    }
     sqlx::query("UPDATE offers SET status = $2, taker_id = $3, trade_entry_id = $4, finished_at = now() WHERE id = $1")
         .bind(offer.id)
         .bind(status)
         .bind(taker)
-        .bind(if status == OfferStatus::Filled { Some(entry_id) } else { None })
+        .bind(trade_entry_id)
         .execute(&mut *tx)
         .await?;
-    Ok(())
+    Ok(Offer {
+        status,
+        taker,
+        trade_entry_id,
+        ..offer
+    })
 }

@@ -2,9 +2,7 @@
 //! above the common ancestor is reversed with entries of its own, never
 //! deleted, and the ancestor becomes the cursor.
 
-use std::collections::HashMap;
 
-use uuid::Uuid;
 
 use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore};
 use crate::deposits::{Cursor, to_i64};
@@ -51,21 +49,25 @@ impl DepositStore {
         let mut unwound = Unwound::default();
         if !doomed.is_empty() {
             let ids: Vec<i64> = doomed.iter().map(|d| d.deposit.id).collect();
-            // Several credited deposits of one user and asset draw on one
-            // available balance: each reversal takes from what the earlier
-            // ones left, so together they never exceed it.
-            let mut pairs: Vec<(Uuid, String)> = doomed
+            // What each credited deposit's reversal can take back from the
+            // user's available funds, asked once for the batch; the rest is
+            // booked to suspense.
+            let credited = doomed
                 .iter()
                 .filter(|d| d.status == "credited")
-                .map(|d| (d.deposit.user_id, d.deposit.asset.clone()))
-                .collect();
-            pairs.sort();
-            pairs.dedup();
-            let mut remaining = if pairs.is_empty() {
-                HashMap::new()
-            } else {
-                self.ledger.available_for_update(&mut tx, &pairs).await?
-            };
+                .map(|d| {
+                    Ok((
+                        d.deposit.user_id,
+                        d.deposit.asset.as_str(),
+                        d.deposit.amount()?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut takes = self
+                .ledger
+                .take_available(&mut tx, &credited)
+                .await?
+                .into_iter();
             let mut entries = Vec::with_capacity(doomed.len());
             for DoomedRow {
                 deposit: row,
@@ -81,13 +83,9 @@ impl DepositStore {
                 if status == "credited" {
                     unwound.credited += 1;
                     let available = AccountRef::available(row.user_id, &row.asset);
-                    let balance = remaining
-                        .get_mut(&(row.user_id, row.asset.clone()))
+                    let taken = takes
+                        .next()
                         .ok_or_else(|| Error::Corrupt("reversal balance missing".into()))?;
-                    let taken = (*balance).min(amount);
-                    *balance = balance
-                        .checked_sub(taken)
-                        .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;
                     let shortfall = amount
                         .checked_sub(taken)
                         .ok_or_else(|| Error::Corrupt("reversal arithmetic".into()))?;

@@ -1,0 +1,57 @@
+//! Assets: what the ledger counts in. A code names one asset across all
+//! chains; registering is idempotent and never changes a registered asset.
+
+use super::validation::validate_asset;
+use super::{Asset, Ledger};
+use crate::{Error, Result};
+
+type AssetRow = (String, String, i16, Option<String>);
+
+fn to_asset((code, chain, decimals, contract): AssetRow) -> Result<Asset> {
+    Ok(Asset {
+        code,
+        chain: chain.parse()?,
+        decimals: u8::try_from(decimals)
+            .map_err(|_| Error::Corrupt(format!("asset decimals {decimals}")))?,
+        contract,
+    })
+}
+
+impl Ledger {
+    /// Registers an asset. Registering the same asset again is a no-op;
+    /// registering a different one under a taken code or contract is refused.
+    pub async fn register_asset(&self, asset: &Asset) -> Result<()> {
+        validate_asset(asset)?;
+        sqlx::query(
+            "INSERT INTO assets (code, chain, decimals, contract) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&asset.code)
+        .bind(asset.chain.as_str())
+        .bind(i16::from(asset.decimals))
+        .bind(&asset.contract)
+        .execute(&self.pool)
+        .await?;
+        match self.asset(&asset.code).await? {
+            Some(stored) if stored == *asset => Ok(()),
+            _ => Err(Error::AssetConflict(asset.code.clone())),
+        }
+    }
+
+    pub async fn asset(&self, code: &str) -> Result<Option<Asset>> {
+        let row: Option<AssetRow> =
+            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
+                .bind(code)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(to_asset).transpose()
+    }
+
+    pub async fn assets(&self) -> Result<Vec<Asset>> {
+        let rows: Vec<AssetRow> =
+            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets ORDER BY code")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(to_asset).collect()
+    }
+}

@@ -1,0 +1,238 @@
+//! Holds: funds moved from a user's available to held, then settled to
+//! destinations or released back, exactly once. The hold's row lock is the
+//! exactly-once gate; offers reuse the same two steps, [`Ledger::hold_in`]
+//! and [`Ledger::finish_hold_in`], inside their own transactions.
+
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::idempotency::Claim;
+use super::posting::Prepared;
+use super::{
+    AccountPurpose, AccountRef, Amount, Hold, HoldStatus, IdempotencyKey, Ledger, Leg, NewEntry,
+    OwnerId, PlaceHold, ReleaseHold, SettleHold,
+};
+use crate::{Error, Result};
+
+type HoldRow = (i64, OwnerId, String, String, HoldStatus, i64, Option<i64>);
+
+const HOLD_COLUMNS: &str =
+    "id, owner_id, asset, amount::text, status, place_entry_id, final_entry_id";
+
+fn to_hold(row: HoldRow) -> Result<Hold> {
+    let (id, owner, asset, amount, status, place_entry_id, final_entry_id) = row;
+    Ok(Hold {
+        id,
+        owner,
+        asset,
+        amount: Amount::from_stored(&amount)?,
+        status,
+        place_entry_id,
+        final_entry_id,
+    })
+}
+
+impl Ledger {
+    /// Moves `amount` of the owner's available funds to held.
+    pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
+        if request.amount.is_zero() {
+            return Err(Error::InvalidAmount(
+                "a hold amount must be positive".into(),
+            ));
+        }
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs: Hold::place_legs(request.owner, &request.asset, request.amount),
+        };
+        let prepared = &self.prepare(&entry).await?;
+        let claim = Claim::new(key, "place_hold", request)?;
+        self.idempotent(&claim, |mut tx| async move {
+            let hold = self
+                .hold_in(
+                    &mut tx,
+                    request.owner,
+                    &request.asset,
+                    request.amount,
+                    prepared,
+                )
+                .await?;
+            Ok((tx, hold))
+        })
+        .await
+    }
+
+    /// Posts `prepared`, whose legs are [`Hold::place_legs`] of the amount, and
+    /// records the hold it places, inside the caller's transaction.
+    pub(crate) async fn hold_in(
+        &self,
+        conn: &mut PgConnection,
+        owner: OwnerId,
+        asset: &str,
+        amount: Amount,
+        prepared: &Prepared<'_>,
+    ) -> Result<Hold> {
+        let posted = self.insert_in(conn, prepared).await?;
+        let id = sqlx::query_scalar(
+            "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+        )
+        .bind(owner)
+        .bind(asset)
+        .bind(amount.to_string())
+        .bind(posted.id)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Hold {
+            id,
+            owner,
+            asset: asset.to_owned(),
+            amount,
+            status: HoldStatus::Held,
+            place_entry_id: posted.id,
+            final_entry_id: None,
+        })
+    }
+
+    /// Settles a hold to its destinations, exactly once.
+    pub async fn settle_hold(&self, key: &IdempotencyKey, request: &SettleHold) -> Result<Hold> {
+        let hold = self.existing_hold(request.hold_id).await?;
+        let mut legs = vec![Leg::decrease(
+            AccountRef::user(hold.owner, &hold.asset, AccountPurpose::Held),
+            hold.amount,
+        )];
+        legs.extend(
+            request
+                .destinations
+                .iter()
+                .map(|(account, amount)| Leg::increase(account.clone(), *amount)),
+        );
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs,
+        };
+        self.finish_hold(
+            key,
+            "settle_hold",
+            request,
+            &hold,
+            HoldStatus::Settled,
+            &entry,
+        )
+        .await
+    }
+
+    /// Returns a hold's amount to the owner's available funds, exactly once.
+    pub async fn release_hold(&self, key: &IdempotencyKey, request: &ReleaseHold) -> Result<Hold> {
+        let hold = self.existing_hold(request.hold_id).await?;
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
+        };
+        self.finish_hold(
+            key,
+            "release_hold",
+            request,
+            &hold,
+            HoldStatus::Released,
+            &entry,
+        )
+        .await
+    }
+
+    async fn existing_hold(&self, id: i64) -> Result<Hold> {
+        self.hold(id).await?.ok_or(Error::HoldNotFound(id))
+    }
+
+    async fn finish_hold<R: Serialize>(
+        &self,
+        key: &IdempotencyKey,
+        operation: &'static str,
+        request: &R,
+        hold: &Hold,
+        status: HoldStatus,
+        entry: &NewEntry,
+    ) -> Result<Hold> {
+        let prepared = &self.prepare(entry).await?;
+        let claim = Claim::new(key, operation, request)?;
+        self.idempotent(&claim, |mut tx| async move {
+            let finished = self
+                .finish_hold_in(&mut tx, hold.id, status, prepared)
+                .await?;
+            Ok((tx, finished))
+        })
+        .await
+    }
+
+    /// Finishes a held hold with `prepared`'s entry inside the caller's
+    /// transaction. The row lock comes first: of two racing finishers, the
+    /// second waits here, then finds the hold no longer held and posts
+    /// nothing.
+    pub(crate) async fn finish_hold_in(
+        &self,
+        conn: &mut PgConnection,
+        id: i64,
+        status: HoldStatus,
+        prepared: &Prepared<'_>,
+    ) -> Result<Hold> {
+        let row: HoldRow = sqlx::query_as(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(Error::HoldNotFound(id))?;
+        let hold = to_hold(row)?;
+        if hold.status != HoldStatus::Held {
+            return Err(Error::HoldFinalized {
+                id,
+                status: hold.status,
+            });
+        }
+        let posted = self.insert_in(conn, prepared).await?;
+        sqlx::query(
+            "UPDATE holds SET status = $2, final_entry_id = $3, finalized_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(posted.id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(Hold {
+            status,
+            final_entry_id: Some(posted.id),
+            ..hold
+        })
+    }
+
+    pub async fn hold(&self, id: i64) -> Result<Option<Hold>> {
+        let row: Option<HoldRow> =
+            sqlx::query_as(&format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(to_hold).transpose()
+    }
+}
+
+impl Hold {
+    /// The legs that move `amount` of the owner's available funds to held.
+    pub fn place_legs(owner: OwnerId, asset: &str, amount: Amount) -> Vec<Leg> {
+        vec![
+            Leg::decrease(AccountRef::available(owner, asset), amount),
+            Leg::increase(AccountRef::user(owner, asset, AccountPurpose::Held), amount),
+        ]
+    }
+
+    /// The legs that move it back.
+    pub fn release_legs(owner: OwnerId, asset: &str, amount: Amount) -> Vec<Leg> {
+        vec![
+            Leg::decrease(AccountRef::user(owner, asset, AccountPurpose::Held), amount),
+            Leg::increase(AccountRef::available(owner, asset), amount),
+        ]
+    }
+}

@@ -39,12 +39,12 @@ impl Ledger {
     }
 
     pub async fn asset(&self, code: &str) -> Result<Option<Asset>> {
-        let row: Option<AssetRow> =
-            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
-                .bind(code)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(to_asset).transpose()
+        sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
+            .bind(code)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(to_asset)
+            .transpose()
     }
 
     pub async fn assets(&self) -> Result<Vec<Asset>> {

@@ -32,6 +32,20 @@ fn to_hold(row: HoldRow) -> Result<Hold> {
     })
 }
 
+/// One hold; with `lock`, its row stays locked for the rest of the
+/// caller's transaction.
+async fn select_hold(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Option<Hold>> {
+    let sql = format!(
+        "SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let row: Option<HoldRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(to_hold).transpose()
+}
+
 impl Ledger {
     /// Moves `amount` of the owner's available funds to held.
     pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
@@ -61,37 +75,6 @@ impl Ledger {
             Ok((tx, hold))
         })
         .await
-    }
-
-    /// Posts `prepared`, whose legs are [`Hold::place_legs`] of the amount, and
-    /// records the hold it places, inside the caller's transaction.
-    pub(crate) async fn hold_in(
-        &self,
-        conn: &mut PgConnection,
-        owner: OwnerId,
-        asset: &str,
-        amount: Amount,
-        prepared: &Prepared<'_>,
-    ) -> Result<Hold> {
-        let posted = self.insert_in(conn, prepared).await?;
-        let id = sqlx::query_scalar(
-            "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
-        )
-        .bind(owner)
-        .bind(asset)
-        .bind(amount.to_string())
-        .bind(posted.id)
-        .fetch_one(&mut *conn)
-        .await?;
-        Ok(Hold {
-            id,
-            owner,
-            asset: asset.to_owned(),
-            amount,
-            status: HoldStatus::Held,
-            place_entry_id: posted.id,
-            final_entry_id: None,
-        })
     }
 
     /// Settles a hold to its destinations, exactly once.
@@ -168,6 +151,41 @@ impl Ledger {
         .await
     }
 
+    pub async fn hold(&self, id: i64) -> Result<Option<Hold>> {
+        select_hold(&mut *self.pool.acquire().await?, id, false).await
+    }
+
+    /// Posts `prepared`, whose legs are [`Hold::place_legs`] of the amount, and
+    /// records the hold it places, inside the caller's transaction.
+    pub(crate) async fn hold_in(
+        &self,
+        conn: &mut PgConnection,
+        owner: OwnerId,
+        asset: &str,
+        amount: Amount,
+        prepared: &Prepared<'_>,
+    ) -> Result<Hold> {
+        let posted = self.insert_in(conn, prepared).await?;
+        let id = sqlx::query_scalar(
+            "INSERT INTO holds (owner_id, asset, amount, place_entry_id) VALUES ($1, $2, $3::numeric, $4) RETURNING id",
+        )
+        .bind(owner)
+        .bind(asset)
+        .bind(amount.to_string())
+        .bind(posted.id)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Hold {
+            id,
+            owner,
+            asset: asset.to_owned(),
+            amount,
+            status: HoldStatus::Held,
+            place_entry_id: posted.id,
+            final_entry_id: None,
+        })
+    }
+
     /// Finishes a held hold with `prepared`'s entry inside the caller's
     /// transaction. The row lock comes first: of two racing finishers, the
     /// second waits here, then finds the hold no longer held and posts
@@ -179,14 +197,9 @@ impl Ledger {
         status: HoldStatus,
         prepared: &Prepared<'_>,
     ) -> Result<Hold> {
-        let row: HoldRow = sqlx::query_as(&format!(
-            "SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1 FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(Error::HoldNotFound(id))?;
-        let hold = to_hold(row)?;
+        let hold = select_hold(conn, id, true)
+            .await?
+            .ok_or(Error::HoldNotFound(id))?;
         if hold.status != HoldStatus::Held {
             return Err(Error::HoldFinalized {
                 id,
@@ -207,15 +220,6 @@ impl Ledger {
             final_entry_id: Some(posted.id),
             ..hold
         })
-    }
-
-    pub async fn hold(&self, id: i64) -> Result<Option<Hold>> {
-        let row: Option<HoldRow> =
-            sqlx::query_as(&format!("SELECT {HOLD_COLUMNS} FROM holds WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(to_hold).transpose()
     }
 }
 

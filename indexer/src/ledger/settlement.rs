@@ -57,66 +57,60 @@ pub struct Offer {
     pub created_at: DateTime<Utc>,
 }
 
-type OfferRow = (
-    Uuid,
-    Uuid,
-    String,
-    String,
-    String,
-    String,
-    OfferStatus,
-    Option<Uuid>,
-    Option<i64>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-    i64,
-);
+/// An `offers` row as selected by [`OFFER_COLUMNS`]; amounts as text.
+#[derive(sqlx::FromRow)]
+struct OfferRow {
+    id: Uuid,
+    maker_id: Uuid,
+    sell_asset: String,
+    sell_amount: String,
+    buy_asset: String,
+    buy_amount: String,
+    status: OfferStatus,
+    taker_id: Option<Uuid>,
+    trade_entry_id: Option<i64>,
+    expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    hold_id: i64,
+}
 
 const OFFER_COLUMNS: &str = "id, maker_id, sell_asset, sell_amount::text, buy_asset, buy_amount::text, status, \
                              taker_id, trade_entry_id, expires_at, created_at, hold_id";
 
+/// The offer and the id of the hold on its sell amount.
 fn to_offer(row: OfferRow) -> Result<(Offer, i64)> {
-    let (
-        id,
-        maker,
-        sell_asset,
-        sell_amount,
-        buy_asset,
-        buy_amount,
-        status,
-        taker,
-        trade_entry_id,
-        expires_at,
-        created_at,
-        hold_id,
-    ) = row;
-    Ok((
-        Offer {
-            id,
-            maker,
-            sell_asset,
-            sell_amount: Amount::from_stored(&sell_amount)?,
-            buy_asset,
-            buy_amount: Amount::from_stored(&buy_amount)?,
-            status,
-            taker,
-            trade_entry_id,
-            expires_at,
-            created_at,
-        },
-        hold_id,
-    ))
+    let offer = Offer {
+        sell_amount: Amount::from_stored(&row.sell_amount)?,
+        buy_amount: Amount::from_stored(&row.buy_amount)?,
+        id: row.id,
+        maker: row.maker_id,
+        sell_asset: row.sell_asset,
+        buy_asset: row.buy_asset,
+        status: row.status,
+        taker: row.taker_id,
+        trade_entry_id: row.trade_entry_id,
+        expires_at: row.expires_at,
+        created_at: row.created_at,
+    };
+    Ok((offer, row.hold_id))
 }
 
-/// Locks the offer row for the rest of the transaction.
-async fn lock_offer(tx: &mut PgConnection, id: Uuid) -> Result<Option<(Offer, i64)>> {
-    let row: Option<OfferRow> = sqlx::query_as(&format!(
-        "SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1 FOR UPDATE"
+/// One offer with its hold's id; with `lock`, the offer's row stays locked
+/// for the rest of the caller's transaction.
+async fn select_offer(
+    conn: &mut PgConnection,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<(Offer, i64)>> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    sqlx::query_as(&format!(
+        "SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1{lock}"
     ))
     .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    row.map(to_offer).transpose()
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(to_offer)
+    .transpose()
 }
 
 /// Refuses an unknown or disabled user, and holds a share lock on their row
@@ -225,6 +219,14 @@ impl Ledger {
         .await
     }
 
+    pub async fn offer(&self, id: Uuid) -> Result<Option<Offer>> {
+        Ok(self.offer_with_hold(id).await?.map(|(offer, _)| offer))
+    }
+
+    async fn offer_with_hold(&self, id: Uuid) -> Result<Option<(Offer, i64)>> {
+        select_offer(&mut *self.pool.acquire().await?, id, false).await
+    }
+
     /// Settles both legs in one entry: the maker's held sell amount to the
     /// taker (less the fee, `fee_bps` basis points rounded up, to the fee
     /// account), the taker's buy amount to the maker.
@@ -276,7 +278,7 @@ impl Ledger {
         self.idempotent(&claim, |mut tx| async move {
             // The user row before the offer: disabling locks them in that order.
             lock_active_user(&mut tx, taker).await?;
-            let (offer, hold_id) = lock_offer(&mut tx, offer_id)
+            let (offer, hold_id) = select_offer(&mut tx, offer_id, true)
                 .await?
                 .ok_or(Error::OfferNotFound)?;
             check_open(&offer, Utc::now())?;
@@ -294,6 +296,39 @@ impl Ledger {
         .await
     }
 
+    /// Open offers of makers other than `viewer`, newest first; `after` is
+    /// the last offer of the previous page.
+    pub async fn open_offers(
+        &self,
+        viewer: OwnerId,
+        sell_asset: Option<&str>,
+        buy_asset: Option<&str>,
+        page_size: u32,
+        after: Option<Uuid>,
+    ) -> Result<(Vec<Offer>, Option<Uuid>)> {
+        let rows: Vec<OfferRow> = sqlx::query_as(&format!(
+            "SELECT {OFFER_COLUMNS} FROM offers
+             WHERE status = 'open' AND maker_id <> $1
+               AND ($2::text IS NULL OR sell_asset = $2) AND ($3::text IS NULL OR buy_asset = $3)
+               AND (expires_at IS NULL OR expires_at > now())
+               AND ($4::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM offers WHERE id = $4))
+             ORDER BY created_at DESC, id DESC LIMIT $5"
+        ))
+        .bind(viewer)
+        .bind(sell_asset)
+        .bind(buy_asset)
+        .bind(after)
+        .bind(i64::from(page_size) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut offers = rows
+            .into_iter()
+            .map(|row| to_offer(row).map(|(offer, _)| offer))
+            .collect::<Result<Vec<_>>>()?;
+        let next = trim_page(&mut offers, page_size, |o| o.id);
+        Ok((offers, next))
+    }
+
     /// The maker withdraws an open offer; its hold returns to available.
     pub async fn cancel_offer(
         &self,
@@ -303,7 +338,7 @@ impl Ledger {
     ) -> Result<Offer> {
         let claim = Claim::new(key, "cancel_offer", &(offer_id, maker))?;
         self.idempotent(&claim, |mut tx| async move {
-            let (offer, hold_id) = lock_offer(&mut tx, offer_id)
+            let (offer, hold_id) = select_offer(&mut tx, offer_id, true)
                 .await?
                 .filter(|(offer, _)| offer.maker == maker)
                 .ok_or(Error::OfferNotFound)?;
@@ -355,7 +390,7 @@ impl Ledger {
         for id in due {
             let done = self
                 .transaction(|mut tx| async move {
-                    let Some((offer, hold_id)) = lock_offer(&mut tx, id).await? else {
+                    let Some((offer, hold_id)) = select_offer(&mut tx, id, true).await? else {
                         return Ok((tx, false));
                     };
                     if offer.status != OfferStatus::Open
@@ -396,52 +431,6 @@ impl Ledger {
             .finish_hold_in(tx, hold_id, HoldStatus::Released, &prepared)
             .await?;
         close(tx, offer, status, None, &hold).await
-    }
-
-    pub async fn offer(&self, id: Uuid) -> Result<Option<Offer>> {
-        Ok(self.offer_with_hold(id).await?.map(|(offer, _)| offer))
-    }
-
-    async fn offer_with_hold(&self, id: Uuid) -> Result<Option<(Offer, i64)>> {
-        let row: Option<OfferRow> =
-            sqlx::query_as(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(to_offer).transpose()
-    }
-
-    /// Open offers of makers other than `viewer`, newest first; `after` is
-    /// the last offer of the previous page.
-    pub async fn open_offers(
-        &self,
-        viewer: OwnerId,
-        sell_asset: Option<&str>,
-        buy_asset: Option<&str>,
-        page_size: u32,
-        after: Option<Uuid>,
-    ) -> Result<(Vec<Offer>, Option<Uuid>)> {
-        let rows: Vec<OfferRow> = sqlx::query_as(&format!(
-            "SELECT {OFFER_COLUMNS} FROM offers
-             WHERE status = 'open' AND maker_id <> $1
-               AND ($2::text IS NULL OR sell_asset = $2) AND ($3::text IS NULL OR buy_asset = $3)
-               AND (expires_at IS NULL OR expires_at > now())
-               AND ($4::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM offers WHERE id = $4))
-             ORDER BY created_at DESC, id DESC LIMIT $5"
-        ))
-        .bind(viewer)
-        .bind(sell_asset)
-        .bind(buy_asset)
-        .bind(after)
-        .bind(i64::from(page_size) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut offers = rows
-            .into_iter()
-            .map(|row| to_offer(row).map(|(offer, _)| offer))
-            .collect::<Result<Vec<_>>>()?;
-        let next = trim_page(&mut offers, page_size, |o| o.id);
-        Ok((offers, next))
     }
 }
 

@@ -137,36 +137,6 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE FUNCTION public.ledger_post(p_scope text, p_key text, p_hash bytea, p_kind public.entry_kind, p_reference text, p_metadata jsonb, p_accounts bigint[], p_amounts text[]) RETURNS TABLE(outcome text, response jsonb)
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    entry_id BIGINT := nextval(pg_get_serial_sequence('entries', 'id'));
-    posted JSONB;
-    stored_hash BYTEA;
-    stored JSONB;
-BEGIN
-    -- The response is known before the entry exists (its id comes from the
-    -- sequence, its timestamp is the transaction's), so the claim stores it
-    -- at once and the key row is written once.
-    posted := jsonb_build_object('id', entry_id, 'kind', p_kind, 'reference', p_reference, 'created_at', now());
-    INSERT INTO idempotency_keys (scope, key, operation, request_hash, response)
-    VALUES (p_scope, p_key, 'post', p_hash, posted) ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        SELECT k.request_hash, k.response INTO stored_hash, stored
-        FROM idempotency_keys k WHERE k.scope = p_scope AND k.key = p_key;
-        RETURN QUERY SELECT CASE WHEN stored_hash = p_hash THEN 'replayed' ELSE 'conflict' END, stored;
-        RETURN;
-    END IF;
-    INSERT INTO entries (id, kind, reference, metadata) OVERRIDING SYSTEM VALUE
-    VALUES (entry_id, p_kind, p_reference, p_metadata);
-    INSERT INTO postings (entry_id, account_id, amount)
-    SELECT entry_id, leg.account_id, leg.amount::numeric
-    FROM unnest(p_accounts, p_amounts) WITH ORDINALITY AS leg(account_id, amount, position)
-    ORDER BY leg.position;
-    RETURN QUERY SELECT 'posted', posted;
-END $$;
-
 CREATE FUNCTION public.postings_apply() RETURNS trigger
     LANGUAGE plpgsql
     AS $$

@@ -243,7 +243,11 @@ impl<S: DepositSource> Watcher<S> {
             .into_iter()
             .map(|range| self.source.fetch(range, Arc::clone(&self.watched)))
             .collect();
-        let mut fetched = prefetch(fetches, self.config.fetch_concurrency, self.config.fetch_ahead);
+        let mut fetched = prefetch(
+            fetches,
+            self.config.fetch_concurrency,
+            self.config.fetch_ahead,
+        );
         while let Some(first) = fetched.receiver.recv().await {
             // Batches that finished while the last one was written go into
             // one transaction: fewer commits when the store is behind.

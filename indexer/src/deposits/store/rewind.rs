@@ -2,8 +2,6 @@
 //! above the common ancestor is reversed with entries of its own, never
 //! deleted, and the ancestor becomes the cursor.
 
-
-
 use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore};
 use crate::deposits::{Cursor, to_i64};
 use crate::ledger::{AccountPurpose, AccountRef, EntryKind, Leg, NewEntry};

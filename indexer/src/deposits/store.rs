@@ -75,6 +75,62 @@ impl DepositRow {
     }
 }
 
+/// Where a deposit goes once its entry is posted: each has its status, the
+/// column naming the entry that moved it, and the time column it stamps.
+#[derive(Clone, Copy)]
+pub(super) enum Transition {
+    Credited,
+    Orphaned,
+}
+
+impl Transition {
+    fn status(self) -> &'static str {
+        match self {
+            Transition::Credited => "credited",
+            Transition::Orphaned => "orphaned",
+        }
+    }
+
+    fn update(self) -> &'static str {
+        match self {
+            Transition::Credited => {
+                "UPDATE deposits SET status = 'credited', credit_entry_id = u.entry, credited_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id"
+            }
+            Transition::Orphaned => {
+                "UPDATE deposits SET status = 'orphaned', reversal_entry_id = u.entry, orphaned_at = now()
+                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id"
+            }
+        }
+    }
+}
+
+impl DepositStore {
+    /// Posts one entry per deposit (in the same order as `rows`, each
+    /// `(deposit id, asset)`) and moves every deposit to `transition`,
+    /// recording its entry: one statement each for the whole batch.
+    pub(super) async fn post_transition<'a>(
+        &self,
+        tx: &mut PgConnection,
+        transition: Transition,
+        entries: &[NewEntry],
+        rows: impl Iterator<Item = (i64, &'a str)> + Clone,
+    ) -> Result<()> {
+        let entry_ids = self.ledger.post_referenced_in(tx, entries).await?;
+        let ids: Vec<i64> = rows.clone().map(|(id, _)| id).collect();
+        sqlx::query(transition.update())
+            .bind(&ids)
+            .bind(&entry_ids)
+            .execute(&mut *tx)
+            .await?;
+        for (_, asset) in rows {
+            metrics::counter!(DEPOSITS, "chain" => self.chain.as_str(), "asset" => asset.to_owned(), "status" => transition.status())
+                .increment(1);
+        }
+        Ok(())
+    }
+}
+
 const DEPOSIT_COLUMNS: &str = "id, user_id, asset, amount::text AS amount, tx_id, position, block_height, block_hash, address";
 
 impl DepositStore {
@@ -479,20 +535,9 @@ impl DepositStore {
             .iter()
             .map(|d| self.credit_entry(d, AccountPurpose::Pending))
             .collect::<Result<Vec<_>>>()?;
-        let entry_ids = self.ledger.post_referenced_in(tx, &entries).await?;
-        let ids: Vec<i64> = deposits.iter().map(|d| d.id).collect();
-        sqlx::query(
-            "UPDATE deposits SET status = 'credited', credit_entry_id = u.entry, credited_at = now()
-             FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
-        )
-        .bind(&ids)
-        .bind(&entry_ids)
-        .execute(&mut *tx)
-        .await?;
-        for d in deposits {
-            metrics::counter!(DEPOSITS, "chain" => self.chain.as_str(), "asset" => d.asset.clone(), "status" => "credited")
-                .increment(1);
-        }
+        let rows = deposits.iter().map(|d| (d.id, d.asset.as_str()));
+        self.post_transition(tx, Transition::Credited, &entries, rows)
+            .await?;
         Ok(())
     }
 

@@ -2,10 +2,10 @@
 //! above the common ancestor is reversed with entries of its own, never
 //! deleted, and the ancestor becomes the cursor.
 
-use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore};
+use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore, Transition};
 use crate::deposits::{Cursor, to_i64};
 use crate::ledger::{AccountPurpose, AccountRef, EntryKind, Leg, NewEntry};
-use crate::metrics::{DEPOSIT_REVERSALS_OF_CREDITS, DEPOSITS};
+use crate::metrics::DEPOSIT_REVERSALS_OF_CREDITS;
 use crate::{Error, Result};
 
 /// What [`DepositStore::rewind`] unwound.
@@ -46,7 +46,6 @@ impl DepositStore {
         .await?;
         let mut unwound = Unwound::default();
         if !doomed.is_empty() {
-            let ids: Vec<i64> = doomed.iter().map(|d| d.deposit.id).collect();
             // What each credited deposit's reversal can take back from the
             // user's available funds, asked once for the batch; the rest is
             // booked to suspense.
@@ -117,19 +116,11 @@ impl DepositStore {
                     legs,
                 });
             }
-            let entry_ids = self.ledger.post_referenced_in(&mut tx, &entries).await?;
-            sqlx::query(
-                "UPDATE deposits SET status = 'orphaned', reversal_entry_id = u.entry, orphaned_at = now()
-                 FROM unnest($1::bigint[], $2::bigint[]) AS u(id, entry) WHERE deposits.id = u.id",
-            )
-            .bind(&ids)
-            .bind(&entry_ids)
-            .execute(&mut *tx)
-            .await?;
-            for DoomedRow { deposit: row, .. } in &doomed {
-                metrics::counter!(DEPOSITS, "chain" => chain, "asset" => row.asset.clone(), "status" => "orphaned")
-                    .increment(1);
-            }
+            let rows = doomed
+                .iter()
+                .map(|d| (d.deposit.id, d.deposit.asset.as_str()));
+            self.post_transition(&mut tx, Transition::Orphaned, &entries, rows)
+                .await?;
         }
         sqlx::query(
             "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2),

@@ -209,15 +209,9 @@ impl KafkaBroker {
             "kafka.Kafka",
         ])
         .arg(&properties);
-        let mut process = NodeProcess::spawn("kafka", cmd, dir.path())?;
-        process.own_dir(dir);
-        let addr = bootstrap.clone();
-        process
-            .wait_ready(Duration::from_secs(90), || {
-                let addr = addr.clone();
-                async move { TcpStream::connect(addr) }
-            })
-            .await?;
+        let ready = Duration::from_secs(90);
+        let connect = async |addr: String| TcpStream::connect(addr);
+        let process = NodeProcess::start("kafka", cmd, dir, ready, &bootstrap, connect).await?;
         Ok(Self {
             _process: process,
             bootstrap,

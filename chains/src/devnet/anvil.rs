@@ -41,16 +41,10 @@ impl Anvil {
             .arg("--config-out")
             .arg(dir.path().join("anvil.json"))
             .args(extra);
-        let mut process = NodeProcess::spawn("anvil", cmd, dir.path())?;
-        process.own_dir(dir);
         let client = EthereumClient::new(&rpc_url, Duration::from_secs(30))?;
-        let probe = client.clone();
-        process
-            .wait_ready(Duration::from_secs(30), || {
-                let probe = probe.clone();
-                async move { probe.provider().get_chain_id().await }
-            })
-            .await?;
+        let ready = Duration::from_secs(30);
+        let chain_id = async |probe: EthereumClient| probe.provider().get_chain_id().await;
+        let process = NodeProcess::start("anvil", cmd, dir, ready, &client, chain_id).await?;
         Ok(Self {
             _process: process,
             rpc_url,

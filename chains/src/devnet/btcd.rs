@@ -58,16 +58,10 @@ impl Btcd {
             .arg(format!("--rpcpass={RPC_PASSWORD}"))
             .arg(format!("--miningaddr={}", Self::mining_address()))
             .args(["--notls", "--txindex", "--nodnsseed", "--debuglevel=info"]);
-        let mut process = NodeProcess::spawn("btcd", cmd, dir.path())?;
-        process.own_dir(dir);
         let client = BitcoinClient::new(&rpc_url, Self::auth(), Duration::from_secs(30))?;
-        let probe = client.clone();
-        process
-            .wait_ready(Duration::from_secs(60), || {
-                let probe = probe.clone();
-                async move { probe.head().await }
-            })
-            .await?;
+        let ready = Duration::from_secs(60);
+        let head = async |probe: BitcoinClient| probe.head().await;
+        let process = NodeProcess::start("btcd", cmd, dir, ready, &client, head).await?;
         Ok(Self {
             _process: process,
             rpc_url,

@@ -189,13 +189,35 @@ pub struct NodeProcess {
     child: Child,
     log_path: PathBuf,
     // Declared last so the directory is removed after the process is killed.
-    _dir: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
 }
 
 impl NodeProcess {
-    /// Spawns `cmd` with stdout and stderr going to `<dir>/<name>.log`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Result<Self> {
-        let log_path = dir.join(format!("{name}.log"));
+    /// Spawns `cmd` in `dir`, which the process owns from then on, with
+    /// stdout and stderr going to `<dir>/<name>.log`, and waits up to
+    /// `timeout` until `probe` succeeds on a clone of `client`.
+    pub async fn start<C, F, Fut, T, E>(
+        name: &str,
+        cmd: Command,
+        dir: tempfile::TempDir,
+        timeout: Duration,
+        client: &C,
+        probe: F,
+    ) -> Result<Self>
+    where
+        C: Clone,
+        F: Fn(C) -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+    {
+        let mut process = Self::spawn(name, cmd, dir)?;
+        process
+            .wait_ready(timeout, || probe(client.clone()))
+            .await?;
+        Ok(process)
+    }
+
+    fn spawn(name: &str, mut cmd: Command, dir: tempfile::TempDir) -> Result<Self> {
+        let log_path = dir.path().join(format!("{name}.log"));
         let spawn_err = |source| DevnetError::Spawn {
             name: name.to_owned(),
             source,
@@ -208,13 +230,8 @@ impl NodeProcess {
             name: name.to_owned(),
             child,
             log_path,
-            _dir: None,
+            _dir: dir,
         })
-    }
-
-    /// Hands the temporary directory to the process so both live and die together.
-    pub fn own_dir(&mut self, dir: tempfile::TempDir) {
-        self._dir = Some(dir);
     }
 
     pub fn name(&self) -> &str {
@@ -250,7 +267,7 @@ impl NodeProcess {
     }
 
     /// Polls `probe` until it succeeds, the process exits, or `timeout` passes.
-    pub async fn wait_ready<F, Fut, T, E>(&mut self, timeout: Duration, mut probe: F) -> Result<T>
+    async fn wait_ready<F, Fut, T, E>(&mut self, timeout: Duration, mut probe: F) -> Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, E>>,
@@ -264,8 +281,8 @@ impl NodeProcess {
                     log: self.log_tail(),
                 });
             }
-            if let Ok(value) = probe().await {
-                return Ok(value);
+            if probe().await.is_ok() {
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 return Err(DevnetError::NotReady {

@@ -64,18 +64,45 @@ pub struct Instruction {
     pub data: Vec<u8>,
 }
 
+/// How an instruction uses one of its accounts.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Signs and is written: a payer, or a new account.
+    Payer,
+    /// Signs, is only read: an owner or authority.
+    Signer,
+    Writable,
+    Readonly,
+}
+
+/// An instruction of `program` (base58) on `accounts`, in order, with the
+/// concatenation of `data` as its data.
+fn instruction(program: &str, accounts: &[(&Pubkey, Role)], data: &[&[u8]]) -> Instruction {
+    Instruction {
+        program: key(program),
+        accounts: accounts
+            .iter()
+            .map(|&(pubkey, role)| {
+                let (signer, writable) = match role {
+                    Role::Payer => (true, true),
+                    Role::Signer => (true, false),
+                    Role::Writable => (false, true),
+                    Role::Readonly => (false, false),
+                };
+                AccountMeta::new(*pubkey, signer, writable)
+            })
+            .collect(),
+        data: data.concat(),
+    }
+}
+
 /// System `Transfer` (index 2).
 pub fn system_transfer(from: &Pubkey, to: &Pubkey, lamports: u64) -> Instruction {
-    let mut data = 2u32.to_le_bytes().to_vec();
-    data.extend_from_slice(&lamports.to_le_bytes());
-    Instruction {
-        program: key(SYSTEM_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*from, true, true),
-            AccountMeta::new(*to, false, true),
-        ],
-        data,
-    }
+    instruction(
+        SYSTEM_PROGRAM,
+        &[(from, Role::Payer), (to, Role::Writable)],
+        &[&2u32.to_le_bytes(), &lamports.to_le_bytes()],
+    )
 }
 
 /// System `CreateAccount` (index 0).
@@ -86,30 +113,25 @@ pub fn create_account(
     space: u64,
     owner: &Pubkey,
 ) -> Instruction {
-    let mut data = 0u32.to_le_bytes().to_vec();
-    data.extend_from_slice(&lamports.to_le_bytes());
-    data.extend_from_slice(&space.to_le_bytes());
-    data.extend_from_slice(owner.as_ref());
-    Instruction {
-        program: key(SYSTEM_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*payer, true, true),
-            AccountMeta::new(*new, true, true),
+    instruction(
+        SYSTEM_PROGRAM,
+        &[(payer, Role::Payer), (new, Role::Payer)],
+        &[
+            &0u32.to_le_bytes(),
+            &lamports.to_le_bytes(),
+            &space.to_le_bytes(),
+            owner.as_ref(),
         ],
-        data,
-    }
+    )
 }
 
 /// SPL Token `InitializeMint2` (20) without a freeze authority.
 pub fn initialize_mint(mint: &Pubkey, decimals: u8, authority: &Pubkey) -> Instruction {
-    let mut data = vec![20, decimals];
-    data.extend_from_slice(authority.as_ref());
-    data.push(0);
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![AccountMeta::new(*mint, false, true)],
-        data,
-    }
+    instruction(
+        TOKEN_PROGRAM,
+        &[(mint, Role::Writable)],
+        &[&[20, decimals], authority.as_ref(), &[0]],
+    )
 }
 
 /// An SPL token account's size.
@@ -118,60 +140,75 @@ pub const TOKEN_ACCOUNT_SPACE: u64 = 165;
 /// SPL Token `InitializeAccount3` (18): a plain (not associated) token
 /// account of `mint` owned by `owner`.
 pub fn initialize_account(account: &Pubkey, mint: &Pubkey, owner: &Pubkey) -> Instruction {
-    let mut data = vec![18];
-    data.extend_from_slice(owner.as_ref());
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*account, false, true),
-            AccountMeta::new(*mint, false, false),
-        ],
-        data,
-    }
+    instruction(
+        TOKEN_PROGRAM,
+        &[(account, Role::Writable), (mint, Role::Readonly)],
+        &[&[18], owner.as_ref()],
+    )
+}
+
+/// System `CreateAccount` of `space` bytes for the SPL Token program, paid
+/// by `payer` with `lamports`, followed by `init` on the new account.
+fn token_program_account(
+    payer: &Pubkey,
+    new: &Pubkey,
+    lamports: u64,
+    space: u64,
+    init: Instruction,
+) -> [Instruction; 2] {
+    let program = key(TOKEN_PROGRAM);
+    [create_account(payer, new, lamports, space, &program), init]
+}
+
+/// A plain token account `account` of `mint` owned by `owner`, created
+/// and initialized; `lamports` make it rent-exempt
+/// ([`TOKEN_ACCOUNT_SPACE`] bytes).
+pub fn create_token_account(
+    payer: &Pubkey,
+    account: &Pubkey,
+    mint: &Pubkey,
+    owner: &Pubkey,
+    lamports: u64,
+) -> [Instruction; 2] {
+    let init = initialize_account(account, mint, owner);
+    token_program_account(payer, account, lamports, TOKEN_ACCOUNT_SPACE, init)
 }
 
 /// SPL Token `SetAuthority` (6) of type `AccountOwner` (2): hands the token
 /// account to `new_owner`.
 pub fn set_account_owner(account: &Pubkey, owner: &Pubkey, new_owner: &Pubkey) -> Instruction {
-    let mut data = vec![6, 2, 1];
-    data.extend_from_slice(new_owner.as_ref());
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*account, false, true),
-            AccountMeta::new(*owner, true, false),
-        ],
-        data,
-    }
+    instruction(
+        TOKEN_PROGRAM,
+        &[(account, Role::Writable), (owner, Role::Signer)],
+        &[&[6, 2, 1], new_owner.as_ref()],
+    )
 }
 
 /// SPL Token `CloseAccount` (9): an empty token account's lamports go to
 /// `destination`.
 pub fn close_account(account: &Pubkey, destination: &Pubkey, owner: &Pubkey) -> Instruction {
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*account, false, true),
-            AccountMeta::new(*destination, false, true),
-            AccountMeta::new(*owner, true, false),
+    instruction(
+        TOKEN_PROGRAM,
+        &[
+            (account, Role::Writable),
+            (destination, Role::Writable),
+            (owner, Role::Signer),
         ],
-        data: vec![9],
-    }
+        &[&[9]],
+    )
 }
 
 /// SPL Token `MintTo` (7).
 pub fn mint_to(mint: &Pubkey, to: &Pubkey, authority: &Pubkey, amount: u64) -> Instruction {
-    let mut data = vec![7];
-    data.extend_from_slice(&amount.to_le_bytes());
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*mint, false, true),
-            AccountMeta::new(*to, false, true),
-            AccountMeta::new(*authority, true, false),
+    instruction(
+        TOKEN_PROGRAM,
+        &[
+            (mint, Role::Writable),
+            (to, Role::Writable),
+            (authority, Role::Signer),
         ],
-        data,
-    }
+        &[&[7], &amount.to_le_bytes()],
+    )
 }
 
 /// SPL Token `TransferChecked` (12).
@@ -183,19 +220,16 @@ pub fn transfer_checked(
     amount: u64,
     decimals: u8,
 ) -> Instruction {
-    let mut data = vec![12];
-    data.extend_from_slice(&amount.to_le_bytes());
-    data.push(decimals);
-    Instruction {
-        program: key(TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*source, false, true),
-            AccountMeta::new(*mint, false, false),
-            AccountMeta::new(*destination, false, true),
-            AccountMeta::new(*owner, true, false),
+    instruction(
+        TOKEN_PROGRAM,
+        &[
+            (source, Role::Writable),
+            (mint, Role::Readonly),
+            (destination, Role::Writable),
+            (owner, Role::Signer),
         ],
-        data,
-    }
+        &[&[12], &amount.to_le_bytes(), &[decimals]],
+    )
 }
 
 /// Associated Token Account `CreateIdempotent` (1).
@@ -204,18 +238,18 @@ pub fn create_associated_token_account(
     owner: &Pubkey,
     mint: &Pubkey,
 ) -> Instruction {
-    Instruction {
-        program: key(ASSOCIATED_TOKEN_PROGRAM),
-        accounts: vec![
-            AccountMeta::new(*payer, true, true),
-            AccountMeta::new(associated_token_address(owner, mint), false, true),
-            AccountMeta::new(*owner, false, false),
-            AccountMeta::new(*mint, false, false),
-            AccountMeta::new(key(SYSTEM_PROGRAM), false, false),
-            AccountMeta::new(key(TOKEN_PROGRAM), false, false),
+    instruction(
+        ASSOCIATED_TOKEN_PROGRAM,
+        &[
+            (payer, Role::Payer),
+            (&associated_token_address(owner, mint), Role::Writable),
+            (owner, Role::Readonly),
+            (mint, Role::Readonly),
+            (&key(SYSTEM_PROGRAM), Role::Readonly),
+            (&key(TOKEN_PROGRAM), Role::Readonly),
         ],
-        data: vec![1],
-    }
+        &[&[1]],
+    )
 }
 
 /// The associated token account of `owner` for `mint`: the program address
@@ -409,22 +443,10 @@ impl SolanaValidator {
     /// Creates an SPL mint with `decimals`, `authority` minting.
     pub async fn create_mint(&self, payer: &Keypair, mint: &Keypair, decimals: u8) -> Result<()> {
         let lamports = self.rent_exempt(MINT_SPACE).await?;
-        let token = key(TOKEN_PROGRAM);
-        let (_, ok) = self
-            .send(
-                &[
-                    create_account(
-                        &payer.pubkey(),
-                        &mint.pubkey(),
-                        lamports,
-                        MINT_SPACE,
-                        &token,
-                    ),
-                    initialize_mint(&mint.pubkey(), decimals, &payer.pubkey()),
-                ],
-                &[payer, mint],
-            )
-            .await?;
+        let init = initialize_mint(&mint.pubkey(), decimals, &payer.pubkey());
+        let instructions =
+            token_program_account(&payer.pubkey(), &mint.pubkey(), lamports, MINT_SPACE, init);
+        let (_, ok) = self.send(&instructions, &[payer, mint]).await?;
         if ok {
             Ok(())
         } else {

@@ -9,6 +9,9 @@ use tokio::sync::OnceCell;
 use super::{DevnetError, NodeProcess, Result, free_port_range, locate_tool};
 use crate::solana::SolanaClient;
 
+/// The process's name in logs and errors.
+const NAME: &str = "solana-test-validator";
+
 /// The ledger directory's name inside the node's directory.
 const LEDGER: &str = "ledger";
 
@@ -78,7 +81,7 @@ impl SolanaValidator {
     }
 
     async fn start(dir: tempfile::TempDir, reset: bool) -> Result<Self> {
-        let binary = locate_tool("solana-test-validator")?;
+        let binary = locate_tool(NAME)?;
         let ledger = dir.path().join(LEDGER);
         // RPC takes the first two ports (HTTP and websocket), the faucet the
         // third, gossip the fourth, and the validator's sockets the rest.
@@ -100,22 +103,9 @@ impl SolanaValidator {
         if reset {
             cmd.arg("--reset");
         }
-        let mut process = NodeProcess::spawn("solana-test-validator", cmd, dir.path())?;
-        process.own_dir(dir);
         let client = SolanaClient::new(&rpc_url, Duration::from_secs(30))?;
-        let probe = client.clone();
-        process
-            .wait_ready(Duration::from_secs(120), || {
-                let probe = probe.clone();
-                async move {
-                    match probe.slot(CommitmentConfig::finalized()).await {
-                        Ok(slot) if slot > 0 => Ok(slot),
-                        Ok(_) => Err("no finalized slot yet".to_owned()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            })
-            .await?;
+        let ready = Duration::from_secs(120);
+        let process = NodeProcess::start(NAME, cmd, dir, ready, &client, finalized_slot).await?;
         Ok(Self {
             process,
             ledger,
@@ -144,5 +134,14 @@ impl SolanaValidator {
             .await
             .map_err(|e| crate::solana::classify("getSignatureStatuses", e))?;
         Ok(())
+    }
+}
+
+/// The node is ready once it has finalized a slot past genesis.
+async fn finalized_slot(client: SolanaClient) -> Result<u64, String> {
+    match client.slot(CommitmentConfig::finalized()).await {
+        Ok(slot) if slot > 0 => Ok(slot),
+        Ok(_) => Err("no finalized slot yet".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -3,9 +3,9 @@ use std::time::{Duration, Instant};
 use chains::Chain;
 use chains::devnet::SolanaValidator;
 use chains::devnet::solana_tx::{
-    Instruction, Keypair, TOKEN_ACCOUNT_SPACE, TOKEN_PROGRAM, associated_token_address,
-    close_account, create_account, create_associated_token_account, initialize_account, mint_to,
-    set_account_owner, system_transfer, transfer_checked,
+    Instruction, Keypair, TOKEN_ACCOUNT_SPACE, associated_token_address, close_account,
+    create_associated_token_account, create_token_account, mint_to, set_account_owner,
+    system_transfer, transfer_checked,
 };
 use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher, SplToken};
@@ -328,23 +328,17 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
         .rent_exempt(TOKEN_ACCOUNT_SPACE)
         .await
         .expect("rent");
-    let token_program = pubkey(TOKEN_PROGRAM);
     // A plain token account of the attacker's to close into the deposit
     // address later.
+    let closed_account = create_token_account(
+        &attacker.pubkey(),
+        &closed.pubkey(),
+        &mint.pubkey(),
+        &attacker.pubkey(),
+        rent,
+    );
     let (_, ok) = validator
-        .send(
-            &[
-                create_account(
-                    &attacker.pubkey(),
-                    &closed.pubkey(),
-                    rent,
-                    TOKEN_ACCOUNT_SPACE,
-                    &token_program,
-                ),
-                initialize_account(&closed.pubkey(), &mint.pubkey(), &attacker.pubkey()),
-            ],
-            &[&attacker, &closed],
-        )
+        .send(&closed_account, &[&attacker, &closed])
         .await
         .expect("setup");
     assert!(ok);
@@ -355,16 +349,14 @@ async fn only_what_arrived_is_credited_not_an_account_handed_over() {
     // ONE transaction: create X owned by the attacker, move 100 tokens in
     // and back out five times, then hand X to the deposit address.
     let x = handed.pubkey();
-    let mut attack = vec![
-        create_account(
-            &attacker.pubkey(),
-            &x,
-            rent,
-            TOKEN_ACCOUNT_SPACE,
-            &token_program,
-        ),
-        initialize_account(&x, &mint.pubkey(), &attacker.pubkey()),
-    ];
+    let mut attack = create_token_account(
+        &attacker.pubkey(),
+        &x,
+        &mint.pubkey(),
+        &attacker.pubkey(),
+        rent,
+    )
+    .to_vec();
     for _ in 0..5 {
         attack.push(transfer_checked(
             &attacker_ata,

@@ -23,9 +23,6 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -39,8 +36,8 @@ use futures::StreamExt;
 use indexer::deposits::DepositStore;
 use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher, WatchedScripts};
 use indexer::devnet::TestDb;
+use indexer::devnet::bench::{self, TimedWatcher};
 use indexer::ledger::Ledger;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WATCHED: u32 = 100_000;
@@ -72,12 +69,10 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn main() {
-    let runtime = support::runtime();
-    runtime.block_on(run(
-        support::env("COFFER_BENCH_BLOCKS", 100),
-        support::env("COFFER_BENCH_TXS", 300),
-        support::env("COFFER_BENCH_WATCHED_EVERY", 50).max(1),
-    ));
+    let blocks = bench::env("COFFER_BENCH_BLOCKS", 100);
+    let txs = bench::env("COFFER_BENCH_TXS", 300);
+    let watched_every = bench::env("COFFER_BENCH_WATCHED_EVERY", 50).max(1);
+    bench::runtime().block_on(run(blocks, txs, watched_every));
     memory_per_script();
 }
 
@@ -98,13 +93,9 @@ fn derive(account: &Xpub, indexes: std::ops::Range<u32>) -> Vec<Address> {
 }
 
 async fn run(blocks: u64, txs: u64, watched_every: u64) {
-    let node = Btcd::spawn()
-        .await
-        .expect("btcd (run ./scripts/devnet install)");
-    let db = TestDb::new()
-        .await
-        .expect("bench database (is the devnet PostgreSQL up?)");
-    let keys = support::deposit_keys();
+    let node = bench::node("btcd", Btcd::spawn().await);
+    let db = bench::database().await;
+    let keys = indexer::devnet::deposits::deposit_keys();
     let account = keys.bitcoin_account_xpub();
 
     let setup = Instant::now();
@@ -219,14 +210,11 @@ async fn issue(db: &TestDb, addresses: &[Address]) {
 /// Blocks/s of fetching and decoding the raw blocks, nothing more.
 async fn reference(node: &Btcd, first: u64, last: u64) -> f64 {
     let client = node.client().clone();
-    let ranges: Vec<_> = (first..=last)
-        .step_by(BATCH as usize)
-        .map(|start| start..=(start + BATCH - 1).min(last))
-        .collect();
-    let started = Instant::now();
-    futures::stream::iter(ranges)
-        .map(|range| {
+    let ranges = bench::batches(first, last, BATCH);
+    let fetch = futures::stream::iter(ranges)
+        .map(|(start, end)| {
             let client = client.clone();
+            let range = start..=end;
             async move {
                 tokio::spawn(async move { client.blocks(range).await.expect("blocks").len() }).await
             }
@@ -234,9 +222,8 @@ async fn reference(node: &Btcd, first: u64, last: u64) -> f64 {
         .buffered(CONCURRENCY)
         .for_each(|fetched| async move {
             let _blocks = fetched.expect("fetch task");
-        })
-        .await;
-    (last - first + 1) as f64 / started.elapsed().as_secs_f64()
+        });
+    bench::rate_of(first, last, fetch).await
 }
 
 /// The first block timed and the watcher's blocks/s from there to `last`.
@@ -268,28 +255,14 @@ async fn watcher_rate(
         store,
         config,
     );
-    let mut progress = watcher.progress();
-    let cancel = CancellationToken::new();
-    let started = Instant::now();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    let first_batch = progress
-        .wait_for(Option::is_some)
-        .await
-        .expect("a first batch")
-        .unwrap_or(first);
-    let startup = started.elapsed();
-    let timed = Instant::now();
-    progress
-        .wait_for(|height| height.is_some_and(|h| h >= last))
-        .await
-        .expect("watcher reaches the last bench block");
-    let elapsed = timed.elapsed();
-    cancel.cancel();
-    task.await.expect("watcher");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM deposits")
-        .fetch_one(db.pool())
-        .await
-        .expect("count");
+    let mut timed = TimedWatcher::spawn(watcher);
+    let first_batch = timed.first_batch().await.unwrap_or(first);
+    let startup = timed.elapsed();
+    let after_first_batch = Instant::now();
+    timed.reach(last).await;
+    let elapsed = after_first_batch.elapsed();
+    timed.stop().await;
+    let stored = bench::count_deposits(db, "true").await;
     println!(
         "    watcher: start-up and first batch (to block {first_batch}) {:.2}s, then blocks {}..={last} in {:.2}s; {stored} deposits",
         startup.as_secs_f64(),
@@ -300,10 +273,7 @@ async fn watcher_rate(
         stored as u64, deposits,
         "every payment to a watched script is one deposit"
     );
-    (
-        first_batch + 1,
-        (last - first_batch) as f64 / elapsed.as_secs_f64(),
-    )
+    (first_batch + 1, bench::rate(first_batch + 1, last, elapsed))
 }
 
 /// Heap bytes per script of a set of one million issued P2WPKH scripts.

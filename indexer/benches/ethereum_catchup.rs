@@ -22,59 +22,42 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U64, U256};
+use alloy::rpc::client::{BatchRequest, Waiter};
 use chains::HeadSource;
 use chains::devnet::{Anvil, TestToken};
 use futures::StreamExt;
 use indexer::deposits::DepositStore;
 use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher, Token};
 use indexer::devnet::TestDb;
+use indexer::devnet::bench::{self, TimedWatcher};
 use indexer::ledger::{Asset, Ledger};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
+use serde_json::value::RawValue;
 
 const BATCH: u64 = 25;
 const CONCURRENCY: usize = 4;
 const ADDRESSES: usize = 500;
 
 fn main() {
-    let runtime = support::runtime();
-    runtime.block_on(run(
-        support::env("COFFER_BENCH_BLOCKS", 300),
-        support::env("COFFER_BENCH_TRANSFERS", 40),
-        support::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
-    ));
+    let blocks = bench::env("COFFER_BENCH_BLOCKS", 300);
+    let transfers = bench::env("COFFER_BENCH_TRANSFERS", 40);
+    let watched_every = bench::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1);
+    bench::runtime().block_on(run(blocks, transfers, watched_every));
 }
 
 async fn run(blocks: u64, transfers: u64, watched_every: u64) {
-    let anvil = Anvil::spawn()
-        .await
-        .expect("anvil (run ./scripts/devnet install)");
-    let db = TestDb::new()
-        .await
-        .expect("bench database (is the devnet PostgreSQL up?)");
-    let addresses = support::watched_addresses(&db, chains::Chain::Ethereum, ADDRESSES)
-        .await
-        .iter()
-        .map(|a| a.parse::<Address>().expect("address"))
-        .collect::<Vec<_>>();
+    let anvil = bench::node("anvil", Anvil::spawn().await);
+    let db = bench::database().await;
+    let addresses: Vec<Address> =
+        bench::watched_addresses(&db, chains::Chain::Ethereum, ADDRESSES).await;
     let from = Anvil::DEV_ACCOUNT;
-    let token = anvil.deploy_test_token(6).await.expect("token");
-    anvil
-        .send(
-            from,
-            token.address,
-            U256::ZERO,
-            &TestToken::mint(from, U256::from(u64::MAX)),
-            None,
-        )
+    let token = anvil
+        .deploy_minted_token(6, U256::from(u64::MAX))
         .await
-        .expect("mint");
+        .expect("token");
     anvil.mine(1).await.expect("mine");
     let first = anvil.client().head().await.expect("head").height + 1;
 
@@ -144,58 +127,41 @@ async fn run(blocks: u64, transfers: u64, watched_every: u64) {
 /// Blocks/s of the watcher's request pattern with nothing done with the answers.
 async fn reference(anvil: &Anvil, token: Address, first: u64, last: u64) -> f64 {
     let rpc = anvil.client().rpc().clone();
-    let ranges: Vec<(u64, u64)> = (first..=last)
-        .step_by(BATCH as usize)
-        .map(|start| (start, (start + BATCH - 1).min(last)))
-        .collect();
-    let started = Instant::now();
-    futures::stream::iter(ranges)
+    let ranges = bench::batches(first, last, BATCH);
+    let fetch = futures::stream::iter(ranges)
         .map(|(start, end)| {
             let rpc = rpc.clone();
             async move {
                 let mut batch = rpc.new_batch();
-                let mut waiters = Vec::new();
-                for n in start..=end {
-                    waiters.push(
-                        batch
-                            .add_call::<_, Box<serde_json::value::RawValue>>(
-                                "eth_getBlockByNumber",
-                                &(U64::from(n), true),
-                            )
-                            .expect("request"),
-                    );
-                }
+                let mut waiters: Vec<Waiter<Box<RawValue>>> = (start..=end)
+                    .map(|n| batch.add_call("eth_getBlockByNumber", &(U64::from(n), true)))
+                    .collect::<Result<_, _>>()
+                    .expect("request");
                 let filter = json!({
                     "fromBlock": U64::from(start), "toBlock": U64::from(end),
                     "address": [token], "topics": [chains::ethereum::TRANSFER_TOPIC],
                 });
                 waiters.push(batch.add_call("eth_getLogs", &(filter,)).expect("request"));
-                batch.send().await.expect("batch");
-                for waiter in waiters {
-                    drop(waiter.await.expect("response"));
-                }
+                discard(batch, waiters).await;
                 let mut batch = rpc.new_batch();
-                let mut waiters = Vec::new();
-                for n in start..=end {
-                    waiters.push(
-                        batch
-                            .add_call::<_, Box<serde_json::value::RawValue>>(
-                                "eth_getBlockReceipts",
-                                &(U64::from(n),),
-                            )
-                            .expect("request"),
-                    );
-                }
-                batch.send().await.expect("batch");
-                for waiter in waiters {
-                    drop(waiter.await.expect("response"));
-                }
+                let waiters = (start..=end)
+                    .map(|n| batch.add_call("eth_getBlockReceipts", &(U64::from(n),)))
+                    .collect::<Result<_, _>>()
+                    .expect("request");
+                discard(batch, waiters).await;
             }
         })
         .buffered(CONCURRENCY)
-        .collect::<Vec<()>>()
-        .await;
-    (last - first + 1) as f64 / started.elapsed().as_secs_f64()
+        .collect::<Vec<()>>();
+    bench::rate_of(first, last, fetch).await
+}
+
+/// Sends `batch` and reads every answer, dropping it.
+async fn discard(batch: BatchRequest<'_>, waiters: Vec<Waiter<Box<RawValue>>>) {
+    batch.send().await.expect("batch");
+    for waiter in waiters {
+        drop(waiter.await.expect("response"));
+    }
 }
 
 async fn watcher_rate(
@@ -233,26 +199,9 @@ async fn watcher_rate(
         config.watch.max_reorg_depth,
     );
     let watcher = EthereumWatcher::new(anvil.client().clone(), store, config);
-    let mut progress = watcher.progress();
-    let cancel = CancellationToken::new();
-    let started = Instant::now();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    progress
-        .wait_for(|height| height.is_some_and(|h| h >= last))
-        .await
-        .expect("watcher reaches the last bench block");
-    let elapsed = started.elapsed();
-    cancel.cancel();
-    task.await.expect("watcher");
-    let credited: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'credited'")
-            .fetch_one(db.pool())
-            .await
-            .expect("count");
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM deposits WHERE status = 'pending'")
-        .fetch_one(db.pool())
-        .await
-        .expect("count");
+    let elapsed = TimedWatcher::spawn(watcher).finish_at(last).await;
+    let credited = bench::count_deposits(db, "status = 'credited'").await;
+    let pending = bench::count_deposits(db, "status = 'pending'").await;
     println!(
         "    watcher stored {credited} credited and {pending} pending deposits in {:.2}s",
         elapsed.as_secs_f64()
@@ -262,5 +211,5 @@ async fn watcher_rate(
         deposits,
         "every transfer to a watched address is one deposit"
     );
-    (last - first + 1) as f64 / elapsed.as_secs_f64()
+    bench::rate(first, last, elapsed)
 }

@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indexer::devnet::TestDb;
+use indexer::devnet::bench;
+use indexer::devnet::ledger::credit_entry;
 use indexer::ledger::{
     AccountPurpose, AccountRef, Amount, Asset, EntryKind, IdempotencyKey, Ledger, Leg, NewEntry,
 };
@@ -40,22 +42,13 @@ COMMIT;
 ";
 
 fn main() {
-    let seconds: u64 = std::env::var("COFFER_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let seconds = bench::env("COFFER_BENCH_SECONDS", 10);
+    let runtime = bench::runtime();
     runtime.block_on(run(Duration::from_secs(seconds)));
 }
 
 async fn run(phase: Duration) {
-    let db = TestDb::new()
-        .await
-        .expect("bench database (is the devnet PostgreSQL up?)");
+    let db = bench::database().await;
     let pool = db.pool();
     let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
         .fetch_one(pool)
@@ -240,21 +233,14 @@ async fn fund_all(ledger: &Ledger, users: &Arc<Vec<Uuid>>) {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(user) = users.get(i) else { break };
                 let reference = format!("fund-{user}");
-                let entry = NewEntry {
-                    kind: EntryKind::Adjustment,
-                    reference: reference.clone(),
-                    metadata: serde_json::json!({}),
-                    legs: vec![
-                        Leg::decrease(
-                            AccountRef::system("BTC", AccountPurpose::External),
-                            Amount::from_u64(1_000_000),
-                        ),
-                        Leg::increase(
-                            AccountRef::available(*user, "BTC"),
-                            Amount::from_u64(1_000_000),
-                        ),
-                    ],
-                };
+                let entry = credit_entry(
+                    EntryKind::Adjustment,
+                    AccountPurpose::External,
+                    *user,
+                    "BTC",
+                    1_000_000,
+                    reference.clone(),
+                );
                 ledger
                     .post(&IdempotencyKey::new("bench", reference), &entry)
                     .await

@@ -25,9 +25,6 @@
 // Rates and ratios are measurements, not amounts of money.
 #![allow(clippy::float_arithmetic)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chains::devnet::SolanaValidator;
@@ -36,23 +33,23 @@ use futures::StreamExt;
 use indexer::deposits::DepositStore;
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher};
 use indexer::devnet::TestDb;
+use indexer::devnet::bench::{self, TimedWatcher};
 use indexer::ledger::Ledger;
 use solana_commitment_config::CommitmentConfig;
 use solana_pubkey::Pubkey;
-use tokio_util::sync::CancellationToken;
 
 const ADDRESSES: usize = 200;
 const TRANSFERS_PER_TX: u64 = 8;
 
 fn main() {
-    let runtime = support::runtime();
+    let runtime = bench::runtime();
     let defaults = SolanaWatchConfig::default();
     runtime.block_on(run(
-        support::env("COFFER_BENCH_TXS", 4_000),
-        support::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
+        bench::env("COFFER_BENCH_TXS", 4_000),
+        bench::env("COFFER_BENCH_WATCHED_EVERY", 4).max(1),
         Fetching {
-            batch: support::env("COFFER_BENCH_BATCH", defaults.watch.batch_blocks).max(1),
-            concurrency: support::env(
+            batch: bench::env("COFFER_BENCH_BATCH", defaults.watch.batch_blocks).max(1),
+            concurrency: bench::env(
                 "COFFER_BENCH_CONCURRENCY",
                 defaults.watch.fetch_concurrency as u64,
             )
@@ -70,17 +67,10 @@ struct Fetching {
 
 async fn run(txs: u64, watched_every: u64, fetching: Fetching) {
     let Fetching { batch, concurrency } = fetching;
-    let validator = SolanaValidator::spawn()
-        .await
-        .expect("solana-test-validator (run ./scripts/devnet install)");
-    let db = TestDb::new()
-        .await
-        .expect("bench database (is the devnet PostgreSQL up?)");
-    let watched = support::watched_addresses(&db, chains::Chain::Solana, ADDRESSES)
-        .await
-        .iter()
-        .map(|a| a.parse::<Pubkey>().expect("address"))
-        .collect::<Vec<_>>();
+    let validator = bench::node("solana-test-validator", SolanaValidator::spawn().await);
+    let db = bench::database().await;
+    let watched: Vec<Pubkey> =
+        bench::watched_addresses(&db, chains::Chain::Solana, ADDRESSES).await;
     let payers: Vec<Keypair> = (0..16u8)
         .map(|i| Keypair::from_seed([0x80 + i; 32]))
         .collect();
@@ -136,19 +126,13 @@ async fn run(txs: u64, watched_every: u64, fetching: Fetching) {
     // Rounds of (a) then (b), each (b) on a fresh database issuing the
     // same addresses, and (a) once more at the end: each ratio is against
     // the mean of the references either side of it.
-    let rounds = support::env("COFFER_BENCH_ROUNDS", 7).max(1);
+    let rounds = bench::env("COFFER_BENCH_ROUNDS", 7).max(1);
     let mut round_dbs = Vec::new();
     for _ in 0..rounds {
-        let round_db = TestDb::new().await.expect("bench database");
-        let issued = support::watched_addresses(&round_db, chains::Chain::Solana, ADDRESSES).await;
-        assert_eq!(
-            issued
-                .iter()
-                .map(|a| a.parse::<Pubkey>().expect("address"))
-                .collect::<Vec<_>>(),
-            watched,
-            "the same seed issues the same addresses"
-        );
+        let round_db = bench::database().await;
+        let issued: Vec<Pubkey> =
+            bench::watched_addresses(&round_db, chains::Chain::Solana, ADDRESSES).await;
+        assert_eq!(issued, watched, "the same seed issues the same addresses");
         round_dbs.push(round_db);
     }
     // The databases' creation is written out now, not during a measurement;
@@ -187,12 +171,8 @@ async fn reference(validator: &SolanaValidator, first: u64, last: u64, fetching:
     let Fetching { batch, concurrency } = fetching;
     let client = validator.client();
     let rpc = client.rpc();
-    let ranges: Vec<(u64, u64)> = (first..=last)
-        .step_by(batch as usize)
-        .map(|start| (start, (start + batch - 1).min(last)))
-        .collect();
-    let started = Instant::now();
-    futures::stream::iter(ranges)
+    let ranges = bench::batches(first, last, batch);
+    let fetch = futures::stream::iter(ranges)
         .map(|(start, end)| async move {
             let slots = rpc
                 .get_blocks_with_commitment(start, Some(end), CommitmentConfig::confirmed())
@@ -207,9 +187,8 @@ async fn reference(validator: &SolanaValidator, first: u64, last: u64, fetching:
                 .await
         })
         .buffered(concurrency)
-        .count()
-        .await;
-    (last - first + 1) as f64 / started.elapsed().as_secs_f64()
+        .count();
+    bench::rate_of(first, last, fetch).await
 }
 
 /// The watcher's slots/s from its start to `last`.
@@ -232,24 +211,9 @@ async fn watcher_rate(
         config.watch.max_reorg_depth,
     );
     let watcher = SolanaWatcher::new(validator.client().clone(), store, config);
-    let mut progress = watcher.progress();
-    let cancel = CancellationToken::new();
-    let started = Instant::now();
-    let task = tokio::spawn(watcher.run(cancel.clone()));
-    progress
-        .wait_for(|slot| slot.is_some_and(|s| s >= last))
-        .await
-        .expect("watcher reaches the last slot");
-    let elapsed = started.elapsed();
-    cancel.cancel();
-    task.await.expect("watcher");
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM deposits WHERE block_height BETWEEN $1 AND $2")
-            .bind(first as i64)
-            .bind(last as i64)
-            .fetch_one(db.pool())
-            .await
-            .expect("count");
+    let elapsed = TimedWatcher::spawn(watcher).finish_at(last).await;
+    let in_range = format!("block_height BETWEEN {first} AND {last}");
+    let stored = bench::count_deposits(db, &in_range).await;
     println!(
         "    watcher: {stored} deposits in {:.2}s",
         elapsed.as_secs_f64()
@@ -258,5 +222,5 @@ async fn watcher_rate(
         stored as u64, deposits,
         "no dropped transfer: one deposit per watched transfer"
     );
-    (last - first + 1) as f64 / elapsed.as_secs_f64()
+    bench::rate(first, last, elapsed)
 }

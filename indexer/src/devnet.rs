@@ -1,9 +1,11 @@
 //! Test helpers on real services: a fresh, migrated database per test on the
 //! devnet PostgreSQL, and a single-node Kafka broker (KRaft) per call. The
-//! submodules hold what more than one test binary needs: balances for
-//! ledger tests ([`ledger`]), deposit-test helpers ([`deposits`]), the watch
-//! loop's cases ([`cases`]) and their Solana validators ([`solana`]).
+//! submodules hold what more than one test or benchmark binary needs:
+//! balances for ledger tests ([`ledger`]), deposit-test helpers
+//! ([`deposits`]), the watch loop's cases ([`cases`]) and their Solana
+//! validators ([`solana`]), and the benchmarks' plumbing ([`bench`]).
 
+pub mod bench;
 pub mod cases;
 pub mod deposits;
 pub mod ledger;

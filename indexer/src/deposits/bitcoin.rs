@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bitcoin::bip32::Xpub;
 use bitcoin::{Address, Block, BlockHash, Network};
@@ -20,9 +19,7 @@ use chains::bitcoin::BitcoinClient;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::watcher::{
-    DepositSource, FETCH_AHEAD, WatchConfig, WatchedSet, Watcher, final_at_depth,
-};
+use super::watcher::{DepositSource, WatchConfig, WatchedSet, Watcher, final_at_depth};
 use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
 use crate::metrics::DEPOSITS_UNASSIGNED;
@@ -47,12 +44,9 @@ impl Default for BitcoinWatchConfig {
     fn default() -> Self {
         Self {
             watch: WatchConfig {
-                start_height: None,
                 max_reorg_depth: 24,
-                batch_blocks: 10,
                 fetch_concurrency: 2,
-                fetch_ahead: FETCH_AHEAD,
-                poll_interval: Duration::from_secs(1),
+                ..WatchConfig::default()
             },
             confirmations: 6,
             gap_limit: 20,

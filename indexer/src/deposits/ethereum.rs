@@ -5,16 +5,13 @@
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 use chains::ethereum::{Block, EthereumClient};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::watcher::{
-    DepositSource, FETCH_AHEAD, WatchConfig, WatchedSet, Watcher, final_at_depth,
-};
+use super::watcher::{DepositSource, WatchConfig, WatchedSet, Watcher, final_at_depth};
 use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
 use crate::{Error, Result};
@@ -42,12 +39,8 @@ impl Default for EthereumWatchConfig {
     fn default() -> Self {
         Self {
             watch: WatchConfig {
-                start_height: None,
-                max_reorg_depth: 64,
                 batch_blocks: 25,
-                fetch_concurrency: 4,
-                fetch_ahead: FETCH_AHEAD,
-                poll_interval: Duration::from_secs(1),
+                ..WatchConfig::default()
             },
             use_finalized_tag: true,
             confirmations: 12,

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use solana_commitment_config::CommitmentConfig;
 use uuid::Uuid;
 
-use super::watcher::{DepositSource, FETCH_AHEAD, WatchConfig, Watcher};
+use super::watcher::{DepositSource, WatchConfig, Watcher};
 use super::{Cursor, DepositStore, ObservedBlock, ObservedDeposit};
 use crate::Result;
 use crate::ledger::Amount;
@@ -45,12 +45,9 @@ impl Default for SolanaWatchConfig {
     fn default() -> Self {
         Self {
             watch: WatchConfig {
-                start_height: None,
                 max_reorg_depth: 150,
-                batch_blocks: 10,
-                fetch_concurrency: 4,
-                fetch_ahead: FETCH_AHEAD,
                 poll_interval: Duration::from_millis(400),
+                ..WatchConfig::default()
             },
             tokens: Vec::new(),
         }

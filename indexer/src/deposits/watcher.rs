@@ -46,6 +46,21 @@ pub struct WatchConfig {
 /// The default [`WatchConfig::fetch_ahead`].
 pub const FETCH_AHEAD: usize = 4;
 
+/// What the chains' defaults share; each chain's `Default` names only what
+/// differs from it.
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            start_height: None,
+            max_reorg_depth: 64,
+            batch_blocks: 10,
+            fetch_concurrency: 4,
+            fetch_ahead: FETCH_AHEAD,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Why a step did not complete.
 #[derive(Debug, thiserror::Error)]
 enum StepError {

@@ -1,5 +1,13 @@
 //! Bitcoin deposit addresses: BIP84 native segwit (P2WPKH).
 //!
+//! Deposits use account 0 (`m/84'/coin'/0'/0/i`); the hot wallet is account
+//! [`HOT_WALLET_ACCOUNT`], for the same reasons as on Ethereum (see
+//! [`crate::ethereum::derivation_path`]): no deposit index can reach another
+//! hardened account, and a leaked deposit key plus the deposit account's
+//! xpub (which the indexer holds) reveals account 0 but not account 1. Its
+//! address is `m/84'/coin'/1'/0/0`; its change will use that account's
+//! internal chain.
+//!
 //! The signer hands out the account's extended public key; deposit
 //! addresses derive from it without private keys, so the indexer can watch
 //! them (and addresses beyond the last one issued) holding no secret.
@@ -8,7 +16,19 @@ use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
 use bitcoin::key::Secp256k1;
 use bitcoin::{Address, CompressedPublicKey, Network};
 
-use crate::{Error, HdSeed, Result};
+use crate::{Error, HdSeed, KeyId, Result};
+
+/// The BIP84 account of the hot wallet; deposits use account 0.
+pub const HOT_WALLET_ACCOUNT: u32 = 1;
+
+/// The path of `key`'s first receive address on `network`.
+pub fn derivation_path(network: Network, key: KeyId) -> String {
+    let coin = coin_type(network);
+    match key {
+        KeyId::Deposit(index) => format!("m/84'/{coin}'/0'/0/{index}"),
+        KeyId::HotWallet => format!("m/84'/{coin}'/{HOT_WALLET_ACCOUNT}'/0/0"),
+    }
+}
 
 /// BIP44 coin type: 0 on mainnet, 1 on every test network.
 fn coin_type(network: Network) -> u32 {

@@ -2,6 +2,10 @@
 //!
 //! SLIP-10 over ed25519 allows only hardened children, so every step of a
 //! path is hardened here.
+//!
+//! The deposit index is the account step, so every account is some deposit
+//! address's: the hot wallet is told apart by its last step instead,
+//! `m/44'/501'/0'/1'`, which no deposit path (always ending `0'`) has.
 
 use ed25519_dalek::SigningKey;
 use hmac::{Hmac, Mac};
@@ -9,7 +13,7 @@ use sha2::Sha512;
 use solana_pubkey::Pubkey;
 use zeroize::Zeroizing;
 
-use crate::{Error, HdSeed, Result};
+use crate::{Error, HdSeed, KeyId, Result};
 
 const HARDENED: u32 = 0x8000_0000;
 
@@ -56,9 +60,36 @@ pub(crate) fn derive(seed: &[u8], path: &[u32]) -> Result<Node> {
     Ok(node)
 }
 
+/// The hardened steps of `key`'s path.
+fn path(key: KeyId) -> [u32; 4] {
+    match key {
+        KeyId::Deposit(index) => [44, 501, index, 0],
+        KeyId::HotWallet => [44, 501, 0, 1],
+    }
+}
+
+/// `key`'s path, every step hardened.
+pub fn derivation_path(key: KeyId) -> Result<String> {
+    let steps = path(key);
+    if let Some(step) = steps.iter().find(|step| **step >= HARDENED) {
+        return Err(Error::Derivation(format!(
+            "index {step} is out of range for a hardened child"
+        )));
+    }
+    Ok(format!(
+        "m/{}'/{}'/{}'/{}'",
+        steps[0], steps[1], steps[2], steps[3]
+    ))
+}
+
 /// The deposit address of account `index`: `m/44'/501'/index'/0'`.
 pub fn address(seed: &HdSeed, index: u32) -> Result<Pubkey> {
-    let node = derive(seed.expose(), &[44, 501, index, 0])?;
+    key_address(seed, KeyId::Deposit(index))
+}
+
+/// The address of `key`.
+pub fn key_address(seed: &HdSeed, key: KeyId) -> Result<Pubkey> {
+    let node = derive(seed.expose(), &path(key))?;
     let public = SigningKey::from_bytes(&node.key).verifying_key().to_bytes();
     Ok(Pubkey::new_from_array(public))
 }

@@ -59,9 +59,8 @@ fn derivation(err: impl std::fmt::Display) -> Error {
     Error::Derivation(err.to_string())
 }
 
-/// The signing key of `key`: redacted in `Debug` (it prints only its
-/// address) and wiped on drop. Never leaves the crate.
-pub(crate) fn signing_key(seed: &HdSeed, key: KeyId) -> Result<PrivateKeySigner> {
+/// The BIP32 key at `key`'s path. The caller erases it after use.
+fn derive(seed: &HdSeed, key: KeyId) -> Result<Xpriv> {
     let (account, index) = account_and_index(key)?;
     let path = DerivationPath::from(vec![
         ChildNumber::from_hardened_idx(44).map_err(derivation)?,
@@ -75,7 +74,13 @@ pub(crate) fn signing_key(seed: &HdSeed, key: KeyId) -> Result<PrivateKeySigner>
     let mut master = Xpriv::new_master(NetworkKind::Main, seed.expose()).map_err(derivation)?;
     let derived = master.derive_priv(&secp, &path);
     master.private_key.non_secure_erase();
-    let mut derived = derived.map_err(derivation)?;
+    derived.map_err(derivation)
+}
+
+/// The signing key of `key`: redacted in `Debug` (it prints only its
+/// address) and wiped on drop. Never leaves the crate.
+pub(crate) fn signing_key(seed: &HdSeed, key: KeyId) -> Result<PrivateKeySigner> {
+    let mut derived = derive(seed, key)?;
     let secret = Zeroizing::new(derived.private_key.secret_bytes());
     derived.private_key.non_secure_erase();
     PrivateKeySigner::from_slice(secret.as_slice()).map_err(|e| Error::Derivation(e.to_string()))
@@ -83,7 +88,14 @@ pub(crate) fn signing_key(seed: &HdSeed, key: KeyId) -> Result<PrivateKeySigner>
 
 /// The address of `key`.
 pub fn key_address(seed: &HdSeed, key: KeyId) -> Result<Address> {
-    Ok(signing_key(seed, key)?.address())
+    let mut derived = derive(seed, key)?;
+    let public = derived
+        .private_key
+        .public_key(&Secp256k1::signing_only())
+        .serialize_uncompressed();
+    derived.private_key.non_secure_erase();
+    // Drop the 0x04 prefix: the address hashes the raw 64-byte point.
+    Ok(Address::from_raw_public_key(&public[1..]))
 }
 
 /// The address of deposit key `index` under `m/44'/60'/0'/0`.

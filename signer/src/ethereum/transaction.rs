@@ -413,4 +413,85 @@ mod tests {
             sign(&seed, KeyId::HotWallet, &tx).expect("signs");
         }
     }
+
+    fn arbitrary_address() -> impl proptest::strategy::Strategy<Value = Address> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Address::ZERO),
+            any::<[u8; 20]>().prop_map(Address::from),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the fields, signing either refuses with a named field
+        /// or yields bytes that decode to exactly those fields, signed by
+        /// the key asked for; it never panics.
+        #[test]
+        fn any_input_is_refused_by_name_or_round_trips(
+            chain_id in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..],
+            nonce in proptest::prop_oneof![proptest::strategy::Just(u64::MAX), proptest::prelude::any::<u64>()],
+            max_fee_per_gas in proptest::prelude::any::<u128>(),
+            max_priority_fee_per_gas in proptest::prelude::any::<u128>(),
+            gas_limit in proptest::prop_oneof![0u64..30_000, proptest::prelude::any::<u64>()],
+            erc20 in proptest::prelude::any::<bool>(),
+            first in arbitrary_address(),
+            second in arbitrary_address(),
+            value in proptest::prelude::any::<[u8; 32]>(),
+            deposit in proptest::option::of(0u32..=u32::MAX),
+        ) {
+            let value = U256::from_be_bytes(value);
+            let payment = if erc20 {
+                Payment::Erc20 { token: first, recipient: second, amount: value }
+            } else {
+                Payment::Ether { to: first, value }
+            };
+            let tx = UnsignedTransaction {
+                chain_id,
+                nonce,
+                max_fee_per_gas,
+                max_priority_fee_per_gas,
+                gas_limit,
+                payment,
+            };
+            let key = deposit.map_or(KeyId::HotWallet, KeyId::Deposit);
+            match sign(&seed(), key, &tx) {
+                Ok(signed) => {
+                    let (envelope, sender) = decode(&signed);
+                    proptest::prop_assert_eq!(sender, signed.from);
+                    proptest::prop_assert_eq!(
+                        sender,
+                        super::super::key_address(&seed(), key).expect("address")
+                    );
+                    proptest::prop_assert_eq!(envelope.chain_id(), Some(chain_id));
+                    proptest::prop_assert_eq!(envelope.nonce(), nonce);
+                    proptest::prop_assert_eq!(envelope.max_fee_per_gas(), max_fee_per_gas);
+                    proptest::prop_assert_eq!(
+                        envelope.max_priority_fee_per_gas(),
+                        Some(max_priority_fee_per_gas)
+                    );
+                    proptest::prop_assert_eq!(envelope.gas_limit(), gas_limit);
+                    proptest::prop_assert_eq!(envelope.to(), Some(first));
+                    if erc20 {
+                        proptest::prop_assert_eq!(envelope.value(), U256::ZERO);
+                        proptest::prop_assert_eq!(&envelope.input()[16..36], second.as_slice());
+                    } else {
+                        proptest::prop_assert_eq!(envelope.value(), value);
+                    }
+                }
+                Err(Error::InvalidTransaction { field, .. }) => {
+                    proptest::prop_assert!(
+                        ["chain_id", "nonce", "max_fee_per_gas", "max_priority_fee_per_gas",
+                         "gas_limit", "to", "value", "token", "recipient"].contains(&field)
+                    );
+                    proptest::prop_assert!(tx.validate().is_err());
+                }
+                Err(Error::Derivation(_)) => {
+                    proptest::prop_assert!(matches!(key, KeyId::Deposit(index) if index >= 0x8000_0000));
+                }
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+    }
 }

@@ -104,9 +104,8 @@ async fn unsigned(
     }
 }
 
-/// Sends the raw bytes, waits for the block and returns the receipt after
-/// checking it is the signed transaction's, from its signer, with status 1.
-async fn send_raw(node: &Anvil, signed: &SignedTransaction) -> Value {
+/// Sends the raw bytes and checks the node hashes them as the signer did.
+async fn submit(node: &Anvil, signed: &SignedTransaction) -> B256 {
     let raw = format!("0x{}", hex::encode(&signed.raw));
     let answer = node
         .request("eth_sendRawTransaction", json!([raw]))
@@ -117,15 +116,26 @@ async fn send_raw(node: &Anvil, signed: &SignedTransaction) -> Value {
         hash, signed.hash,
         "the node hashes the bytes as the signer did"
     );
-    node.mined(hash).await.expect("mined");
+    hash
+}
+
+/// Waits for the signed transaction's block and returns its receipt after
+/// checking it is from its signer, with status 1.
+async fn landed(node: &Anvil, signed: &SignedTransaction) -> Value {
+    node.mined(signed.hash).await.expect("mined");
     let receipt = node
-        .request("eth_getTransactionReceipt", json!([hash]))
+        .request("eth_getTransactionReceipt", json!([signed.hash]))
         .await
         .expect("receipt");
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     let from: Address = serde_json::from_value(receipt["from"].clone()).expect("from");
     assert_eq!(from, signed.from);
     receipt
+}
+
+async fn send_raw(node: &Anvil, signed: &SignedTransaction) -> Value {
+    submit(node, signed).await;
+    landed(node, signed).await
 }
 
 /// What the receipt says the sender paid for gas.
@@ -165,6 +175,78 @@ async fn the_hot_wallet_pays_ether() {
         funded - value - gas_cost(&receipt),
         "the hot wallet paid the value and the gas, nothing else"
     );
+    assert_eq!(nonce(&node, hot).await, 1);
+
+    // A reserved nonce that is not needed any more is filled with a
+    // zero-value transfer to the hot wallet itself.
+    let before = balance(&node, hot).await;
+    let fill = unsigned(
+        &node,
+        1,
+        21_000,
+        Payment::Ether {
+            to: hot,
+            value: U256::ZERO,
+        },
+    )
+    .await;
+    let signed = keys.sign_ethereum(KeyId::HotWallet, &fill).expect("signs");
+    let receipt = send_raw(&node, &signed).await;
+    assert_eq!(balance(&node, hot).await, before - gas_cost(&receipt));
+    assert_eq!(nonce(&node, hot).await, 2);
+}
+
+/// A stuck transaction is replaced by the same payment at the same nonce
+/// with both fee fields raised by 10 %: only one of them is mined, and the
+/// recipient is paid once.
+#[tokio::test]
+async fn a_replacement_at_the_same_nonce_pays_once() {
+    let node = Anvil::spawn().await.expect("start anvil");
+    let keys = keys();
+    let hot = ethereum_address(&keys, KeyId::HotWallet);
+    set_balance(&node, hot, U256::from(ETHER)).await;
+    let recipient = Address::repeat_byte(0x7c);
+    let value = U256::from(ETHER / 10);
+    node.request("evm_setAutomine", json!([false]))
+        .await
+        .expect("automine off");
+
+    let first = unsigned(
+        &node,
+        0,
+        21_000,
+        Payment::Ether {
+            to: recipient,
+            value,
+        },
+    )
+    .await;
+    let bump = |fee: u128| fee + fee.div_ceil(10);
+    let replacement = UnsignedTransaction {
+        max_fee_per_gas: bump(first.max_fee_per_gas),
+        max_priority_fee_per_gas: bump(first.max_priority_fee_per_gas),
+        ..first
+    };
+    let first = keys.sign_ethereum(KeyId::HotWallet, &first).expect("signs");
+    let replacement = keys
+        .sign_ethereum(KeyId::HotWallet, &replacement)
+        .expect("signs");
+    assert_ne!(first.hash, replacement.hash);
+    submit(&node, &first).await;
+    submit(&node, &replacement).await;
+    node.mine(1).await.expect("anvil_mine");
+
+    landed(&node, &replacement).await;
+    let dropped = node
+        .request("eth_getTransactionReceipt", json!([first.hash]))
+        .await
+        .expect("receipt lookup");
+    assert!(
+        dropped.is_null(),
+        "the replaced attempt never lands: {dropped}"
+    );
+    node.mine(3).await.expect("anvil_mine");
+    assert_eq!(balance(&node, recipient).await, value, "paid once");
     assert_eq!(nonce(&node, hot).await, 1);
 }
 

@@ -151,6 +151,59 @@ impl Ledger {
         .await
     }
 
+    /// [`Self::place_hold`] inside the caller's transaction, without an
+    /// idempotency key: for writers whose own row, written in the same
+    /// transaction, guards the transition (withdrawals). The entry's unique
+    /// reference keeps a second placement from posting twice.
+    pub async fn place_hold_in(
+        &self,
+        conn: &mut PgConnection,
+        request: &PlaceHold,
+    ) -> Result<Hold> {
+        if request.amount.is_zero() {
+            return Err(Error::InvalidAmount(
+                "a hold amount must be positive".into(),
+            ));
+        }
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs: Hold::place_legs(request.owner, &request.asset, request.amount),
+        };
+        let prepared = self.prepare_in(conn, &entry).await?;
+        self.hold_in(
+            conn,
+            request.owner,
+            &request.asset,
+            request.amount,
+            &prepared,
+        )
+        .await
+    }
+
+    /// [`Self::release_hold`] inside the caller's transaction, without an
+    /// idempotency key (see [`Self::place_hold_in`]); a hold already
+    /// finished is refused with [`Error::HoldFinalized`].
+    pub async fn release_hold_in(
+        &self,
+        conn: &mut PgConnection,
+        request: &ReleaseHold,
+    ) -> Result<Hold> {
+        let hold = select_hold(conn, request.hold_id, true)
+            .await?
+            .ok_or(Error::HoldNotFound(request.hold_id))?;
+        let entry = NewEntry {
+            kind: request.kind,
+            reference: request.reference.clone(),
+            metadata: request.metadata.clone(),
+            legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
+        };
+        let prepared = self.prepare_in(conn, &entry).await?;
+        self.finish_hold_in(conn, hold.id, HoldStatus::Released, &prepared)
+            .await
+    }
+
     pub async fn hold(&self, id: i64) -> Result<Option<Hold>> {
         select_hold(&mut *self.pool.acquire().await?, id, false).await
     }

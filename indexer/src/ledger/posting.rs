@@ -62,6 +62,20 @@ impl Ledger {
         Ok(Prepared { entry, ids })
     }
 
+    /// [`Self::prepare`] on the caller's connection, bypassing the cache
+    /// (see [`Self::account_ids_in`]): for writers whose transaction is
+    /// already open, so they never wait for a second connection.
+    pub(crate) async fn prepare_in<'a>(
+        &self,
+        conn: &mut PgConnection,
+        entry: &'a NewEntry,
+    ) -> Result<Prepared<'a>> {
+        validate_entry(entry)?;
+        let accounts = entry.legs.iter().map(|leg| leg.account.clone()).collect();
+        let ids = self.account_ids_in(conn, accounts).await?;
+        Ok(Prepared { entry, ids })
+    }
+
     /// Inserts a prepared entry inside the caller's transaction.
     pub(crate) async fn insert_in(
         &self,

@@ -40,6 +40,11 @@ CREATE TYPE public.hold_status AS ENUM (
     'released'
 );
 
+CREATE TYPE public.nonce_reservation_purpose AS ENUM (
+    'withdrawal',
+    'filler'
+);
+
 CREATE TYPE public.offer_status AS ENUM (
     'open',
     'filled',
@@ -52,6 +57,20 @@ CREATE TYPE public.user_role AS ENUM (
     'service',
     'operator',
     'admin'
+);
+
+CREATE TYPE public.withdrawal_status AS ENUM (
+    'requested',
+    'approved',
+    'reserved',
+    'signed',
+    'broadcast',
+    'confirming',
+    'completed',
+    'failed',
+    'manual',
+    'rejected',
+    'cancelled'
 );
 
 CREATE FUNCTION public.balances_guard() RETURNS trigger
@@ -343,6 +362,31 @@ ALTER TABLE public.entries ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE public.eth_nonce_reservations (
+    id bigint NOT NULL,
+    chain text NOT NULL,
+    from_address text NOT NULL,
+    nonce bigint NOT NULL,
+    withdrawal_id bigint NOT NULL,
+    purpose public.nonce_reservation_purpose DEFAULT 'withdrawal'::public.nonce_reservation_purpose NOT NULL,
+    filler_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT eth_nonce_reservations_chain_check CHECK ((chain = 'ethereum'::text)),
+    CONSTRAINT eth_nonce_reservations_filler_reason CHECK (((purpose = 'filler'::public.nonce_reservation_purpose) = (filler_reason IS NOT NULL))),
+    CONSTRAINT eth_nonce_reservations_from_address_check CHECK ((from_address ~ '^0x[0-9a-f]{40}$'::text)),
+    CONSTRAINT eth_nonce_reservations_nonce_check CHECK ((nonce >= 0))
+);
+
+ALTER TABLE public.eth_nonce_reservations ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.eth_nonce_reservations_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.holds (
     id bigint NOT NULL,
     owner_id uuid NOT NULL,
@@ -520,6 +564,98 @@ CREATE TABLE public.watched_addresses (
     added_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.withdrawal_attempts (
+    id bigint NOT NULL,
+    withdrawal_id bigint NOT NULL,
+    chain text NOT NULL,
+    tx_hash text NOT NULL,
+    raw_tx bytea NOT NULL,
+    nonce_reservation_id bigint,
+    fee_limit numeric(78,0) NOT NULL,
+    max_fee_per_gas numeric(78,0),
+    max_priority_fee_per_gas numeric(78,0),
+    gas_limit bigint,
+    valid_until_height bigint,
+    fee_paid numeric(78,0),
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    broadcast_at timestamp with time zone,
+    landed_block_hash text,
+    landed_block_height bigint,
+    CONSTRAINT withdrawal_attempts_ethereum_fields CHECK (((chain <> 'ethereum'::text) OR ((nonce_reservation_id IS NOT NULL) AND (max_fee_per_gas IS NOT NULL) AND (max_priority_fee_per_gas IS NOT NULL) AND (gas_limit IS NOT NULL) AND (max_priority_fee_per_gas <= max_fee_per_gas)))),
+    CONSTRAINT withdrawal_attempts_fee_limit_check CHECK ((fee_limit >= (0)::numeric)),
+    CONSTRAINT withdrawal_attempts_fee_paid_check CHECK ((fee_paid >= (0)::numeric)),
+    CONSTRAINT withdrawal_attempts_gas_limit_check CHECK ((gas_limit > 0)),
+    CONSTRAINT withdrawal_attempts_landed_block CHECK (((landed_block_hash IS NULL) = (landed_block_height IS NULL))),
+    CONSTRAINT withdrawal_attempts_landed_block_height_check CHECK ((landed_block_height >= 0)),
+    CONSTRAINT withdrawal_attempts_raw_tx_check CHECK ((length(raw_tx) > 0)),
+    CONSTRAINT withdrawal_attempts_tx_hash_check CHECK (((length(tx_hash) >= 1) AND (length(tx_hash) <= 200))),
+    CONSTRAINT withdrawal_attempts_valid_until_height_check CHECK ((valid_until_height >= 0))
+);
+
+ALTER TABLE public.withdrawal_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.withdrawal_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.withdrawals (
+    id bigint NOT NULL,
+    user_id uuid NOT NULL,
+    asset text NOT NULL,
+    chain text NOT NULL,
+    amount numeric(78,0) NOT NULL,
+    fee numeric(78,0) NOT NULL,
+    destination text NOT NULL,
+    status public.withdrawal_status DEFAULT 'requested'::public.withdrawal_status NOT NULL,
+    hold_id bigint NOT NULL,
+    idempotency_scope text NOT NULL,
+    idempotency_key text NOT NULL,
+    request_hash bytea NOT NULL,
+    requested_by uuid NOT NULL,
+    approved_by uuid,
+    closed_by uuid,
+    reason text,
+    from_address text,
+    current_attempt_id bigint,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    approved_at timestamp with time zone,
+    reserved_at timestamp with time zone,
+    signed_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT withdrawals_amount_check CHECK ((amount > (0)::numeric)),
+    CONSTRAINT withdrawals_approved_before_reserving CHECK (((status = ANY (ARRAY['requested'::public.withdrawal_status, 'rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])) OR (approved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_approver_needs_approval CHECK (((approved_by IS NULL) OR (approved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
+    CONSTRAINT withdrawals_closer_recorded CHECK (((closed_by IS NULL) OR (status = ANY (ARRAY['rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])))),
+    CONSTRAINT withdrawals_destination_check CHECK (((length(destination) >= 1) AND (length(destination) <= 200))),
+    CONSTRAINT withdrawals_fee_check CHECK ((fee >= (0)::numeric)),
+    CONSTRAINT withdrawals_finished_recorded CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['completed'::public.withdrawal_status, 'failed'::public.withdrawal_status, 'rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])))),
+    CONSTRAINT withdrawals_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT withdrawals_idempotency_scope_check CHECK (((length(idempotency_scope) >= 1) AND (length(idempotency_scope) <= 200))),
+    CONSTRAINT withdrawals_not_self_approved CHECK (((approved_by IS NULL) OR ((approved_by <> requested_by) AND (approved_by <> user_id)))),
+    CONSTRAINT withdrawals_reason_check CHECK ((length(reason) <= 1000)),
+    CONSTRAINT withdrawals_reason_recorded CHECK (((status <> ALL (ARRAY['rejected'::public.withdrawal_status, 'failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR (reason IS NOT NULL))),
+    CONSTRAINT withdrawals_rejected_unapproved CHECK (((status <> 'rejected'::public.withdrawal_status) OR ((approved_at IS NULL) AND (closed_by IS NOT NULL)))),
+    CONSTRAINT withdrawals_request_hash_check CHECK ((length(request_hash) = 32)),
+    CONSTRAINT withdrawals_reserved_before_signing CHECK (((status <> ALL (ARRAY['reserved'::public.withdrawal_status, 'signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status])) OR (reserved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_reserved_has_payer CHECK (((from_address IS NOT NULL) = (reserved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_signed_at_recorded CHECK (((signed_at IS NOT NULL) = (current_attempt_id IS NOT NULL))),
+    CONSTRAINT withdrawals_signed_has_attempt CHECK (((status = ANY (ARRAY['failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR ((current_attempt_id IS NOT NULL) = (status = ANY (ARRAY['signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status])))))
+);
+
+ALTER TABLE public.withdrawals ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.withdrawals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);
 
@@ -531,6 +667,9 @@ ALTER TABLE ONLY public.address_counters
 
 ALTER TABLE ONLY public.assets
     ADD CONSTRAINT assets_chain_contract_unique UNIQUE NULLS NOT DISTINCT (chain, contract);
+
+ALTER TABLE ONLY public.assets
+    ADD CONSTRAINT assets_code_chain_unique UNIQUE (code, chain);
 
 ALTER TABLE ONLY public.assets
     ADD CONSTRAINT assets_pkey PRIMARY KEY (code);
@@ -558,6 +697,18 @@ ALTER TABLE ONLY public.entries
 
 ALTER TABLE ONLY public.entries
     ADD CONSTRAINT entries_reference_unique UNIQUE (reference);
+
+ALTER TABLE ONLY public.eth_nonce_reservations
+    ADD CONSTRAINT eth_nonce_reservations_id_withdrawal_unique UNIQUE (id, withdrawal_id);
+
+ALTER TABLE ONLY public.eth_nonce_reservations
+    ADD CONSTRAINT eth_nonce_reservations_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.eth_nonce_reservations
+    ADD CONSTRAINT eth_nonce_reservations_unique UNIQUE (chain, from_address, nonce);
+
+ALTER TABLE ONLY public.eth_nonce_reservations
+    ADD CONSTRAINT eth_nonce_reservations_withdrawal_unique UNIQUE (withdrawal_id);
 
 ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_pkey PRIMARY KEY (id);
@@ -604,6 +755,27 @@ ALTER TABLE ONLY public.wallets
 ALTER TABLE ONLY public.watched_addresses
     ADD CONSTRAINT watched_addresses_pkey PRIMARY KEY (chain, address);
 
+ALTER TABLE ONLY public.withdrawal_attempts
+    ADD CONSTRAINT withdrawal_attempts_hash_unique UNIQUE (chain, tx_hash);
+
+ALTER TABLE ONLY public.withdrawal_attempts
+    ADD CONSTRAINT withdrawal_attempts_id_withdrawal_unique UNIQUE (id, withdrawal_id);
+
+ALTER TABLE ONLY public.withdrawal_attempts
+    ADD CONSTRAINT withdrawal_attempts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_hold_unique UNIQUE (hold_id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_id_chain_unique UNIQUE (id, chain);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_idempotency_unique UNIQUE (idempotency_scope, idempotency_key);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_pkey PRIMARY KEY (id);
+
 CREATE INDEX balances_owner ON public.balances USING btree (owner_id, asset);
 
 CREATE INDEX deposit_addresses_wallet ON public.deposit_addresses USING btree (wallet_id, created_at);
@@ -615,6 +787,8 @@ CREATE INDEX deposits_live_by_height ON public.deposits USING btree (chain, bloc
 CREATE INDEX deposits_pending ON public.deposits USING btree (chain, block_height) WHERE (status = 'pending'::public.deposit_status);
 
 CREATE INDEX deposits_user ON public.deposits USING btree (user_id, id);
+
+CREATE INDEX eth_nonce_reservations_fillers ON public.eth_nonce_reservations USING btree (chain, from_address, nonce) WHERE (purpose = 'filler'::public.nonce_reservation_purpose);
 
 CREATE INDEX holds_owner ON public.holds USING btree (owner_id, id);
 
@@ -639,6 +813,18 @@ CREATE INDEX refresh_tokens_user ON public.refresh_tokens USING btree (user_id) 
 CREATE UNIQUE INDEX refused_deposits_canonical ON public.refused_deposits USING btree (chain, tx_id, "position") WHERE (orphaned_at IS NULL);
 
 CREATE INDEX refused_deposits_live_by_height ON public.refused_deposits USING btree (chain, block_height) WHERE (orphaned_at IS NULL);
+
+CREATE INDEX withdrawal_attempts_by_withdrawal ON public.withdrawal_attempts USING btree (withdrawal_id, id);
+
+CREATE UNIQUE INDEX withdrawal_attempts_one_landed ON public.withdrawal_attempts USING btree (withdrawal_id) WHERE (landed_block_hash IS NOT NULL);
+
+CREATE INDEX withdrawals_by_status ON public.withdrawals USING btree (status, id DESC);
+
+CREATE INDEX withdrawals_by_user ON public.withdrawals USING btree (user_id, id DESC);
+
+CREATE INDEX withdrawals_claimable ON public.withdrawals USING btree (chain, id) WHERE (status = 'approved'::public.withdrawal_status);
+
+CREATE INDEX withdrawals_daily ON public.withdrawals USING btree (user_id, asset, requested_at);
 
 CREATE TRIGGER accounts_append_only BEFORE DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION public.ledger_append_only();
 
@@ -687,6 +873,9 @@ ALTER TABLE ONLY public.deposits
 ALTER TABLE ONLY public.deposits
     ADD CONSTRAINT deposits_reversal_entry_id_fkey FOREIGN KEY (reversal_entry_id) REFERENCES public.entries(id);
 
+ALTER TABLE ONLY public.eth_nonce_reservations
+    ADD CONSTRAINT eth_nonce_reservations_withdrawal_fkey FOREIGN KEY (withdrawal_id, chain) REFERENCES public.withdrawals(id, chain);
+
 ALTER TABLE ONLY public.holds
     ADD CONSTRAINT holds_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);
 
@@ -725,3 +914,30 @@ ALTER TABLE ONLY public.wallets
 
 ALTER TABLE ONLY public.watched_addresses
     ADD CONSTRAINT watched_addresses_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.withdrawal_attempts
+    ADD CONSTRAINT withdrawal_attempts_nonce_fkey FOREIGN KEY (nonce_reservation_id, withdrawal_id) REFERENCES public.eth_nonce_reservations(id, withdrawal_id);
+
+ALTER TABLE ONLY public.withdrawal_attempts
+    ADD CONSTRAINT withdrawal_attempts_withdrawal_fkey FOREIGN KEY (withdrawal_id, chain) REFERENCES public.withdrawals(id, chain);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_approved_by_fkey FOREIGN KEY (approved_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_asset_on_chain FOREIGN KEY (asset, chain) REFERENCES public.assets(code, chain);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_closed_by_fkey FOREIGN KEY (closed_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_current_attempt_fkey FOREIGN KEY (current_attempt_id, id) REFERENCES public.withdrawal_attempts(id, withdrawal_id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_hold_id_fkey FOREIGN KEY (hold_id) REFERENCES public.holds(id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

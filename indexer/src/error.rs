@@ -45,6 +45,21 @@ pub enum Error {
     UserNotFound(uuid::Uuid),
     #[error("user {0} is disabled")]
     UserDisabled(uuid::Uuid),
+    #[error("withdrawal {0} not found")]
+    WithdrawalNotFound(i64),
+    #[error("withdrawal {id} is {status}; it cannot be {action}")]
+    WithdrawalState {
+        id: i64,
+        status: crate::withdrawals::WithdrawalStatus,
+        action: &'static str,
+    },
+    #[error("a withdrawal cannot be approved or rejected by its requester or its owner")]
+    SelfApproval,
+    #[error("amount: the daily withdrawal limit of {limit} {asset} would be exceeded")]
+    DailyLimitExceeded {
+        asset: String,
+        limit: crate::ledger::Amount,
+    },
     #[error("ledger events: {0}")]
     Events(String),
     #[error("stored data is inconsistent: {0}")]

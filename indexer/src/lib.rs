@@ -3,7 +3,7 @@
 //! watchers (matching, confirmation, reorg unwinding) and the tip followers
 //! of chains without one yet, the latest head each watcher saw
 //! ([`chain_heads`]), and the users and refresh-token store behind
-//! authentication. The withdrawal pipeline grows here. This crate never speaks gRPC or protobuf.
+//! authentication, and the chain-independent [`withdrawals`] pipeline. This crate never speaks gRPC or protobuf.
 //!
 //! Feature `devnet`: test helpers that create a fresh, migrated database per
 //! test on the devnet PostgreSQL and spawn a real Kafka broker.
@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod users;
 pub mod wallets;
+pub mod withdrawals;
 
 #[cfg(feature = "devnet")]
 pub mod devnet;

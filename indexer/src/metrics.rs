@@ -20,6 +20,9 @@ pub const CHAIN_UP: &str = "coffer_chain_up";
 pub const CHAIN_RPC_ERRORS: &str = "coffer_chain_rpc_errors_total";
 pub const EVENTS_PUBLISHED: &str = "coffer_events_published_total";
 pub const EVENTS_PUBLISH_ERRORS: &str = "coffer_events_publish_errors_total";
+pub const WITHDRAWAL_TRANSITIONS: &str = "coffer_withdrawal_transitions_total";
+pub const WITHDRAWALS_REFUSED: &str = "coffer_withdrawals_refused_total";
+pub const WITHDRAWAL_NONCE_FILLERS: &str = "coffer_withdrawal_nonce_fillers_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -101,5 +104,20 @@ pub fn describe() {
         EVENTS_PUBLISH_ERRORS,
         Unit::Count,
         "Failed attempts to publish a batch of ledger events (retried)."
+    );
+    describe_counter!(
+        WITHDRAWAL_TRANSITIONS,
+        Unit::Count,
+        "Committed withdrawal transitions by the status entered (requested, approved, reserved, signed, ...)."
+    );
+    describe_counter!(
+        WITHDRAWALS_REFUSED,
+        Unit::Count,
+        "Withdrawal requests refused, by reason: insufficient_funds, daily_limit or invalid."
+    );
+    describe_counter!(
+        WITHDRAWAL_NONCE_FILLERS,
+        Unit::Count,
+        "Reserved nonces left by cancelled withdrawals, each to be used by a zero-value self-transfer."
     );
 }

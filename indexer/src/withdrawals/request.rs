@@ -1,0 +1,258 @@
+//! Requesting a withdrawal: checks, the daily limit, the ledger hold on
+//! amount plus fee and the row, in one transaction, once per idempotency key.
+//!
+//! Two advisory locks serialize what must not interleave: the caller's key
+//! (a concurrent duplicate waits, then finds the first one's row) and the
+//! user's asset (two requests cannot both pass the daily limit). They are
+//! always taken in that order, one of each, so they cannot deadlock.
+
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+
+use super::rows::{WITHDRAWAL_COLUMNS, WithdrawalRow};
+use super::{
+    NewWithdrawal, Withdrawal, WithdrawalStatus, Withdrawals, count_transition, lock_name,
+    validate_key,
+};
+use crate::ledger::{Amount, EntryKind, IdempotencyKey, PlaceHold};
+use crate::metrics::WITHDRAWALS_REFUSED;
+use crate::{Error, Result};
+
+/// What a request is compared by under its key.
+fn request_hash(request: &NewWithdrawal) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in [
+        request.user.to_string().as_str(),
+        &request.asset,
+        request.chain.as_str(),
+        &request.amount.to_string(),
+        &request.destination,
+        &request.requested_by.to_string(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+/// A destination is 1 to 200 printable characters without spaces; the
+/// chain's own format is checked by the caller that knows the chain.
+fn validate_destination(destination: &str) -> Result<()> {
+    if destination.is_empty() || destination.len() > 200 {
+        return Err(Error::InvalidRequest(
+            "destination: must be 1 to 200 bytes".into(),
+        ));
+    }
+    if destination
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::InvalidRequest(
+            "destination: must not contain spaces or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an unknown or disabled user, and holds a share lock on their
+/// row for the rest of `tx`, so disabling them waits for this request.
+async fn lock_active_user(tx: &mut PgConnection, id: uuid::Uuid) -> Result<()> {
+    let disabled: Option<bool> =
+        sqlx::query_scalar("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match disabled {
+        None => Err(Error::UserNotFound(id)),
+        Some(true) => Err(Error::UserDisabled(id)),
+        Some(false) => Ok(()),
+    }
+}
+
+/// The withdrawal already stored under `key`: the same one if `hash`
+/// matches, a conflict if another request took the key.
+async fn under_key(
+    tx: &mut PgConnection,
+    key: &IdempotencyKey,
+    hash: &[u8; 32],
+) -> Result<Option<Withdrawal>> {
+    let row: Option<WithdrawalRow> = sqlx::query_as(&format!(
+        "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE idempotency_scope = $1 AND idempotency_key = $2"
+    ))
+    .bind(&key.scope)
+    .bind(&key.key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) if row.request_hash == hash[..] => row.into_withdrawal().map(Some),
+        Some(_) => Err(Error::IdempotencyConflict {
+            key: key.key.clone(),
+        }),
+    }
+}
+
+/// What the user has withdrawn of `asset` in the last 24 hours, counting
+/// every withdrawal that still holds or has paid.
+async fn withdrawn_today(tx: &mut PgConnection, user: uuid::Uuid, asset: &str) -> Result<Amount> {
+    let total: String = sqlx::query_scalar(
+        "SELECT coalesce(sum(amount), 0)::text FROM withdrawals
+         WHERE user_id = $1 AND asset = $2 AND requested_at > now() - interval '1 day'
+           AND status NOT IN ('rejected', 'cancelled', 'failed')",
+    )
+    .bind(user)
+    .bind(asset)
+    .fetch_one(&mut *tx)
+    .await?;
+    super::rows::stored_amount(&total)
+}
+
+impl Withdrawals {
+    /// Requests a withdrawal: holds amount plus the asset's fee and stores
+    /// the row, approved at once when the amount is at or under the
+    /// asset's approval threshold, else requested until an approver acts.
+    /// The same key with the same request returns the same withdrawal (as
+    /// it stands now); with another request it is refused.
+    pub async fn request(
+        &self,
+        key: &IdempotencyKey,
+        request: &NewWithdrawal,
+    ) -> Result<Withdrawal> {
+        let refused = |reason: &'static str| {
+            metrics::counter!(WITHDRAWALS_REFUSED, "reason" => reason).increment(1);
+        };
+        let result = self.try_request(key, request).await;
+        match &result {
+            Ok((withdrawal, true)) => {
+                count_transition(WithdrawalStatus::Requested);
+                if withdrawal.status == WithdrawalStatus::Approved {
+                    count_transition(WithdrawalStatus::Approved);
+                }
+            }
+            Ok((_, false)) => {}
+            Err(Error::InsufficientFunds) => refused("insufficient_funds"),
+            Err(Error::DailyLimitExceeded { .. }) => refused("daily_limit"),
+            Err(_) => refused("invalid"),
+        }
+        result.map(|(withdrawal, _)| withdrawal)
+    }
+
+    /// [`Self::request`], and whether this call created the withdrawal.
+    async fn try_request(
+        &self,
+        key: &IdempotencyKey,
+        request: &NewWithdrawal,
+    ) -> Result<(Withdrawal, bool)> {
+        validate_key(key)?;
+        if request.amount.is_zero() {
+            return Err(Error::InvalidAmount("amount: must be positive".into()));
+        }
+        validate_destination(&request.destination)?;
+        let asset = self
+            .ledger()
+            .asset(&request.asset)
+            .await?
+            .ok_or_else(|| Error::UnknownAsset(request.asset.clone()))?;
+        if asset.chain != request.chain {
+            return Err(Error::InvalidRequest(format!(
+                "chain: asset `{}` is on {}, not {}",
+                asset.code, asset.chain, request.chain
+            )));
+        }
+        let policy = *self.policy().asset(&asset.code).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "asset: withdrawals of `{}` are not enabled",
+                asset.code
+            ))
+        })?;
+        let held = request
+            .amount
+            .checked_add(policy.fee)
+            .ok_or_else(|| Error::InvalidAmount("amount: too large".into()))?;
+        let auto_approved = request.amount <= policy.approval_threshold;
+        let hash = request_hash(request);
+        let key_lock = format!(
+            "withdrawal-key:{}:{}:{}",
+            key.scope.len(),
+            key.scope,
+            key.key
+        );
+        let limit_lock = format!("withdrawal-limit:{}:{}", request.user, asset.code);
+
+        self.transaction(|mut tx| {
+            let (key_lock, limit_lock, hash) = (&key_lock, &limit_lock, &hash);
+            async move {
+                lock_name(&mut tx, key_lock).await?;
+                if let Some(existing) = under_key(&mut tx, key, hash).await? {
+                    return Ok((tx, (existing, false)));
+                }
+                lock_active_user(&mut tx, request.user).await?;
+                lock_name(&mut tx, limit_lock).await?;
+                let today = withdrawn_today(&mut tx, request.user, &request.asset).await?;
+                match today.checked_add(request.amount) {
+                    Some(total) if total <= policy.daily_limit => {}
+                    _ => {
+                        return Err(Error::DailyLimitExceeded {
+                            asset: request.asset.clone(),
+                            limit: policy.daily_limit,
+                        });
+                    }
+                }
+                let id: i64 =
+                    sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('withdrawals', 'id'))")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let hold = self
+                    .ledger()
+                    .place_hold_in(
+                        &mut tx,
+                        &PlaceHold {
+                            owner: request.user,
+                            asset: request.asset.clone(),
+                            amount: held,
+                            kind: EntryKind::WithdrawalHold,
+                            reference: format!("withdrawal:{id}:hold"),
+                            metadata: serde_json::json!({
+                                "withdrawal_id": id,
+                                "amount": request.amount,
+                                "fee": policy.fee,
+                                "destination": request.destination,
+                            }),
+                        },
+                    )
+                    .await?;
+                let status = if auto_approved {
+                    WithdrawalStatus::Approved
+                } else {
+                    WithdrawalStatus::Requested
+                };
+                let row: WithdrawalRow = sqlx::query_as(&format!(
+                    "INSERT INTO withdrawals (id, user_id, asset, chain, amount, fee, destination, status, hold_id,
+                         idempotency_scope, idempotency_key, request_hash, requested_by, approved_at)
+                     OVERRIDING SYSTEM VALUE
+                     VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7, $8, $9, $10, $11, $12, $13,
+                             CASE WHEN $14 THEN now() END)
+                     RETURNING {WITHDRAWAL_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(request.user)
+                .bind(&request.asset)
+                .bind(request.chain.as_str())
+                .bind(request.amount.to_string())
+                .bind(policy.fee.to_string())
+                .bind(&request.destination)
+                .bind(status)
+                .bind(hold.id)
+                .bind(&key.scope)
+                .bind(&key.key)
+                .bind(&hash[..])
+                .bind(request.requested_by)
+                .bind(auto_approved)
+                .fetch_one(&mut *tx)
+                .await?;
+                Ok((tx, (row.into_withdrawal()?, true)))
+            }
+        })
+        .await
+    }
+}

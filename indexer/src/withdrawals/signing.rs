@@ -1,0 +1,135 @@
+//! Recording a signed attempt: its raw bytes and hash are stored and the
+//! withdrawal moves to signed in one transaction, before anything is
+//! sent. A process that dies after this commit finds the bytes and sends
+//! them again; one that dies before it sent nothing. (Storing the hash
+//! after the send, as Peatio's withdraw worker did, is what lets a retry
+//! after a timeout pay twice.)
+
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, lock_withdrawal,
+};
+use super::{Attempt, SignedAttempt, Withdrawal, WithdrawalStatus, Withdrawals, count_transition};
+use crate::{Error, Result};
+
+fn invalid(message: &str) -> Error {
+    Error::InvalidRequest(message.to_owned())
+}
+
+/// The attempt's fields, and those its chain requires.
+fn validate_attempt(chain: chains::Chain, attempt: &SignedAttempt) -> Result<()> {
+    if attempt.tx_hash.is_empty() || attempt.tx_hash.len() > 200 {
+        return Err(invalid("tx_hash: must be 1 to 200 bytes"));
+    }
+    if attempt.raw_tx.is_empty() {
+        return Err(invalid("raw_tx: must not be empty"));
+    }
+    if chain == chains::Chain::Ethereum {
+        let (Some(max_fee), Some(tip), Some(gas)) = (
+            attempt.max_fee_per_gas,
+            attempt.max_priority_fee_per_gas,
+            attempt.gas_limit,
+        ) else {
+            return Err(invalid(
+                "max_fee_per_gas, max_priority_fee_per_gas and gas_limit: required on ethereum",
+            ));
+        };
+        if tip > max_fee {
+            return Err(invalid(
+                "max_priority_fee_per_gas: must not exceed max_fee_per_gas",
+            ));
+        }
+        if gas == 0 || i64::try_from(gas).is_err() {
+            return Err(invalid("gas_limit: must be positive and fit 63 bits"));
+        }
+    }
+    if attempt
+        .valid_until_height
+        .is_some_and(|h| i64::try_from(h).is_err())
+    {
+        return Err(invalid("valid_until_height: too large"));
+    }
+    Ok(())
+}
+
+impl Withdrawals {
+    /// Stores a reserved withdrawal's first signed attempt and moves it to
+    /// signed, in one transaction, before the caller sends anything.
+    /// Recording the same attempt again (a retry whose response was lost)
+    /// returns it; any other attempt on a withdrawal that is not reserved
+    /// is refused.
+    pub async fn record_signed(
+        &self,
+        id: i64,
+        attempt: &SignedAttempt,
+    ) -> Result<(Withdrawal, Attempt)> {
+        let (recorded, created) = self
+            .transaction(|mut tx| async move {
+                let withdrawal = lock_withdrawal(&mut tx, id).await?;
+                validate_attempt(withdrawal.chain, attempt)?;
+                if withdrawal.status == WithdrawalStatus::Signed
+                    && let Some(current) = withdrawal.current_attempt_id
+                {
+                    let stored: AttemptRow = sqlx::query_as(&format!(
+                        "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE id = $1"
+                    ))
+                    .bind(current)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let stored = stored.into_attempt()?;
+                    if stored.tx_hash == attempt.tx_hash && stored.raw_tx == attempt.raw_tx {
+                        return Ok((tx, ((withdrawal, stored), false)));
+                    }
+                }
+                if withdrawal.status != WithdrawalStatus::Reserved {
+                    return Err(Error::WithdrawalState {
+                        id,
+                        status: withdrawal.status,
+                        action: "signed",
+                    });
+                }
+                let amount = |a: Option<crate::ledger::Amount>| a.map(|a| a.to_string());
+                let stored: AttemptRow = sqlx::query_as(&format!(
+                    "INSERT INTO withdrawal_attempts (withdrawal_id, chain, tx_hash, raw_tx, nonce_reservation_id,
+                         fee_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, valid_until_height)
+                     VALUES ($1, $2, $3, $4,
+                             (SELECT id FROM eth_nonce_reservations WHERE withdrawal_id = $1 AND purpose = 'withdrawal'),
+                             $5::numeric, $6::numeric, $7::numeric, $8, $9)
+                     RETURNING {ATTEMPT_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(withdrawal.chain.as_str())
+                .bind(&attempt.tx_hash)
+                .bind(&attempt.raw_tx)
+                .bind(attempt.fee_limit.to_string())
+                .bind(amount(attempt.max_fee_per_gas))
+                .bind(amount(attempt.max_priority_fee_per_gas))
+                .bind(attempt.gas_limit.map(|g| g as i64))
+                .bind(attempt.valid_until_height.map(|h| h as i64))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db)
+                        if db.constraint() == Some("withdrawal_attempts_hash_unique") =>
+                    {
+                        invalid("tx_hash: already recorded for another attempt")
+                    }
+                    _ => Error::Database(e),
+                })?;
+                let stored = stored.into_attempt()?;
+                let row: WithdrawalRow = sqlx::query_as(&format!(
+                    "UPDATE withdrawals SET status = 'signed', current_attempt_id = $2, signed_at = now(), updated_at = now()
+                     WHERE id = $1 RETURNING {WITHDRAWAL_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(stored.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                Ok((tx, ((row.into_withdrawal()?, stored), true)))
+            })
+            .await?;
+        if created {
+            count_transition(WithdrawalStatus::Signed);
+        }
+        Ok(recorded)
+    }
+}

@@ -7,3 +7,4 @@ mod kafka;
 mod ledger;
 mod support;
 mod users;
+mod withdrawals;

@@ -1,0 +1,163 @@
+//! Signed attempts: the raw bytes and hash are committed with the move to
+//! signed, before anything could be sent, and only once.
+
+use indexer::Error;
+use indexer::withdrawals::WithdrawalStatus;
+
+use super::{Setup, signed};
+use crate::support::assert_invariants;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_signed_commits_the_bytes_before_anything_is_sent() {
+    let setup = Setup::new().await;
+    let user = setup.funded_user(100_000_000).await;
+    let reserved = setup.reserved_eth(user, 10_000).await;
+    let reservation = setup
+        .withdrawals
+        .nonce_reservation(reserved.id)
+        .await
+        .expect("reservation")
+        .expect("reserved");
+    let attempt = signed("first");
+
+    let (withdrawal, stored) = setup
+        .withdrawals
+        .record_signed(reserved.id, &attempt)
+        .await
+        .expect("record");
+
+    assert_eq!(withdrawal.status, WithdrawalStatus::Signed);
+    assert_eq!(withdrawal.current_attempt_id, Some(stored.id));
+    assert!(withdrawal.signed_at.is_some());
+    assert_eq!(stored.raw_tx, attempt.raw_tx);
+    assert_eq!(stored.tx_hash, attempt.tx_hash);
+    assert_eq!(stored.nonce_reservation_id, Some(reservation.id));
+    assert_eq!(stored.broadcast_at, None, "recorded, not yet sent");
+    assert_eq!(stored.landed_block_hash, None);
+    // Committed: another connection reads the same bytes and status.
+    let (raw, hash, status): (Vec<u8>, String, WithdrawalStatus) = sqlx::query_as(
+        "SELECT a.raw_tx, a.tx_hash, w.status FROM withdrawal_attempts a
+         JOIN withdrawals w ON w.current_attempt_id = a.id WHERE w.id = $1",
+    )
+    .bind(reserved.id)
+    .fetch_one(setup.db.pool())
+    .await
+    .expect("committed attempt");
+    assert_eq!(
+        (raw, hash, status),
+        (
+            attempt.raw_tx.clone(),
+            attempt.tx_hash.clone(),
+            WithdrawalStatus::Signed
+        )
+    );
+
+    // A retry whose response was lost gets the same attempt back.
+    let (_, again) = setup
+        .withdrawals
+        .record_signed(reserved.id, &attempt)
+        .await
+        .expect("replay");
+    assert_eq!(again.id, stored.id);
+    // Another first attempt is refused: replacements are a later transition.
+    let other = setup
+        .withdrawals
+        .record_signed(reserved.id, &signed("other"))
+        .await;
+    assert!(
+        matches!(
+            other,
+            Err(Error::WithdrawalState {
+                status: WithdrawalStatus::Signed,
+                action: "signed",
+                ..
+            })
+        ),
+        "{other:?}"
+    );
+    assert_eq!(
+        setup
+            .withdrawals
+            .attempts(reserved.id)
+            .await
+            .expect("attempts"),
+        vec![stored]
+    );
+    assert_invariants(setup.db.pool()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_signed_refuses_what_cannot_be_signed() {
+    let setup = Setup::new().await;
+    let user = setup.funded_user(100_000_000).await;
+
+    let approved = setup.request_eth(user, 10_000).await;
+    let refused = setup
+        .withdrawals
+        .record_signed(approved.id, &signed("early"))
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::WithdrawalState {
+                status: WithdrawalStatus::Approved,
+                ..
+            })
+        ),
+        "not reserved yet: {refused:?}"
+    );
+
+    setup
+        .withdrawals
+        .cancel(approved.id, user, None)
+        .await
+        .expect("cancel");
+
+    let reserved = setup.reserved_eth(user, 10_000).await;
+    let mut no_fees = signed("x");
+    no_fees.max_fee_per_gas = None;
+    let mut tip_above_max = signed("y");
+    tip_above_max.max_priority_fee_per_gas = Some(super::amount(31));
+    let mut empty = signed("z");
+    empty.raw_tx.clear();
+    for (attempt, field) in [
+        (&no_fees, "max_fee_per_gas"),
+        (&tip_above_max, "max_priority_fee_per_gas"),
+        (&empty, "raw_tx"),
+    ] {
+        let refused = setup.withdrawals.record_signed(reserved.id, attempt).await;
+        assert!(
+            matches!(&refused, Err(Error::InvalidRequest(m)) if m.starts_with(field)),
+            "{field}: {refused:?}"
+        );
+    }
+    // The first withdrawal's hash cannot be another's.
+    let first = setup.reserved_eth(user, 20_000).await;
+    setup
+        .withdrawals
+        .record_signed(first.id, &signed("shared"))
+        .await
+        .expect("record");
+    let duplicate = setup
+        .withdrawals
+        .record_signed(reserved.id, &signed("shared"))
+        .await;
+    assert!(
+        matches!(&duplicate, Err(Error::InvalidRequest(m)) if m.starts_with("tx_hash")),
+        "{duplicate:?}"
+    );
+    let still = setup
+        .withdrawals
+        .get(reserved.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(still.status, WithdrawalStatus::Reserved);
+
+    // The schema refuses a signed withdrawal without an attempt.
+    let forced = sqlx::query("UPDATE withdrawals SET status = 'signed' WHERE id = $1")
+        .bind(reserved.id)
+        .execute(setup.db.pool())
+        .await;
+    assert!(forced.is_err(), "withdrawals_signed_has_attempt");
+}

@@ -166,6 +166,11 @@ CREATE TABLE withdrawal_attempts (
     -- First accepted by a node; NULL while only signed (or if the process
     -- died between sending and recording: then the chain tells).
     broadcast_at             TIMESTAMPTZ,
+    -- The chain's height at the latest send, and how many sends: an
+    -- attempt not seen within a configured number of blocks is sent again
+    -- (the same bytes) or replaced, and one sent too often goes to manual.
+    last_broadcast_height    BIGINT CHECK (last_broadcast_height >= 0),
+    broadcast_count          INTEGER NOT NULL DEFAULT 0 CHECK (broadcast_count >= 0),
     landed_block_hash        TEXT,
     landed_block_height      BIGINT CHECK (landed_block_height >= 0),
     CONSTRAINT withdrawal_attempts_hash_unique UNIQUE (chain, tx_hash),
@@ -180,7 +185,8 @@ CREATE TABLE withdrawal_attempts (
             AND max_priority_fee_per_gas IS NOT NULL AND gas_limit IS NOT NULL
             AND max_priority_fee_per_gas <= max_fee_per_gas)
     ),
-    CONSTRAINT withdrawal_attempts_landed_block CHECK ((landed_block_hash IS NULL) = (landed_block_height IS NULL))
+    CONSTRAINT withdrawal_attempts_landed_block CHECK ((landed_block_hash IS NULL) = (landed_block_height IS NULL)),
+    CONSTRAINT withdrawal_attempts_sends_recorded CHECK ((broadcast_count > 0) = (broadcast_at IS NOT NULL))
 );
 -- Attempts share one nonce, so at most one of them can ever be in a block.
 CREATE UNIQUE INDEX withdrawal_attempts_one_landed ON withdrawal_attempts (withdrawal_id) WHERE landed_block_hash IS NOT NULL;
@@ -189,3 +195,22 @@ CREATE INDEX withdrawal_attempts_by_withdrawal ON withdrawal_attempts (withdrawa
 -- The current attempt is one of the withdrawal's own.
 ALTER TABLE withdrawals ADD CONSTRAINT withdrawals_current_attempt_fkey
     FOREIGN KEY (current_attempt_id, id) REFERENCES withdrawal_attempts (id, withdrawal_id);
+
+-- An Ethereum withdrawal that reached reserved (and everything after it,
+-- a cancellation included) has its nonce row: checked at commit, so the
+-- reservation and the status change may come in either order.
+CREATE FUNCTION withdrawals_check_nonce_reserved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM eth_nonce_reservations WHERE withdrawal_id = NEW.id) THEN
+        RAISE EXCEPTION 'withdrawal % on ethereum is % without a reserved nonce', NEW.id, NEW.status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'withdrawals_ethereum_nonce_reserved';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved
+    AFTER INSERT OR UPDATE OF status, reserved_at ON withdrawals
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.chain = 'ethereum' AND NEW.reserved_at IS NOT NULL)
+    EXECUTE FUNCTION withdrawals_check_nonce_reserved();

@@ -234,6 +234,18 @@ BEGIN
     RETURN NEW;
 END $$;
 
+CREATE FUNCTION public.withdrawals_check_nonce_reserved() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM eth_nonce_reservations WHERE withdrawal_id = NEW.id) THEN
+        RAISE EXCEPTION 'withdrawal % on ethereum is % without a reserved nonce', NEW.id, NEW.status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'withdrawals_ethereum_nonce_reserved';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 CREATE TABLE public.accounts (
     id bigint NOT NULL,
     asset text NOT NULL,
@@ -579,15 +591,20 @@ CREATE TABLE public.withdrawal_attempts (
     fee_paid numeric(78,0),
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     broadcast_at timestamp with time zone,
+    last_broadcast_height bigint,
+    broadcast_count integer DEFAULT 0 NOT NULL,
     landed_block_hash text,
     landed_block_height bigint,
+    CONSTRAINT withdrawal_attempts_broadcast_count_check CHECK ((broadcast_count >= 0)),
     CONSTRAINT withdrawal_attempts_ethereum_fields CHECK (((chain <> 'ethereum'::text) OR ((nonce_reservation_id IS NOT NULL) AND (max_fee_per_gas IS NOT NULL) AND (max_priority_fee_per_gas IS NOT NULL) AND (gas_limit IS NOT NULL) AND (max_priority_fee_per_gas <= max_fee_per_gas)))),
     CONSTRAINT withdrawal_attempts_fee_limit_check CHECK ((fee_limit >= (0)::numeric)),
     CONSTRAINT withdrawal_attempts_fee_paid_check CHECK ((fee_paid >= (0)::numeric)),
     CONSTRAINT withdrawal_attempts_gas_limit_check CHECK ((gas_limit > 0)),
     CONSTRAINT withdrawal_attempts_landed_block CHECK (((landed_block_hash IS NULL) = (landed_block_height IS NULL))),
     CONSTRAINT withdrawal_attempts_landed_block_height_check CHECK ((landed_block_height >= 0)),
+    CONSTRAINT withdrawal_attempts_last_broadcast_height_check CHECK ((last_broadcast_height >= 0)),
     CONSTRAINT withdrawal_attempts_raw_tx_check CHECK ((length(raw_tx) > 0)),
+    CONSTRAINT withdrawal_attempts_sends_recorded CHECK (((broadcast_count > 0) = (broadcast_at IS NOT NULL))),
     CONSTRAINT withdrawal_attempts_tx_hash_check CHECK (((length(tx_hash) >= 1) AND (length(tx_hash) <= 200))),
     CONSTRAINT withdrawal_attempts_valid_until_height_check CHECK ((valid_until_height >= 0))
 );
@@ -851,6 +868,8 @@ CREATE TRIGGER postings_apply AFTER INSERT ON public.postings REFERENCING NEW TA
 CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON public.postings FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_append_only();
 
 CREATE TRIGGER postings_stamp BEFORE INSERT ON public.postings FOR EACH ROW WHEN ((new.asset IS NULL)) EXECUTE FUNCTION public.postings_stamp();
+
+CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved AFTER INSERT OR UPDATE OF status, reserved_at ON public.withdrawals DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.chain = 'ethereum'::text) AND (new.reserved_at IS NOT NULL))) EXECUTE FUNCTION public.withdrawals_check_nonce_reserved();
 
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);

@@ -104,3 +104,27 @@ async fn reserve(
         "no nonce of {from_address} could be reserved in {MAX_ROUNDS} rounds"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_address;
+
+    #[test]
+    fn addresses_have_one_spelling() {
+        let mixed = "0x00000000000000000000000000000000000000aB";
+        assert_eq!(
+            normalize_address(mixed).ok().as_deref(),
+            Some("0x00000000000000000000000000000000000000ab")
+        );
+        for bad in [
+            "",
+            "0x",
+            "00000000000000000000000000000000000000aa",
+            "0X00000000000000000000000000000000000000aa",
+            "0x00000000000000000000000000000000000000a",
+            "0x00000000000000000000000000000000000000zz",
+        ] {
+            assert!(normalize_address(bad).is_err(), "{bad}");
+        }
+    }
+}

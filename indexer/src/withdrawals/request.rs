@@ -256,3 +256,55 @@ impl Withdrawals {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chains::Chain;
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn request() -> NewWithdrawal {
+        NewWithdrawal {
+            user: Uuid::from_u128(1),
+            asset: "ETH".into(),
+            chain: Chain::Ethereum,
+            amount: Amount::from_u64(10),
+            destination: "0xabc".into(),
+            requested_by: Uuid::from_u128(1),
+        }
+    }
+
+    #[test]
+    fn every_field_changes_the_request_hash() {
+        let base = request_hash(&request());
+        assert_eq!(base, request_hash(&request()));
+        let changes: [fn(&mut NewWithdrawal); 6] = [
+            |r| r.user = Uuid::from_u128(2),
+            |r| r.asset = "USDC".into(),
+            |r| r.chain = Chain::Solana,
+            |r| r.amount = Amount::from_u64(11),
+            |r| r.destination = "0xabd".into(),
+            |r| r.requested_by = Uuid::from_u128(3),
+        ];
+        for change in changes {
+            let mut changed = request();
+            change(&mut changed);
+            assert_ne!(request_hash(&changed), base, "{changed:?}");
+        }
+        // Fields are length-prefixed: moving a byte between two is a change.
+        let (mut a, mut b) = (request(), request());
+        a.asset = "ET".into();
+        a.destination = "H0xabc".into();
+        b.destination = "0xabc".into();
+        assert_ne!(request_hash(&a), request_hash(&b));
+    }
+
+    #[test]
+    fn destinations_are_printable_and_bounded() {
+        assert!(validate_destination("0x1111111111111111111111111111111111111111").is_ok());
+        for bad in ["", " 0x1", "0x1\n", "a\u{0}b", "a".repeat(201).as_str()] {
+            assert!(validate_destination(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -108,7 +108,8 @@ pub(super) async fn lock_withdrawal(conn: &mut PgConnection, id: i64) -> Result<
 pub(super) const ATTEMPT_COLUMNS: &str = "id, withdrawal_id, chain, tx_hash, raw_tx, nonce_reservation_id, \
      fee_limit::text AS fee_limit, max_fee_per_gas::text AS max_fee_per_gas, \
      max_priority_fee_per_gas::text AS max_priority_fee_per_gas, gas_limit, valid_until_height, \
-     fee_paid::text AS fee_paid, created_at, broadcast_at, landed_block_hash, landed_block_height";
+     fee_paid::text AS fee_paid, created_at, broadcast_at, last_broadcast_height, broadcast_count, \
+     landed_block_hash, landed_block_height";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct AttemptRow {
@@ -126,6 +127,8 @@ pub(super) struct AttemptRow {
     fee_paid: Option<String>,
     created_at: DateTime<Utc>,
     broadcast_at: Option<DateTime<Utc>>,
+    last_broadcast_height: Option<i64>,
+    broadcast_count: i32,
     landed_block_hash: Option<String>,
     landed_block_height: Option<i64>,
 }
@@ -154,6 +157,13 @@ impl AttemptRow {
             fee_paid: amount(self.fee_paid)?,
             created_at: self.created_at,
             broadcast_at: self.broadcast_at,
+            last_broadcast_height: self
+                .last_broadcast_height
+                .map(|v| stored_u64(v, "height"))
+                .transpose()?,
+            broadcast_count: u32::try_from(self.broadcast_count).map_err(|_| {
+                Error::Corrupt(format!("stored broadcast count {}", self.broadcast_count))
+            })?,
             landed_block_hash: self.landed_block_hash,
             landed_block_height: self
                 .landed_block_height

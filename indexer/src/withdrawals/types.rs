@@ -233,7 +233,11 @@ pub struct Attempt {
     pub valid_until_height: Option<u64>,
     pub fee_paid: Option<Amount>,
     pub created_at: DateTime<Utc>,
+    /// First accepted by a node.
     pub broadcast_at: Option<DateTime<Utc>>,
+    /// The chain's height at the latest send, and how many sends so far.
+    pub last_broadcast_height: Option<u64>,
+    pub broadcast_count: u32,
     pub landed_block_hash: Option<String>,
     pub landed_block_height: Option<u64>,
 }
@@ -250,4 +254,37 @@ pub struct WithdrawalFilter {
 pub struct WithdrawalPage {
     pub items: Vec<Withdrawal>,
     pub next_cursor: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WithdrawalStatus;
+
+    #[test]
+    fn statuses_round_trip_their_names() {
+        for status in WithdrawalStatus::ALL {
+            assert_eq!(status.as_str().parse::<WithdrawalStatus>(), Ok(status));
+            assert_eq!(
+                serde_json::to_value(status).ok(),
+                Some(serde_json::Value::String(status.as_str().into()))
+            );
+        }
+        assert!("done".parse::<WithdrawalStatus>().is_err());
+    }
+
+    #[test]
+    fn only_unsigned_withdrawals_can_be_cancelled() {
+        let cancellable: Vec<_> = WithdrawalStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_cancellable())
+            .collect();
+        assert_eq!(
+            cancellable,
+            [
+                WithdrawalStatus::Requested,
+                WithdrawalStatus::Approved,
+                WithdrawalStatus::Reserved
+            ]
+        );
+    }
 }

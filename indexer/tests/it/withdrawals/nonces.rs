@@ -185,6 +185,34 @@ async fn a_cancelled_reservation_keeps_its_nonce_for_a_filler() {
     assert_invariants(setup.db.pool()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_a_reserved_ethereum_withdrawal_without_a_nonce() {
+    let setup = Setup::new().await;
+    let user = setup.funded_user(100_000_000).await;
+    let approved = setup.request_eth(user, 1_000).await;
+
+    let forced = sqlx::query(
+        "UPDATE withdrawals SET status = 'reserved', from_address = $2, reserved_at = now() WHERE id = $1",
+    )
+    .bind(approved.id)
+    .bind(HOT_WALLET)
+    .execute(setup.db.pool())
+    .await;
+
+    let error = forced.expect_err("withdrawals_ethereum_nonce_reserved");
+    assert!(
+        error.to_string().contains("without a reserved nonce"),
+        "{error}"
+    );
+    let still = setup
+        .withdrawals
+        .get(approved.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(still.status, WithdrawalStatus::Approved);
+}
+
 /// Requests a small ETH withdrawal and reserves `address`'s next nonce for
 /// it, the node reporting `pending`.
 async fn reserve(setup: &Setup, user: uuid::Uuid, address: &str, pending: u64) -> u64 {

@@ -33,6 +33,8 @@ async fn record_signed_commits_the_bytes_before_anything_is_sent() {
     assert_eq!(stored.tx_hash, attempt.tx_hash);
     assert_eq!(stored.nonce_reservation_id, Some(reservation.id));
     assert_eq!(stored.broadcast_at, None, "recorded, not yet sent");
+    assert_eq!(stored.broadcast_count, 0);
+    assert_eq!(stored.last_broadcast_height, None);
     assert_eq!(stored.landed_block_hash, None);
     // Committed: another connection reads the same bytes and status.
     let (raw, hash, status): (Vec<u8>, String, WithdrawalStatus) = sqlx::query_as(

@@ -100,6 +100,24 @@ async fn lock_name(conn: &mut PgConnection, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// A write naming a person (requester, approver, closer) who is not a
+/// user: [`Error::UserNotFound`] instead of a foreign-key error.
+fn person_error(err: sqlx::Error, person: uuid::Uuid) -> Error {
+    if let sqlx::Error::Database(db) = &err
+        && matches!(
+            db.constraint(),
+            Some(
+                "withdrawals_requested_by_fkey"
+                    | "withdrawals_approved_by_fkey"
+                    | "withdrawals_closed_by_fkey"
+            )
+        )
+    {
+        return Error::UserNotFound(person);
+    }
+    Error::Database(err)
+}
+
 /// An idempotency key is 1 to 200 bytes in a scope of 1 to 200 bytes.
 fn validate_key(key: &IdempotencyKey) -> Result<()> {
     if key.key.is_empty() || key.key.len() > 200 {

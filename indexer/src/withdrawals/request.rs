@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use super::rows::{WITHDRAWAL_COLUMNS, WithdrawalRow};
 use super::{
     NewWithdrawal, Withdrawal, WithdrawalStatus, Withdrawals, count_transition, lock_name,
-    validate_key,
+    person_error, validate_key,
 };
 use crate::ledger::{Amount, EntryKind, IdempotencyKey, PlaceHold};
 use crate::metrics::WITHDRAWALS_REFUSED;
@@ -249,7 +249,8 @@ impl Withdrawals {
                 .bind(request.requested_by)
                 .bind(auto_approved)
                 .fetch_one(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| person_error(e, request.requested_by))?;
                 Ok((tx, (row.into_withdrawal()?, true)))
             }
         })

@@ -8,7 +8,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{WITHDRAWAL_COLUMNS, WithdrawalRow, lock_withdrawal};
-use super::{Withdrawal, WithdrawalStatus, Withdrawals, count_transition, validate_reason};
+use super::{
+    Withdrawal, WithdrawalStatus, Withdrawals, count_transition, person_error, validate_reason,
+};
 use crate::ledger::{EntryKind, ReleaseHold};
 use crate::metrics::WITHDRAWAL_NONCE_FILLERS;
 use crate::{Error, Result};
@@ -48,7 +50,8 @@ impl Withdrawals {
                 .bind(id)
                 .bind(approver)
                 .fetch_one(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| person_error(e, approver))?;
                 Ok((tx, row.into_withdrawal()?))
             })
             .await?;
@@ -151,7 +154,8 @@ impl Withdrawals {
         .bind(by)
         .bind(reason)
         .fetch_one(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| person_error(e, by))?;
         row.into_withdrawal()
     }
 }

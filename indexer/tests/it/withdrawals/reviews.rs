@@ -71,6 +71,20 @@ async fn above_the_threshold_waits_for_an_approver_other_than_the_requester() {
         matches!(missing, Err(Error::WithdrawalNotFound(_))),
         "{missing:?}"
     );
+    let another = setup.request_eth(user, ETH_THRESHOLD + 2).await;
+    let nobody = uuid::Uuid::new_v4();
+    let unknown = setup.withdrawals.approve(another.id, nobody).await;
+    assert!(
+        matches!(unknown, Err(Error::UserNotFound(id)) if id == nobody),
+        "{unknown:?}"
+    );
+    let mut unknown_requester = eth_withdrawal(user, 1_000);
+    unknown_requester.requested_by = nobody;
+    let unknown = setup.withdrawals.request(&key(), &unknown_requester).await;
+    assert!(
+        matches!(unknown, Err(Error::UserNotFound(id)) if id == nobody),
+        "{unknown:?}"
+    );
 
     // The database refuses a self-approval whatever the code does.
     let sneaky = sqlx::query(

@@ -366,3 +366,20 @@ impl Users {
         Ok(Some(user_id))
     }
 }
+
+/// Refuses an unknown or disabled user, and holds a share lock on their row
+/// for the rest of `tx`, so disabling them (which cancels what they have
+/// open) waits for this transaction: offers and withdrawals take it before
+/// they hold funds.
+pub(crate) async fn lock_active_user(tx: &mut PgConnection, id: Uuid) -> Result<()> {
+    let disabled: Option<bool> =
+        sqlx::query_scalar("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match disabled {
+        None => Err(Error::UserNotFound(id)),
+        Some(true) => Err(Error::UserDisabled(id)),
+        Some(false) => Ok(()),
+    }
+}

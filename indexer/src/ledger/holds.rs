@@ -46,20 +46,35 @@ async fn select_hold(conn: &mut PgConnection, id: i64, lock: bool) -> Result<Opt
     row.map(to_hold).transpose()
 }
 
+/// The entry placing `request`'s hold; a hold of nothing is refused.
+fn place_entry(request: &PlaceHold) -> Result<NewEntry> {
+    if request.amount.is_zero() {
+        return Err(Error::InvalidAmount(
+            "a hold amount must be positive".into(),
+        ));
+    }
+    Ok(NewEntry {
+        kind: request.kind,
+        reference: request.reference.clone(),
+        metadata: request.metadata.clone(),
+        legs: Hold::place_legs(request.owner, &request.asset, request.amount),
+    })
+}
+
+/// The entry returning `hold` to its owner's available funds.
+fn release_entry(request: &ReleaseHold, hold: &Hold) -> NewEntry {
+    NewEntry {
+        kind: request.kind,
+        reference: request.reference.clone(),
+        metadata: request.metadata.clone(),
+        legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
+    }
+}
+
 impl Ledger {
     /// Moves `amount` of the owner's available funds to held.
     pub async fn place_hold(&self, key: &IdempotencyKey, request: &PlaceHold) -> Result<Hold> {
-        if request.amount.is_zero() {
-            return Err(Error::InvalidAmount(
-                "a hold amount must be positive".into(),
-            ));
-        }
-        let entry = NewEntry {
-            kind: request.kind,
-            reference: request.reference.clone(),
-            metadata: request.metadata.clone(),
-            legs: Hold::place_legs(request.owner, &request.asset, request.amount),
-        };
+        let entry = place_entry(request)?;
         let prepared = &self.prepare(&entry).await?;
         let claim = Claim::new(key, "place_hold", request)?;
         self.idempotent(&claim, |mut tx| async move {
@@ -110,12 +125,7 @@ impl Ledger {
     /// Returns a hold's amount to the owner's available funds, exactly once.
     pub async fn release_hold(&self, key: &IdempotencyKey, request: &ReleaseHold) -> Result<Hold> {
         let hold = self.existing_hold(request.hold_id).await?;
-        let entry = NewEntry {
-            kind: request.kind,
-            reference: request.reference.clone(),
-            metadata: request.metadata.clone(),
-            legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
-        };
+        let entry = release_entry(request, &hold);
         self.finish_hold(
             key,
             "release_hold",
@@ -160,17 +170,7 @@ impl Ledger {
         conn: &mut PgConnection,
         request: &PlaceHold,
     ) -> Result<Hold> {
-        if request.amount.is_zero() {
-            return Err(Error::InvalidAmount(
-                "a hold amount must be positive".into(),
-            ));
-        }
-        let entry = NewEntry {
-            kind: request.kind,
-            reference: request.reference.clone(),
-            metadata: request.metadata.clone(),
-            legs: Hold::place_legs(request.owner, &request.asset, request.amount),
-        };
+        let entry = place_entry(request)?;
         let prepared = self.prepare_in(conn, &entry).await?;
         self.hold_in(
             conn,
@@ -193,12 +193,7 @@ impl Ledger {
         let hold = select_hold(conn, request.hold_id, true)
             .await?
             .ok_or(Error::HoldNotFound(request.hold_id))?;
-        let entry = NewEntry {
-            kind: request.kind,
-            reference: request.reference.clone(),
-            metadata: request.metadata.clone(),
-            legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
-        };
+        let entry = release_entry(request, &hold);
         let prepared = self.prepare_in(conn, &entry).await?;
         self.finish_hold_in(conn, hold.id, HoldStatus::Released, &prepared)
             .await

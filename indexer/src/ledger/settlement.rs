@@ -20,6 +20,7 @@ use super::{
     AccountPurpose, AccountRef, Amount, Claim, EntryKind, Hold, HoldStatus, IdempotencyKey, Ledger,
     Leg, NewEntry, OwnerId,
 };
+use crate::users::lock_active_user;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
@@ -111,21 +112,6 @@ async fn select_offer(
     .await?
     .map(to_offer)
     .transpose()
-}
-
-/// Refuses an unknown or disabled user, and holds a share lock on their row
-/// for the rest of `tx` so that disabling them waits for this transaction.
-async fn lock_active_user(tx: &mut PgConnection, id: OwnerId) -> Result<()> {
-    let disabled: Option<bool> =
-        sqlx::query_scalar("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match disabled {
-        None => Err(Error::UserNotFound(id)),
-        Some(true) => Err(Error::UserDisabled(id)),
-        Some(false) => Ok(()),
-    }
 }
 
 /// The fee on a trade of `amount`: `fee_bps` basis points, rounded up, so a

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::ledger::{Amount, EntryKind, IdempotencyKey, PlaceHold};
 use crate::metrics::WITHDRAWALS_REFUSED;
+use crate::users::lock_active_user;
 use crate::{Error, Result};
 
 /// What a request is compared by under its key.
@@ -52,21 +53,6 @@ fn validate_destination(destination: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Refuses an unknown or disabled user, and holds a share lock on their
-/// row for the rest of `tx`, so disabling them waits for this request.
-async fn lock_active_user(tx: &mut PgConnection, id: uuid::Uuid) -> Result<()> {
-    let disabled: Option<bool> =
-        sqlx::query_scalar("SELECT disabled_at IS NOT NULL FROM users WHERE id = $1 FOR SHARE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    match disabled {
-        None => Err(Error::UserNotFound(id)),
-        Some(true) => Err(Error::UserDisabled(id)),
-        Some(false) => Ok(()),
-    }
 }
 
 /// The withdrawal already stored under `key`: the same one if `hash`

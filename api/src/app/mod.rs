@@ -229,8 +229,11 @@ impl App {
             .context("apply migrations")?;
         tracing::info!("database migrated");
         let _ = pools.api.set(api_pool);
-        self.spawn_watchers(&background, tasks, cancel).await?;
-        tasks.spawn(expire_offers(background.clone(), cancel.clone()));
+        // One ledger (and account cache) for everything on the background pool.
+        let background_ledger = indexer::ledger::Ledger::new(background.clone());
+        self.spawn_watchers(&background_ledger, tasks, cancel)
+            .await?;
+        tasks.spawn(expire_offers(background_ledger, cancel.clone()));
         let events = &self.settings.events;
         if events.enabled {
             let relay = indexer::events::EventRelay::new(
@@ -326,8 +329,10 @@ pub fn load_deposit_keys(settings: &Settings) -> anyhow::Result<signer::DepositK
 
 /// Releases the holds of expired offers, once a second. Several processes
 /// may run it: each offer's row lock lets exactly one finish it.
-async fn expire_offers(pool: PgPool, cancel: CancellationToken) -> anyhow::Result<()> {
-    let ledger = indexer::ledger::Ledger::new(pool);
+async fn expire_offers(
+    ledger: indexer::ledger::Ledger,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         match ledger.expire_offers(chrono::Utc::now()).await {
             Ok(0) => {}

@@ -17,7 +17,6 @@ use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher};
 use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher};
 use indexer::deposits::solana::{SolanaWatchConfig, SolanaWatcher};
 use indexer::ledger::Ledger;
-use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -46,13 +45,12 @@ impl App {
     /// naming the key), then starts its watcher under a supervisor.
     pub(super) async fn spawn_watchers(
         &self,
-        pool: &PgPool,
+        ledger: &Ledger,
         tasks: &mut JoinSet<anyhow::Result<()>>,
         cancel: &CancellationToken,
     ) -> anyhow::Result<()> {
         let network = self.settings.network;
         let chains = &self.settings.chains;
-        let ledger = Ledger::new(pool.clone());
         let btc = &chains.bitcoin;
         if btc.enabled {
             let auth = match (
@@ -78,7 +76,7 @@ impl App {
                     gap_limit: btc.chain.gap_limit,
                 },
             };
-            spawn_supervised(start, pool, btc.max_reorg_depth, tasks, cancel);
+            spawn_supervised(start, ledger, btc.max_reorg_depth, tasks, cancel);
         }
         let eth = &chains.ethereum;
         if eth.enabled {
@@ -92,7 +90,7 @@ impl App {
                     })?;
                 let asset = (token.asset.as_str(), token.decimals);
                 register_token(
-                    &ledger,
+                    ledger,
                     Chain::Ethereum,
                     i,
                     asset,
@@ -118,7 +116,7 @@ impl App {
                     tokens,
                 },
             };
-            spawn_supervised(start, pool, eth.max_reorg_depth, tasks, cancel);
+            spawn_supervised(start, ledger, eth.max_reorg_depth, tasks, cancel);
         }
         let sol = &chains.solana;
         if sol.enabled {
@@ -127,7 +125,7 @@ impl App {
             let mut tokens = Vec::with_capacity(sol.chain.tokens.len());
             for (i, token) in sol.chain.tokens.iter().enumerate() {
                 let asset = (token.asset.as_str(), token.decimals);
-                register_token(&ledger, Chain::Solana, i, asset, token.mint.clone()).await?;
+                register_token(ledger, Chain::Solana, i, asset, token.mint.clone()).await?;
                 tokens.push(indexer::deposits::solana::SplToken {
                     mint: token.mint.clone(),
                     asset: token.asset.clone(),
@@ -145,7 +143,7 @@ impl App {
                     tokens,
                 },
             };
-            spawn_supervised(start, pool, sol.max_reorg_depth, tasks, cancel);
+            spawn_supervised(start, ledger, sol.max_reorg_depth, tasks, cancel);
         }
         Ok(())
     }
@@ -259,18 +257,18 @@ impl ChainStart for SolanaStart {
 /// network, then runs the watcher over a store of its own.
 fn spawn_supervised<S: ChainStart>(
     start: S,
-    pool: &PgPool,
+    ledger: &Ledger,
     max_reorg_depth: u64,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     cancel: &CancellationToken,
 ) {
-    let (pool, watcher_cancel) = (pool.clone(), cancel.clone());
+    let (ledger, watcher_cancel) = (ledger.clone(), cancel.clone());
     let attempt = move || {
-        let (start, pool, cancel) = (start.clone(), pool.clone(), watcher_cancel.clone());
+        let (start, ledger, cancel) = (start.clone(), ledger.clone(), watcher_cancel.clone());
         async move {
             let network = start.check_network().await?;
             tracing::info!(chain = %S::CHAIN, %network, "the node is on the configured network");
-            let store = DepositStore::new(Ledger::new(pool), S::CHAIN, max_reorg_depth);
+            let store = DepositStore::new(ledger, S::CHAIN, max_reorg_depth);
             Ok(start.run(store, cancel))
         }
     };

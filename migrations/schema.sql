@@ -12,7 +12,8 @@ CREATE TYPE public.account_purpose AS ENUM (
     'custody',
     'external',
     'fees',
-    'suspense'
+    'suspense',
+    'network_fees'
 );
 
 CREATE TYPE public.deposit_status AS ENUM (
@@ -31,7 +32,8 @@ CREATE TYPE public.entry_kind AS ENUM (
     'transfer',
     'trade',
     'fee',
-    'adjustment'
+    'adjustment',
+    'network_fee'
 );
 
 CREATE TYPE public.hold_status AS ENUM (
@@ -50,6 +52,13 @@ CREATE TYPE public.offer_status AS ENUM (
     'filled',
     'cancelled',
     'expired'
+);
+
+CREATE TYPE public.payout_kind AS ENUM (
+    'withdrawal',
+    'sweep',
+    'gas_top_up',
+    'filler'
 );
 
 CREATE TYPE public.user_role AS ENUM (
@@ -595,13 +604,18 @@ CREATE TABLE public.withdrawal_attempts (
     broadcast_count integer DEFAULT 0 NOT NULL,
     landed_block_hash text,
     landed_block_height bigint,
+    first_broadcast_height bigint,
+    landed_success boolean,
     CONSTRAINT withdrawal_attempts_broadcast_count_check CHECK ((broadcast_count >= 0)),
     CONSTRAINT withdrawal_attempts_ethereum_fields CHECK (((chain <> 'ethereum'::text) OR ((nonce_reservation_id IS NOT NULL) AND (max_fee_per_gas IS NOT NULL) AND (max_priority_fee_per_gas IS NOT NULL) AND (gas_limit IS NOT NULL) AND (max_priority_fee_per_gas <= max_fee_per_gas)))),
     CONSTRAINT withdrawal_attempts_fee_limit_check CHECK ((fee_limit >= (0)::numeric)),
     CONSTRAINT withdrawal_attempts_fee_paid_check CHECK ((fee_paid >= (0)::numeric)),
+    CONSTRAINT withdrawal_attempts_first_broadcast_height_check CHECK ((first_broadcast_height >= 0)),
+    CONSTRAINT withdrawal_attempts_first_send CHECK (((first_broadcast_height IS NULL) = (broadcast_at IS NULL))),
     CONSTRAINT withdrawal_attempts_gas_limit_check CHECK ((gas_limit > 0)),
     CONSTRAINT withdrawal_attempts_landed_block CHECK (((landed_block_hash IS NULL) = (landed_block_height IS NULL))),
     CONSTRAINT withdrawal_attempts_landed_block_height_check CHECK ((landed_block_height >= 0)),
+    CONSTRAINT withdrawal_attempts_landed_outcome CHECK (((landed_block_hash IS NULL) = (landed_success IS NULL))),
     CONSTRAINT withdrawal_attempts_last_broadcast_height_check CHECK ((last_broadcast_height >= 0)),
     CONSTRAINT withdrawal_attempts_raw_tx_check CHECK ((length(raw_tx) > 0)),
     CONSTRAINT withdrawal_attempts_sends_recorded CHECK (((broadcast_count > 0) = (broadcast_at IS NOT NULL))),
@@ -620,18 +634,18 @@ ALTER TABLE public.withdrawal_attempts ALTER COLUMN id ADD GENERATED ALWAYS AS I
 
 CREATE TABLE public.withdrawals (
     id bigint NOT NULL,
-    user_id uuid NOT NULL,
+    user_id uuid,
     asset text NOT NULL,
     chain text NOT NULL,
     amount numeric(78,0) NOT NULL,
     fee numeric(78,0) NOT NULL,
     destination text NOT NULL,
     status public.withdrawal_status DEFAULT 'requested'::public.withdrawal_status NOT NULL,
-    hold_id bigint NOT NULL,
-    idempotency_scope text NOT NULL,
-    idempotency_key text NOT NULL,
-    request_hash bytea NOT NULL,
-    requested_by uuid NOT NULL,
+    hold_id bigint,
+    idempotency_scope text,
+    idempotency_key text,
+    request_hash bytea,
+    requested_by uuid,
     approved_by uuid,
     closed_by uuid,
     reason text,
@@ -643,14 +657,20 @@ CREATE TABLE public.withdrawals (
     signed_at timestamp with time zone,
     finished_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT withdrawals_amount_check CHECK ((amount > (0)::numeric)),
+    kind public.payout_kind DEFAULT 'withdrawal'::public.payout_kind NOT NULL,
+    from_key_index bigint,
+    waiting_reason text,
+    send_rejections integer DEFAULT 0 NOT NULL,
+    CONSTRAINT withdrawals_amount_positive CHECK (((amount > (0)::numeric) OR (kind = 'filler'::public.payout_kind))),
     CONSTRAINT withdrawals_approved_before_reserving CHECK (((status = ANY (ARRAY['requested'::public.withdrawal_status, 'rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])) OR (approved_at IS NOT NULL))),
     CONSTRAINT withdrawals_approver_needs_approval CHECK (((approved_by IS NULL) OR (approved_at IS NOT NULL))),
     CONSTRAINT withdrawals_chain_check CHECK ((chain = ANY (ARRAY['bitcoin'::text, 'ethereum'::text, 'solana'::text]))),
     CONSTRAINT withdrawals_closer_recorded CHECK (((closed_by IS NULL) OR (status = ANY (ARRAY['rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])))),
     CONSTRAINT withdrawals_destination_check CHECK (((length(destination) >= 1) AND (length(destination) <= 200))),
     CONSTRAINT withdrawals_fee_check CHECK ((fee >= (0)::numeric)),
+    CONSTRAINT withdrawals_filler_amount CHECK (((kind <> 'filler'::public.payout_kind) OR (amount = (0)::numeric))),
     CONSTRAINT withdrawals_finished_recorded CHECK (((finished_at IS NOT NULL) = (status = ANY (ARRAY['completed'::public.withdrawal_status, 'failed'::public.withdrawal_status, 'rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])))),
+    CONSTRAINT withdrawals_from_key_index_check CHECK ((from_key_index >= 0)),
     CONSTRAINT withdrawals_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT withdrawals_idempotency_scope_check CHECK (((length(idempotency_scope) >= 1) AND (length(idempotency_scope) <= 200))),
     CONSTRAINT withdrawals_not_self_approved CHECK (((approved_by IS NULL) OR ((approved_by <> requested_by) AND (approved_by <> user_id)))),
@@ -660,8 +680,16 @@ CREATE TABLE public.withdrawals (
     CONSTRAINT withdrawals_request_hash_check CHECK ((length(request_hash) = 32)),
     CONSTRAINT withdrawals_reserved_before_signing CHECK (((status <> ALL (ARRAY['reserved'::public.withdrawal_status, 'signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status])) OR (reserved_at IS NOT NULL))),
     CONSTRAINT withdrawals_reserved_has_payer CHECK (((from_address IS NOT NULL) = (reserved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_send_rejections_check CHECK ((send_rejections >= 0)),
     CONSTRAINT withdrawals_signed_at_recorded CHECK (((signed_at IS NOT NULL) = (current_attempt_id IS NOT NULL))),
-    CONSTRAINT withdrawals_signed_has_attempt CHECK (((status = ANY (ARRAY['failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR ((current_attempt_id IS NOT NULL) = (status = ANY (ARRAY['signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status])))))
+    CONSTRAINT withdrawals_signed_has_attempt CHECK (((status = ANY (ARRAY['failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR ((current_attempt_id IS NOT NULL) = (status = ANY (ARRAY['signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status]))))),
+    CONSTRAINT withdrawals_sweep_key CHECK (((kind = 'sweep'::public.payout_kind) = (from_key_index IS NOT NULL))),
+    CONSTRAINT withdrawals_user_fields CHECK (
+CASE
+    WHEN (kind = 'withdrawal'::public.payout_kind) THEN ((user_id IS NOT NULL) AND (hold_id IS NOT NULL) AND (idempotency_scope IS NOT NULL) AND (idempotency_key IS NOT NULL) AND (request_hash IS NOT NULL) AND (requested_by IS NOT NULL))
+    ELSE ((user_id IS NULL) AND (hold_id IS NULL) AND (idempotency_scope IS NULL) AND (idempotency_key IS NULL) AND (request_hash IS NULL) AND (requested_by IS NULL) AND (approved_by IS NULL) AND (closed_by IS NULL) AND (fee = (0)::numeric))
+END),
+    CONSTRAINT withdrawals_waiting_reason_check CHECK ((length(waiting_reason) <= 1000))
 );
 
 ALTER TABLE public.withdrawals ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -843,6 +871,8 @@ CREATE INDEX withdrawals_claimable ON public.withdrawals USING btree (chain, id)
 
 CREATE INDEX withdrawals_daily ON public.withdrawals USING btree (user_id, asset, requested_at);
 
+CREATE INDEX withdrawals_in_flight ON public.withdrawals USING btree (chain, id) WHERE (status = ANY (ARRAY['reserved'::public.withdrawal_status, 'signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status]));
+
 CREATE TRIGGER accounts_append_only BEFORE DELETE OR UPDATE ON public.accounts FOR EACH ROW EXECUTE FUNCTION public.ledger_append_only();
 
 CREATE TRIGGER accounts_no_truncate BEFORE TRUNCATE ON public.accounts FOR EACH STATEMENT EXECUTE FUNCTION public.ledger_append_only();
@@ -869,7 +899,7 @@ CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON public.postings FOR EACH 
 
 CREATE TRIGGER postings_stamp BEFORE INSERT ON public.postings FOR EACH ROW WHEN ((new.asset IS NULL)) EXECUTE FUNCTION public.postings_stamp();
 
-CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved AFTER INSERT OR UPDATE OF status, reserved_at ON public.withdrawals DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.chain = 'ethereum'::text) AND (new.reserved_at IS NOT NULL))) EXECUTE FUNCTION public.withdrawals_check_nonce_reserved();
+CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved AFTER INSERT OR UPDATE OF status, reserved_at ON public.withdrawals DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.chain = 'ethereum'::text) AND (new.reserved_at IS NOT NULL) AND (new.status <> 'cancelled'::public.withdrawal_status))) EXECUTE FUNCTION public.withdrawals_check_nonce_reserved();
 
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);

@@ -23,6 +23,17 @@ pub const EVENTS_PUBLISH_ERRORS: &str = "coffer_events_publish_errors_total";
 pub const WITHDRAWAL_TRANSITIONS: &str = "coffer_withdrawal_transitions_total";
 pub const WITHDRAWALS_REFUSED: &str = "coffer_withdrawals_refused_total";
 pub const WITHDRAWAL_NONCE_FILLERS: &str = "coffer_withdrawal_nonce_fillers_total";
+pub const WITHDRAWAL_REPLACEMENTS: &str = "coffer_withdrawal_replacements_total";
+pub const WITHDRAWAL_REORGED: &str = "coffer_withdrawal_reorged_total";
+pub const WITHDRAWAL_SENDS: &str = "coffer_withdrawal_sends_total";
+pub const WITHDRAWALS_BY_STATUS: &str = "coffer_withdrawals";
+pub const WITHDRAWALS_STUCK: &str = "coffer_withdrawals_stuck";
+pub const WITHDRAWALS_WAITING: &str = "coffer_withdrawals_waiting";
+pub const WITHDRAWAL_TO_BROADCAST: &str = "coffer_withdrawal_request_to_broadcast_seconds";
+pub const WITHDRAWAL_TO_COMPLETION: &str = "coffer_withdrawal_request_to_completion_seconds";
+pub const HOT_WALLET_BALANCE: &str = "coffer_hot_wallet_balance";
+pub const SWEEPS: &str = "coffer_sweeps_total";
+pub const PAYOUT_LOOP_ERRORS: &str = "coffer_payout_loop_errors_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -119,5 +130,60 @@ pub fn describe() {
         WITHDRAWAL_NONCE_FILLERS,
         Unit::Count,
         "Reserved nonces left by cancelled withdrawals, each to be used by a zero-value self-transfer."
+    );
+    describe_counter!(
+        WITHDRAWAL_REPLACEMENTS,
+        Unit::Count,
+        "Replacement attempts signed (same nonce, higher fees) for transactions not mined in time, by chain."
+    );
+    describe_counter!(
+        WITHDRAWAL_REORGED,
+        Unit::Count,
+        "Landed transactions whose block left the canonical chain (sent back to broadcast, still held), by chain."
+    );
+    describe_counter!(
+        WITHDRAWAL_SENDS,
+        Unit::Count,
+        "Sends of signed bytes to the node by chain and outcome: accepted, already_known, nonce_too_low, underpriced, insufficient_funds, rejected, transport."
+    );
+    describe_gauge!(
+        WITHDRAWALS_BY_STATUS,
+        Unit::Count,
+        "Rows of the payout pipeline by chain, kind (withdrawal, sweep, gas_top_up, filler) and status, as of the last count."
+    );
+    describe_gauge!(
+        WITHDRAWALS_STUCK,
+        Unit::Count,
+        "Transactions in broadcast longer than the configured stuck_after_secs, by chain."
+    );
+    describe_gauge!(
+        WITHDRAWALS_WAITING,
+        Unit::Count,
+        "Approved withdrawals waiting for the hot wallet (its balance cannot cover them yet) or for fees under the cap, by chain."
+    );
+    describe_histogram!(
+        WITHDRAWAL_TO_BROADCAST,
+        Unit::Seconds,
+        "Time from a withdrawal's request to its first accepted send, by chain."
+    );
+    describe_histogram!(
+        WITHDRAWAL_TO_COMPLETION,
+        Unit::Seconds,
+        "Time from a withdrawal's request to its completion, by chain."
+    );
+    describe_gauge!(
+        HOT_WALLET_BALANCE,
+        Unit::Count,
+        "The hot wallet's on-chain balance in base units, by chain and asset, at the payout loop's last look."
+    );
+    describe_counter!(
+        SWEEPS,
+        Unit::Count,
+        "Sweeps of deposit addresses into the hot wallet (and gas top-ups for token sweeps) created, by chain, asset and kind."
+    );
+    describe_counter!(
+        PAYOUT_LOOP_ERRORS,
+        Unit::Count,
+        "Failed steps of a payout loop (node or database errors; retried next round), by chain and step."
     );
 }

@@ -29,6 +29,9 @@ pub enum AccountPurpose {
     Fees,
     /// Where reorg reversals land when a credit can no longer be taken back.
     Suspense,
+    /// Network fees (gas) Coffer paid for its own transactions, per native
+    /// asset: custody's counterpart when a landed transaction burns fees.
+    NetworkFees,
 }
 
 impl AccountPurpose {
@@ -54,10 +57,12 @@ pub enum EntryKind {
     Trade,
     Fee,
     Adjustment,
+    /// Gas a transaction of Coffer's burned: custody -> network fees.
+    NetworkFee,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 10] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::DepositPending,
         EntryKind::DepositCredit,
         EntryKind::DepositReversal,
@@ -68,6 +73,7 @@ impl EntryKind {
         EntryKind::Trade,
         EntryKind::Fee,
         EntryKind::Adjustment,
+        EntryKind::NetworkFee,
     ];
 }
 
@@ -102,6 +108,7 @@ impl EntryKind {
             EntryKind::Trade => "trade",
             EntryKind::Fee => "fee",
             EntryKind::Adjustment => "adjustment",
+            EntryKind::NetworkFee => "network_fee",
         }
     }
 }
@@ -116,6 +123,7 @@ impl AccountPurpose {
             AccountPurpose::External => "external",
             AccountPurpose::Fees => "fees",
             AccountPurpose::Suspense => "suspense",
+            AccountPurpose::NetworkFees => "network_fees",
         }
     }
 }

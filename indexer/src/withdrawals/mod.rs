@@ -17,6 +17,7 @@
 //! One module per job: `types`, `rows` (reads and pages), `request`,
 //! `review` (approve, reject, cancel), `nonces`, `signing`.
 
+mod claim;
 mod nonces;
 mod request;
 mod review;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+pub use claim::{Claimed, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
 pub use rows::MAX_PAGE_SIZE;
 pub use types::*;
 

@@ -71,7 +71,9 @@ async fn under_key(
     .await?;
     match row {
         None => Ok(None),
-        Some(row) if row.request_hash == hash[..] => row.into_withdrawal().map(Some),
+        Some(row) if row.request_hash.as_deref() == Some(&hash[..]) => {
+            row.into_withdrawal().map(Some)
+        }
         Some(_) => Err(Error::IdempotencyConflict {
             key: key.key.clone(),
         }),

@@ -160,18 +160,35 @@ impl Withdrawals {
     }
 }
 
-/// Turns the withdrawal's nonce reservation into one a filler must use;
-/// whether there was one.
+/// Hands the withdrawal's reserved nonce to a new filler row (a zero-value
+/// self-transfer from the same sender, reserved and ready to sign), so the
+/// nonce is used and the sender's later nonces never wait behind a gap;
+/// whether there was a nonce to hand over.
 async fn mark_for_filler(tx: &mut PgConnection, id: i64) -> Result<bool> {
-    let marked = sqlx::query(
+    let filler: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO withdrawals (kind, asset, chain, amount, fee, destination, status, from_address,
+                                  approved_at, reserved_at)
+         SELECT 'filler', 'ETH', w.chain, 0, 0, w.from_address, 'reserved', w.from_address, now(), now()
+         FROM withdrawals w JOIN eth_nonce_reservations r ON r.withdrawal_id = w.id AND r.purpose = 'withdrawal'
+         WHERE w.id = $1
+         RETURNING id",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(filler) = filler else {
+        return Ok(false);
+    };
+    sqlx::query(
         "UPDATE eth_nonce_reservations
-         SET purpose = 'filler', filler_reason = 'withdrawal ' || withdrawal_id || ' cancelled after reserving the nonce',
+         SET withdrawal_id = $2, purpose = 'filler',
+             filler_reason = 'withdrawal ' || withdrawal_id || ' cancelled after reserving the nonce',
              updated_at = now()
          WHERE withdrawal_id = $1 AND purpose = 'withdrawal'",
     )
     .bind(id)
+    .bind(filler)
     .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(marked == 1)
+    .await?;
+    Ok(true)
 }

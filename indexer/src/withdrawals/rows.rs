@@ -6,8 +6,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Attempt, NoncePurpose, NonceReservation, Withdrawal, WithdrawalFilter, WithdrawalPage,
-    WithdrawalStatus, Withdrawals,
+    Attempt, NoncePurpose, NonceReservation, Payout, PayoutKind, Withdrawal, WithdrawalFilter,
+    WithdrawalPage, WithdrawalStatus, Withdrawals,
 };
 use crate::ledger::Amount;
 use crate::{Error, Result};
@@ -17,20 +17,21 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 
 pub(super) const WITHDRAWAL_COLUMNS: &str = "id, user_id, asset, chain, amount::text AS amount, fee::text AS fee, \
      destination, status, hold_id, requested_by, approved_by, closed_by, reason, from_address, \
-     current_attempt_id, requested_at, approved_at, reserved_at, signed_at, finished_at, updated_at, request_hash";
+     current_attempt_id, requested_at, approved_at, reserved_at, signed_at, finished_at, updated_at, request_hash, \
+     kind, from_key_index, waiting_reason, send_rejections";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct WithdrawalRow {
     id: i64,
-    user_id: Uuid,
+    user_id: Option<Uuid>,
     asset: String,
     chain: String,
     amount: String,
     fee: String,
     destination: String,
     status: WithdrawalStatus,
-    hold_id: i64,
-    requested_by: Uuid,
+    hold_id: Option<i64>,
+    requested_by: Option<Uuid>,
     approved_by: Option<Uuid>,
     closed_by: Option<Uuid>,
     reason: Option<String>,
@@ -42,7 +43,11 @@ pub(super) struct WithdrawalRow {
     signed_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
-    pub(super) request_hash: Vec<u8>,
+    pub(super) request_hash: Option<Vec<u8>>,
+    kind: PayoutKind,
+    from_key_index: Option<i64>,
+    waiting_reason: Option<String>,
+    send_rejections: i32,
 }
 
 pub(super) fn stored_amount(text: &str) -> Result<Amount> {
@@ -54,23 +59,55 @@ fn stored_u64(value: i64, what: &str) -> Result<u64> {
 }
 
 impl WithdrawalRow {
-    pub(super) fn into_withdrawal(self) -> Result<Withdrawal> {
-        Ok(Withdrawal {
+    pub(super) fn into_payout(self) -> Result<Payout> {
+        Ok(Payout {
             id: self.id,
-            user: self.user_id,
+            kind: self.kind,
             chain: self.chain.parse()?,
             amount: stored_amount(&self.amount)?,
             fee: stored_amount(&self.fee)?,
             asset: self.asset,
             destination: self.destination,
             status: self.status,
+            user: self.user_id,
             hold_id: self.hold_id,
-            requested_by: self.requested_by,
+            from_address: self.from_address,
+            from_key_index: self
+                .from_key_index
+                .map(|i| {
+                    u32::try_from(i).map_err(|_| Error::Corrupt(format!("stored key index {i}")))
+                })
+                .transpose()?,
+            current_attempt_id: self.current_attempt_id,
+            waiting_reason: self.waiting_reason,
+            send_rejections: u32::try_from(self.send_rejections).unwrap_or(u32::MAX),
+        })
+    }
+
+    pub(super) fn into_withdrawal(self) -> Result<Withdrawal> {
+        let id = self.id;
+        let (Some(user), Some(hold_id), Some(requested_by), PayoutKind::Withdrawal) =
+            (self.user_id, self.hold_id, self.requested_by, self.kind)
+        else {
+            return Err(Error::WithdrawalNotFound(id));
+        };
+        Ok(Withdrawal {
+            id: self.id,
+            user,
+            chain: self.chain.parse()?,
+            amount: stored_amount(&self.amount)?,
+            fee: stored_amount(&self.fee)?,
+            asset: self.asset,
+            destination: self.destination,
+            status: self.status,
+            hold_id,
+            requested_by,
             approved_by: self.approved_by,
             closed_by: self.closed_by,
             reason: self.reason,
             from_address: self.from_address,
             current_attempt_id: self.current_attempt_id,
+            waiting_reason: self.waiting_reason,
             requested_at: self.requested_at,
             approved_at: self.approved_at,
             reserved_at: self.reserved_at,
@@ -97,7 +134,16 @@ pub(super) async fn select_withdrawal(
     .await?)
 }
 
-/// [`select_withdrawal`] with its row lock, refusing an unknown id.
+/// Any row of the pipeline, locked for the rest of the caller's transaction.
+pub(super) async fn lock_payout(conn: &mut PgConnection, id: i64) -> Result<Payout> {
+    select_withdrawal(conn, id, true)
+        .await?
+        .ok_or(Error::WithdrawalNotFound(id))?
+        .into_payout()
+}
+
+/// [`select_withdrawal`] with its row lock, refusing an unknown id (and
+/// rows that are Coffer's own transfers).
 pub(super) async fn lock_withdrawal(conn: &mut PgConnection, id: i64) -> Result<Withdrawal> {
     select_withdrawal(conn, id, true)
         .await?
@@ -109,7 +155,7 @@ pub(super) const ATTEMPT_COLUMNS: &str = "id, withdrawal_id, chain, tx_hash, raw
      fee_limit::text AS fee_limit, max_fee_per_gas::text AS max_fee_per_gas, \
      max_priority_fee_per_gas::text AS max_priority_fee_per_gas, gas_limit, valid_until_height, \
      fee_paid::text AS fee_paid, created_at, broadcast_at, last_broadcast_height, broadcast_count, \
-     landed_block_hash, landed_block_height";
+     landed_block_hash, landed_block_height, first_broadcast_height, landed_success";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct AttemptRow {
@@ -131,6 +177,8 @@ pub(super) struct AttemptRow {
     broadcast_count: i32,
     landed_block_hash: Option<String>,
     landed_block_height: Option<i64>,
+    first_broadcast_height: Option<i64>,
+    landed_success: Option<bool>,
 }
 
 impl AttemptRow {
@@ -164,6 +212,11 @@ impl AttemptRow {
             broadcast_count: u32::try_from(self.broadcast_count).map_err(|_| {
                 Error::Corrupt(format!("stored broadcast count {}", self.broadcast_count))
             })?,
+            first_broadcast_height: self
+                .first_broadcast_height
+                .map(|v| stored_u64(v, "height"))
+                .transpose()?,
+            landed_success: self.landed_success,
             landed_block_hash: self.landed_block_hash,
             landed_block_height: self
                 .landed_block_height
@@ -204,7 +257,17 @@ impl Withdrawals {
         let mut conn = self.pool().acquire().await?;
         select_withdrawal(&mut conn, id, false)
             .await?
+            .filter(|row| row.kind == PayoutKind::Withdrawal)
             .map(WithdrawalRow::into_withdrawal)
+            .transpose()
+    }
+
+    /// Any row of the pipeline, Coffer's own transfers included.
+    pub async fn payout(&self, id: i64) -> Result<Option<Payout>> {
+        let mut conn = self.pool().acquire().await?;
+        select_withdrawal(&mut conn, id, false)
+            .await?
+            .map(WithdrawalRow::into_payout)
             .transpose()
     }
 
@@ -223,7 +286,7 @@ impl Withdrawals {
         }
         let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
             "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals
-             WHERE ($1::uuid IS NULL OR user_id = $1)
+             WHERE kind = 'withdrawal' AND ($1::uuid IS NULL OR user_id = $1)
                AND ($2::withdrawal_status IS NULL OR status = $2)
                AND ($3::bigint IS NULL OR id < $3)
              ORDER BY id DESC LIMIT $4"

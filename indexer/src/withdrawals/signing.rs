@@ -5,10 +5,10 @@
 //! after the send, as Peatio's withdraw worker did, is what lets a retry
 //! after a timeout pay twice.)
 
-use super::rows::{
-    ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, lock_withdrawal,
-};
-use super::{Attempt, SignedAttempt, Withdrawal, WithdrawalStatus, Withdrawals, count_transition};
+use sqlx::PgConnection;
+
+use super::rows::{ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, lock_payout};
+use super::{Attempt, Payout, SignedAttempt, WithdrawalStatus, Withdrawals, count_transition};
 use crate::{Error, Result};
 
 fn invalid(message: &str) -> Error {
@@ -16,7 +16,7 @@ fn invalid(message: &str) -> Error {
 }
 
 /// The attempt's fields, and those its chain requires.
-fn validate_attempt(chain: chains::Chain, attempt: &SignedAttempt) -> Result<()> {
+pub(super) fn validate_attempt(chain: chains::Chain, attempt: &SignedAttempt) -> Result<()> {
     if attempt.tx_hash.is_empty() || attempt.tx_hash.len() > 200 {
         return Err(invalid("tx_hash: must be 1 to 200 bytes"));
     }
@@ -52,22 +52,22 @@ fn validate_attempt(chain: chains::Chain, attempt: &SignedAttempt) -> Result<()>
 }
 
 impl Withdrawals {
-    /// Stores a reserved withdrawal's first signed attempt and moves it to
+    /// Stores a reserved row's first signed attempt and moves it to
     /// signed, in one transaction, before the caller sends anything.
     /// Recording the same attempt again (a retry whose response was lost)
-    /// returns it; any other attempt on a withdrawal that is not reserved
-    /// is refused.
+    /// returns it; any other attempt on a row that is not reserved is
+    /// refused.
     pub async fn record_signed(
         &self,
         id: i64,
         attempt: &SignedAttempt,
-    ) -> Result<(Withdrawal, Attempt)> {
+    ) -> Result<(Payout, Attempt)> {
         let (recorded, created) = self
             .transaction(|mut tx| async move {
-                let withdrawal = lock_withdrawal(&mut tx, id).await?;
-                validate_attempt(withdrawal.chain, attempt)?;
-                if withdrawal.status == WithdrawalStatus::Signed
-                    && let Some(current) = withdrawal.current_attempt_id
+                let payout = lock_payout(&mut tx, id).await?;
+                validate_attempt(payout.chain, attempt)?;
+                if payout.status == WithdrawalStatus::Signed
+                    && let Some(current) = payout.current_attempt_id
                 {
                     let stored: AttemptRow = sqlx::query_as(&format!(
                         "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE id = $1"
@@ -77,54 +77,27 @@ impl Withdrawals {
                     .await?;
                     let stored = stored.into_attempt()?;
                     if stored.tx_hash == attempt.tx_hash && stored.raw_tx == attempt.raw_tx {
-                        return Ok((tx, ((withdrawal, stored), false)));
+                        return Ok((tx, ((payout, stored), false)));
                     }
                 }
-                if withdrawal.status != WithdrawalStatus::Reserved {
+                if payout.status != WithdrawalStatus::Reserved {
                     return Err(Error::WithdrawalState {
                         id,
-                        status: withdrawal.status,
+                        status: payout.status,
                         action: "signed",
                     });
                 }
-                let amount = |a: Option<crate::ledger::Amount>| a.map(|a| a.to_string());
-                let stored: AttemptRow = sqlx::query_as(&format!(
-                    "INSERT INTO withdrawal_attempts (withdrawal_id, chain, tx_hash, raw_tx, nonce_reservation_id,
-                         fee_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, valid_until_height)
-                     VALUES ($1, $2, $3, $4,
-                             (SELECT id FROM eth_nonce_reservations WHERE withdrawal_id = $1 AND purpose = 'withdrawal'),
-                             $5::numeric, $6::numeric, $7::numeric, $8, $9)
-                     RETURNING {ATTEMPT_COLUMNS}"
-                ))
-                .bind(id)
-                .bind(withdrawal.chain.as_str())
-                .bind(&attempt.tx_hash)
-                .bind(&attempt.raw_tx)
-                .bind(attempt.fee_limit.to_string())
-                .bind(amount(attempt.max_fee_per_gas))
-                .bind(amount(attempt.max_priority_fee_per_gas))
-                .bind(attempt.gas_limit.map(|g| g as i64))
-                .bind(attempt.valid_until_height.map(|h| h as i64))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(db)
-                        if db.constraint() == Some("withdrawal_attempts_hash_unique") =>
-                    {
-                        invalid("tx_hash: already recorded for another attempt")
-                    }
-                    _ => Error::Database(e),
-                })?;
-                let stored = stored.into_attempt()?;
+                let stored = insert_attempt(&mut tx, id, payout.chain, attempt).await?;
                 let row: WithdrawalRow = sqlx::query_as(&format!(
-                    "UPDATE withdrawals SET status = 'signed', current_attempt_id = $2, signed_at = now(), updated_at = now()
+                    "UPDATE withdrawals SET status = 'signed', current_attempt_id = $2, signed_at = now(),
+                         waiting_reason = NULL, updated_at = now()
                      WHERE id = $1 RETURNING {WITHDRAWAL_COLUMNS}"
                 ))
                 .bind(id)
                 .bind(stored.id)
                 .fetch_one(&mut *tx)
                 .await?;
-                Ok((tx, ((row.into_withdrawal()?, stored), true)))
+                Ok((tx, ((row.into_payout()?, stored), true)))
             })
             .await?;
         if created {
@@ -132,4 +105,41 @@ impl Withdrawals {
         }
         Ok(recorded)
     }
+}
+
+/// Inserts an attempt of row `id`, under the row's nonce reservation when
+/// it has one.
+pub(super) async fn insert_attempt(
+    tx: &mut PgConnection,
+    id: i64,
+    chain: chains::Chain,
+    attempt: &SignedAttempt,
+) -> Result<Attempt> {
+    let amount = |a: Option<crate::ledger::Amount>| a.map(|a| a.to_string());
+    let stored: AttemptRow = sqlx::query_as(&format!(
+        "INSERT INTO withdrawal_attempts (withdrawal_id, chain, tx_hash, raw_tx, nonce_reservation_id,
+             fee_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, valid_until_height)
+         VALUES ($1, $2, $3, $4,
+                 (SELECT id FROM eth_nonce_reservations WHERE withdrawal_id = $1),
+                 $5::numeric, $6::numeric, $7::numeric, $8, $9)
+         RETURNING {ATTEMPT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(chain.as_str())
+    .bind(&attempt.tx_hash)
+    .bind(&attempt.raw_tx)
+    .bind(attempt.fee_limit.to_string())
+    .bind(amount(attempt.max_fee_per_gas))
+    .bind(amount(attempt.max_priority_fee_per_gas))
+    .bind(attempt.gas_limit.map(|g| g as i64))
+    .bind(attempt.valid_until_height.map(|h| h as i64))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("withdrawal_attempts_hash_unique") => {
+            invalid("tx_hash: already recorded for another attempt")
+        }
+        _ => Error::Database(e),
+    })?;
+    stored.into_attempt()
 }

@@ -105,6 +105,57 @@ impl std::str::FromStr for WithdrawalStatus {
     }
 }
 
+/// What a row of the pipeline sends: a user's withdrawal, or one of
+/// Coffer's own transfers, which share the nonce allocator, the
+/// signed-bytes-first rule and the send and confirm loop but have no user,
+/// hold or idempotency key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "payout_kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutKind {
+    Withdrawal,
+    /// A deposit address's balance into the hot wallet.
+    Sweep,
+    /// Hot wallet to a deposit address: the gas of its token sweep.
+    GasTopUp,
+    /// A zero-value self-transfer on a nonce a cancelled withdrawal left.
+    Filler,
+}
+
+impl PayoutKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PayoutKind::Withdrawal => "withdrawal",
+            PayoutKind::Sweep => "sweep",
+            PayoutKind::GasTopUp => "gas_top_up",
+            PayoutKind::Filler => "filler",
+        }
+    }
+}
+
+/// A row of the pipeline as the send loop sees it, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Payout {
+    pub id: i64,
+    pub kind: PayoutKind,
+    pub chain: Chain,
+    pub asset: String,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub destination: String,
+    pub status: WithdrawalStatus,
+    /// Withdrawals only.
+    pub user: Option<Uuid>,
+    pub hold_id: Option<i64>,
+    pub from_address: Option<String>,
+    /// The deposit key that signs a sweep; `None`: the hot wallet.
+    pub from_key_index: Option<u32>,
+    pub current_attempt_id: Option<i64>,
+    pub waiting_reason: Option<String>,
+    /// The node's refusals of the current attempt in a row.
+    pub send_rejections: u32,
+}
+
 /// One asset's withdrawal rules, in its base units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +220,9 @@ pub struct Withdrawal {
     pub from_address: Option<String>,
     /// The attempt followed now (the latest replacement).
     pub current_attempt_id: Option<i64>,
+    /// Why an approved withdrawal is not moving yet (the hot wallet cannot
+    /// cover it, fees are above the cap).
+    pub waiting_reason: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub approved_at: Option<DateTime<Utc>>,
     pub reserved_at: Option<DateTime<Utc>>,
@@ -238,8 +292,12 @@ pub struct Attempt {
     /// The chain's height at the latest send, and how many sends so far.
     pub last_broadcast_height: Option<u64>,
     pub broadcast_count: u32,
+    /// The chain's height when a node first accepted it.
+    pub first_broadcast_height: Option<u64>,
     pub landed_block_hash: Option<String>,
     pub landed_block_height: Option<u64>,
+    /// Whether the landed transaction succeeded.
+    pub landed_success: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use chains::Chain;
 use indexer::Error;
-use indexer::withdrawals::{NewWithdrawal, NoncePurpose, WithdrawalStatus};
+use indexer::withdrawals::{NewWithdrawal, NoncePurpose, PayoutKind, WithdrawalStatus};
 
 use super::{HOT_WALLET, Setup, amount, key};
 use crate::support::{assert_invariants, fund};
@@ -150,12 +150,23 @@ async fn a_cancelled_reservation_keeps_its_nonce_for_a_filler() {
         .await
         .expect("cancel");
 
-    let after = setup
+    assert_eq!(
+        setup
+            .withdrawals
+            .nonce_reservation(middle.id)
+            .await
+            .expect("reservation"),
+        None,
+        "the cancelled withdrawal hands its nonce over"
+    );
+    let [after] = setup
         .withdrawals
-        .nonce_reservation(middle.id)
+        .nonces_to_fill(HOT_WALLET)
         .await
-        .expect("reservation")
-        .expect("still reserved");
+        .expect("fillers")
+        .try_into()
+        .expect("one filler");
+    assert_eq!(after.id, before.id, "the same reservation row");
     assert_eq!(after.nonce, 1, "the nonce is never given back");
     assert_eq!(after.purpose, NoncePurpose::Filler);
     assert!(
@@ -163,6 +174,22 @@ async fn a_cancelled_reservation_keeps_its_nonce_for_a_filler() {
             .filler_reason
             .as_deref()
             .is_some_and(|r| r.contains("cancelled"))
+    );
+    let filler = setup
+        .withdrawals
+        .payout(after.withdrawal_id)
+        .await
+        .expect("filler row")
+        .expect("exists");
+    assert_eq!(filler.kind, PayoutKind::Filler);
+    assert_eq!(filler.status, WithdrawalStatus::Reserved, "ready to sign");
+    assert!(filler.amount.is_zero());
+    assert_eq!(filler.destination, HOT_WALLET, "a self-transfer");
+    assert_eq!(filler.from_address.as_deref(), Some(HOT_WALLET));
+    assert_eq!(
+        setup.withdrawals.get(filler.id).await.expect("get"),
+        None,
+        "Coffer's own transfers are not withdrawals"
     );
     let to_fill = setup
         .withdrawals

@@ -28,7 +28,8 @@ async fn record_signed_commits_the_bytes_before_anything_is_sent() {
 
     assert_eq!(withdrawal.status, WithdrawalStatus::Signed);
     assert_eq!(withdrawal.current_attempt_id, Some(stored.id));
-    assert!(withdrawal.signed_at.is_some());
+    let stored_withdrawal = setup.withdrawals.get(reserved.id).await.expect("get");
+    assert!(stored_withdrawal.is_some_and(|w| w.signed_at.is_some()));
     assert_eq!(stored.raw_tx, attempt.raw_tx);
     assert_eq!(stored.tx_hash, attempt.tx_hash);
     assert_eq!(stored.nonce_reservation_id, Some(reservation.id));

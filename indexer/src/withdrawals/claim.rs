@@ -1,0 +1,534 @@
+//! The send loop's transitions, on a row a worker has claimed.
+//!
+//! A worker claims one row (`FOR UPDATE SKIP LOCKED`: a row another worker
+//! holds is skipped, never waited for) and keeps its transaction open
+//! while it talks to the node, then records what happened and commits.
+//! The lock is the lease: two workers never act on one row at once, and a
+//! worker that dies mid-call drops its lock with its connection, leaving
+//! the row as it was before the claim. Nothing here is ever the first
+//! record of signed bytes: those are committed before any claim that
+//! sends them ([`Withdrawals::record_signed`],
+//! [`Claimed::record_replacement`]), so a send whose outcome is lost is
+//! only ever followed by a send of the same bytes.
+
+use super::rows::{
+    ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, select_withdrawal,
+};
+use super::{
+    Attempt, Payout, PayoutKind, SignedAttempt, Tx, WithdrawalStatus, Withdrawals, count_transition,
+};
+use crate::ledger::{
+    AccountPurpose, AccountRef, Amount, EntryKind, HoldStatus, Leg, NewEntry, ReleaseHold,
+};
+use crate::{Error, Result};
+
+/// A replacement raises both EIP-1559 fee fields by at least this many
+/// percent over the attempt it replaces (geth's and reth's default price
+/// bump; a smaller raise is refused as underpriced).
+pub const REPLACEMENT_BUMP_PERCENT: u64 = 10;
+
+/// The least a replacement may offer for `previous`: `previous` raised by
+/// [`REPLACEMENT_BUMP_PERCENT`], rounded up, and at least one more.
+pub fn bumped(previous: Amount) -> Amount {
+    let raised = previous
+        .as_u256()
+        .saturating_mul(alloy_primitives::U256::from(100 + REPLACEMENT_BUMP_PERCENT))
+        .div_ceil(alloy_primitives::U256::from(100));
+    let at_least_one_more = previous
+        .as_u256()
+        .saturating_add(alloy_primitives::U256::from(1));
+    Amount::from_u256(raised.max(at_least_one_more))
+}
+
+/// What a landed attempt left on chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Landing {
+    pub attempt_id: i64,
+    pub block_hash: String,
+    pub block_height: u64,
+    /// Receipt status 1.
+    pub success: bool,
+    /// Network fee paid, in the chain's native base units.
+    pub fee_paid: Amount,
+}
+
+/// A row one worker holds until it commits or drops it (drop rolls back).
+pub struct Claimed {
+    tx: Tx,
+    store: Withdrawals,
+    pub payout: Payout,
+    /// Every attempt, oldest first; the current one is last.
+    pub attempts: Vec<Attempt>,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("payout", &self.payout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Withdrawals {
+    /// Claims row `id` when it is in one of `statuses` and no other worker
+    /// holds it; `None` otherwise.
+    pub async fn claim(&self, id: i64, statuses: &[WithdrawalStatus]) -> Result<Option<Claimed>> {
+        let mut tx = self.pool().begin().await?;
+        let row: Option<WithdrawalRow> = sqlx::query_as(&format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = $1 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let payout = row.into_payout()?;
+        if !statuses.contains(&payout.status) {
+            return Ok(None);
+        }
+        let attempts = attempts_in(&mut tx, id).await?;
+        Ok(Some(Claimed {
+            tx,
+            store: self.clone(),
+            payout,
+            attempts,
+        }))
+    }
+
+    /// The rows of `chain` the send loop works on (reserved through
+    /// confirming), oldest first, read without locks; `after` continues a
+    /// previous page.
+    pub async fn in_flight(
+        &self,
+        chain: chains::Chain,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Payout>> {
+        let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals
+             WHERE chain = $1 AND status IN ('reserved', 'signed', 'broadcast', 'confirming') AND id > $2
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(chain.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(WithdrawalRow::into_payout).collect()
+    }
+
+    /// Every attempt of the given rows, oldest first.
+    pub async fn attempts_of(&self, ids: &[i64]) -> Result<Vec<Attempt>> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE withdrawal_id = ANY($1) ORDER BY id"
+        ))
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter().map(AttemptRow::into_attempt).collect()
+    }
+}
+
+async fn attempts_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<Vec<Attempt>> {
+    let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE withdrawal_id = $1 ORDER BY id"
+    ))
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.into_iter().map(AttemptRow::into_attempt).collect()
+}
+
+impl Claimed {
+    /// The attempt the pipeline follows now.
+    pub fn current(&self) -> Option<&Attempt> {
+        let current = self.payout.current_attempt_id?;
+        self.attempts.iter().find(|a| a.id == current)
+    }
+
+    fn refuse(&self, action: &'static str) -> Error {
+        Error::WithdrawalState {
+            id: self.payout.id,
+            status: self.payout.status,
+            action,
+        }
+    }
+
+    async fn reread(mut self) -> Result<Payout> {
+        let row = select_withdrawal(&mut self.tx, self.payout.id, false)
+            .await?
+            .ok_or(Error::WithdrawalNotFound(self.payout.id))?;
+        let payout = row.into_payout()?;
+        self.tx.commit().await?;
+        Ok(payout)
+    }
+
+    /// A node accepted the current attempt (or already had it) at chain
+    /// height `height`: signed → broadcast, or another send of a broadcast
+    /// one.
+    pub async fn record_sent(mut self, height: u64) -> Result<Payout> {
+        let Some(attempt) = self.current().map(|a| a.id) else {
+            return Err(self.refuse("sent"));
+        };
+        if !matches!(
+            self.payout.status,
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+        ) {
+            return Err(self.refuse("sent"));
+        }
+        let height = to_i64(height, "height")?;
+        sqlx::query(
+            "UPDATE withdrawal_attempts SET broadcast_count = broadcast_count + 1,
+                 broadcast_at = coalesce(broadcast_at, now()),
+                 first_broadcast_height = coalesce(first_broadcast_height, $2),
+                 last_broadcast_height = $2
+             WHERE id = $1",
+        )
+        .bind(attempt)
+        .bind(height)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE withdrawals SET status = 'broadcast', send_rejections = 0, waiting_reason = NULL,
+                 updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .execute(&mut *self.tx)
+        .await?;
+        let first = self.payout.status == WithdrawalStatus::Signed;
+        let payout = self.reread().await?;
+        if first {
+            count_transition(WithdrawalStatus::Broadcast);
+        }
+        Ok(payout)
+    }
+
+    /// Notes why the row is not moving (shown with it), leaving its state.
+    pub async fn set_waiting(mut self, reason: &str) -> Result<Payout> {
+        sqlx::query(
+            "UPDATE withdrawals SET waiting_reason = left($2, 1000), updated_at = now()
+             WHERE id = $1 AND waiting_reason IS DISTINCT FROM left($2, 1000)",
+        )
+        .bind(self.payout.id)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        self.reread().await
+    }
+
+    /// The node refused the current attempt's bytes for a reason the loop
+    /// does not handle; returns how many times in a row.
+    pub async fn record_rejected(mut self, reason: &str) -> Result<(Payout, u32)> {
+        sqlx::query(
+            "UPDATE withdrawals SET send_rejections = send_rejections + 1,
+                 waiting_reason = left('node refused the transaction: ' || $2, 1000), updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        let count = payout.send_rejections;
+        Ok((payout, count))
+    }
+
+    /// Commits a replacement of the current attempt (same nonce, both fee
+    /// fields raised by at least [`REPLACEMENT_BUMP_PERCENT`]) as the new
+    /// current attempt, before it is sent. Every earlier attempt is kept:
+    /// whichever lands completes the row.
+    pub async fn record_replacement(
+        mut self,
+        attempt: &SignedAttempt,
+    ) -> Result<(Payout, Attempt)> {
+        if !matches!(
+            self.payout.status,
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+        ) {
+            return Err(self.refuse("replaced"));
+        }
+        let Some(current) = self.current().cloned() else {
+            return Err(self.refuse("replaced"));
+        };
+        let raised = |new: Option<Amount>, old: Option<Amount>| match (new, old) {
+            (Some(new), Some(old)) => new >= bumped(old),
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        if !raised(attempt.max_fee_per_gas, current.max_fee_per_gas)
+            || !raised(
+                attempt.max_priority_fee_per_gas,
+                current.max_priority_fee_per_gas,
+            )
+        {
+            return Err(Error::InvalidRequest(format!(
+                "max_fee_per_gas, max_priority_fee_per_gas: a replacement must raise both by at least {REPLACEMENT_BUMP_PERCENT}%"
+            )));
+        }
+        super::signing::validate_attempt(self.payout.chain, attempt)?;
+        let stored = super::signing::insert_attempt(
+            &mut self.tx,
+            self.payout.id,
+            self.payout.chain,
+            attempt,
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE withdrawals SET current_attempt_id = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .bind(stored.id)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        metrics::counter!(crate::metrics::WITHDRAWAL_REPLACEMENTS, "chain" => payout.chain.as_str())
+            .increment(1);
+        Ok((payout, stored))
+    }
+
+    /// One of the attempts is in a block: → confirming, with where it
+    /// landed. (Also from signed: the process died between sending and
+    /// recording the send, and the chain says the bytes went out.)
+    pub async fn record_landed(mut self, landing: &Landing) -> Result<Payout> {
+        if !matches!(
+            self.payout.status,
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+        ) {
+            return Err(self.refuse("landed"));
+        }
+        if !self.attempts.iter().any(|a| a.id == landing.attempt_id) {
+            return Err(Error::InvalidRequest(format!(
+                "attempt_id: {} is not an attempt of withdrawal {}",
+                landing.attempt_id, self.payout.id
+            )));
+        }
+        sqlx::query(
+            "UPDATE withdrawal_attempts SET landed_block_hash = $2, landed_block_height = $3,
+                 landed_success = $4, fee_paid = $5::numeric
+             WHERE id = $1",
+        )
+        .bind(landing.attempt_id)
+        .bind(&landing.block_hash)
+        .bind(to_i64(landing.block_height, "block_height")?)
+        .bind(landing.success)
+        .bind(landing.fee_paid.to_string())
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        count_transition(WithdrawalStatus::Confirming);
+        Ok(payout)
+    }
+
+    /// The block holding the landed attempt left the canonical chain:
+    /// confirming → broadcast, still held, every attempt still a candidate.
+    pub async fn record_unlanded(mut self) -> Result<Payout> {
+        if self.payout.status != WithdrawalStatus::Confirming {
+            return Err(self.refuse("unlanded"));
+        }
+        sqlx::query(
+            "UPDATE withdrawal_attempts SET landed_block_hash = NULL, landed_block_height = NULL,
+                 landed_success = NULL, fee_paid = NULL
+             WHERE withdrawal_id = $1",
+        )
+        .bind(self.payout.id)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "UPDATE withdrawals SET status = 'broadcast', updated_at = now() WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        metrics::counter!(crate::metrics::WITHDRAWAL_REORGED, "chain" => payout.chain.as_str())
+            .increment(1);
+        count_transition(WithdrawalStatus::Broadcast);
+        Ok(payout)
+    }
+
+    /// The landed attempt is final: confirming → completed when it
+    /// succeeded, failed when it reverted (its nonce is used, its gas
+    /// spent, nothing else moved: retrying would spend gas on a transfer
+    /// the chain already refused once, so a person decides). The ledger
+    /// moves in the same transaction: a withdrawal's hold is settled
+    /// (held → custody, its fee → fees) or released; the gas is booked,
+    /// custody → network fees, in `native_asset`, for every kind.
+    pub async fn finish(mut self, native_asset: &str) -> Result<Payout> {
+        if self.payout.status != WithdrawalStatus::Confirming {
+            return Err(self.refuse("finished"));
+        }
+        let Some(landed) = self
+            .attempts
+            .iter()
+            .find(|a| a.landed_block_hash.is_some())
+            .cloned()
+        else {
+            return Err(Error::Corrupt(format!(
+                "withdrawal {} is confirming without a landed attempt",
+                self.payout.id
+            )));
+        };
+        let success = landed.landed_success.unwrap_or(false);
+        let id = self.payout.id;
+        let metadata = serde_json::json!({
+            "withdrawal_id": id,
+            "kind": self.payout.kind.as_str(),
+            "tx_hash": landed.tx_hash,
+            "block_hash": landed.landed_block_hash,
+            "block_height": landed.landed_block_height,
+        });
+        let ledger = self.store.ledger().clone();
+        if let Some(hold_id) = self.payout.hold_id {
+            if success {
+                let entry = settle_entry(&self.payout, &metadata)?;
+                let prepared = ledger.prepare_in(&mut self.tx, &entry).await?;
+                ledger
+                    .finish_hold_in(&mut self.tx, hold_id, HoldStatus::Settled, &prepared)
+                    .await?;
+            } else {
+                ledger
+                    .release_hold_in(
+                        &mut self.tx,
+                        &ReleaseHold {
+                            hold_id,
+                            kind: EntryKind::WithdrawalRelease,
+                            reference: format!("withdrawal:{id}:release"),
+                            metadata: metadata.clone(),
+                        },
+                    )
+                    .await?;
+            }
+        }
+        let fee_paid = landed.fee_paid.unwrap_or_default();
+        if !fee_paid.is_zero() {
+            let entry = NewEntry {
+                kind: EntryKind::NetworkFee,
+                reference: format!("withdrawal:{id}:network_fee"),
+                metadata: metadata.clone(),
+                legs: vec![
+                    Leg::increase(
+                        AccountRef::system(native_asset, AccountPurpose::Custody),
+                        fee_paid,
+                    ),
+                    Leg::decrease(
+                        AccountRef::system(native_asset, AccountPurpose::NetworkFees),
+                        fee_paid,
+                    ),
+                ],
+            };
+            ledger.post_referenced_in(&mut self.tx, &[entry]).await?;
+        }
+        let status = if success {
+            WithdrawalStatus::Completed
+        } else {
+            WithdrawalStatus::Failed
+        };
+        sqlx::query(
+            "UPDATE withdrawals SET status = $2, finished_at = now(), updated_at = now(),
+                 reason = CASE WHEN $2 = 'failed'::withdrawal_status
+                     THEN 'the transaction reverted on chain (receipt status 0); its network fee is spent'
+                     ELSE reason END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        count_transition(status);
+        Ok(payout)
+    }
+
+    /// The outcome is unknown to the loop: → manual, never rebuilt
+    /// automatically; the hold stays until a person decides.
+    pub async fn to_manual(mut self, reason: &str) -> Result<Payout> {
+        if matches!(
+            self.payout.status,
+            WithdrawalStatus::Completed
+                | WithdrawalStatus::Failed
+                | WithdrawalStatus::Rejected
+                | WithdrawalStatus::Cancelled
+                | WithdrawalStatus::Manual
+        ) {
+            return Err(self.refuse("moved to manual"));
+        }
+        sqlx::query(
+            "UPDATE withdrawals SET status = 'manual', reason = left($2, 1000), updated_at = now() WHERE id = $1",
+        )
+        .bind(self.payout.id)
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        count_transition(WithdrawalStatus::Manual);
+        Ok(payout)
+    }
+}
+
+/// Settling a withdrawal's hold: the amount leaves custody for the
+/// destination and the withdrawal fee goes to the fee account.
+fn settle_entry(payout: &Payout, metadata: &serde_json::Value) -> Result<NewEntry> {
+    let (Some(user), PayoutKind::Withdrawal) = (payout.user, payout.kind) else {
+        return Err(Error::Corrupt(format!(
+            "payout {} has a hold but is no user's withdrawal",
+            payout.id
+        )));
+    };
+    let total = payout
+        .amount
+        .checked_add(payout.fee)
+        .ok_or_else(|| Error::Corrupt(format!("withdrawal {} overflows", payout.id)))?;
+    let mut legs = vec![
+        Leg::decrease(
+            AccountRef::user(user, &payout.asset, AccountPurpose::Held),
+            total,
+        ),
+        Leg::increase(
+            AccountRef::system(&payout.asset, AccountPurpose::Custody),
+            payout.amount,
+        ),
+    ];
+    if !payout.fee.is_zero() {
+        legs.push(Leg::increase(
+            AccountRef::system(&payout.asset, AccountPurpose::Fees),
+            payout.fee,
+        ));
+    }
+    Ok(NewEntry {
+        kind: EntryKind::WithdrawalSettle,
+        reference: format!("withdrawal:{}:settle", payout.id),
+        metadata: metadata.clone(),
+        legs,
+    })
+}
+
+fn to_i64(value: u64, field: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::InvalidRequest(format!("{field}: too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bumped;
+    use crate::ledger::Amount;
+
+    #[test]
+    fn a_replacement_offers_at_least_ten_percent_more_rounded_up() {
+        assert_eq!(bumped(Amount::from_u64(100)), Amount::from_u64(110));
+        assert_eq!(bumped(Amount::from_u64(101)), Amount::from_u64(112));
+        assert_eq!(bumped(Amount::from_u64(1)), Amount::from_u64(2));
+        assert_eq!(bumped(Amount::from_u64(0)), Amount::from_u64(1));
+        assert_eq!(
+            bumped(Amount::from_u64(2_000_000_000)),
+            Amount::from_u64(2_200_000_000)
+        );
+    }
+}

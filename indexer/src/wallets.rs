@@ -84,6 +84,29 @@ impl Wallets {
         row.map(to_wallet).transpose()
     }
 
+    /// The user an issued deposit address belongs to, if `address` is one.
+    /// Ethereum addresses compare without regard to case (they are stored
+    /// EIP-55 checksummed, so the lookup normalizes to that form); other
+    /// chains' compare as given, in the form Coffer issues them (Bitcoin:
+    /// lowercase bech32).
+    pub async fn owner_of_address(&self, chain: Chain, address: &str) -> Result<Option<Uuid>> {
+        let address = match chain {
+            Chain::Ethereum => match address.parse::<alloy_primitives::Address>() {
+                Ok(parsed) => signer::ethereum::checksummed(&parsed),
+                Err(_) => return Ok(None),
+            },
+            Chain::Bitcoin | Chain::Solana => address.to_owned(),
+        };
+        Ok(sqlx::query_scalar(
+            "SELECT w.user_id FROM deposit_addresses d JOIN wallets w ON w.id = d.wallet_id
+             WHERE d.chain = $1 AND d.address = $2",
+        )
+        .bind(chain.as_str())
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// Issues the chain's next HD child as a deposit address and adds it to
     /// the watched set, in one transaction.
     pub async fn new_address(&self, wallet: &Wallet) -> Result<IssuedAddress> {

@@ -9,6 +9,7 @@ pub mod wallet;
 
 use std::sync::{Arc, OnceLock};
 
+use indexer::ledger::{Amount, IdempotencyKey};
 use indexer::users::{Role, User, Users};
 use sqlx::PgPool;
 use tonic::{Request, Status};
@@ -216,6 +217,67 @@ pub fn classify_database_error(err: &sqlx::Error) -> DatabaseFailure {
 
 pub fn parse_uuid(field: &'static str, value: &str) -> Result<Uuid, Status> {
     Uuid::parse_str(value.trim()).map_err(|_| FieldError::new(field, "must be a UUID").into())
+}
+
+/// Base units: digits only. "1.5" of a base unit is over-precise.
+pub fn parse_amount(field: &'static str, text: &str) -> Result<Amount, Status> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err(FieldError::new(field, "must be positive").into());
+    }
+    if text.contains('.') {
+        return Err(
+            FieldError::new(field, "is base units and cannot have a fractional part").into(),
+        );
+    }
+    let amount = Amount::parse(text).map_err(|e| FieldError::new(field, e.to_string()))?;
+    if amount.is_zero() {
+        return Err(FieldError::new(field, "must be positive").into());
+    }
+    Ok(amount)
+}
+
+/// A client's idempotency key, scoped to the user the request acts for.
+pub fn idempotency_key(user: Uuid, key: &str) -> Result<IdempotencyKey, Status> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 200 {
+        return Err(FieldError::new("idempotency_key", "must be 1 to 200 characters").into());
+    }
+    Ok(IdempotencyKey::new(user.to_string(), key))
+}
+
+/// Maps the indexer's refusals (ledger, offers, withdrawals) to codes a
+/// client can act on; anything else goes through [`internal`].
+pub fn ledger_status(err: indexer::Error) -> Status {
+    use indexer::Error as E;
+    match err {
+        E::InsufficientFunds => Status::failed_precondition("amount: insufficient available funds"),
+        E::IdempotencyConflict { .. } => {
+            Status::already_exists("idempotency_key: already used for a different request")
+        }
+        E::DuplicateReference(_) => Status::already_exists("idempotency_key: already used"),
+        E::UnknownAsset(_) => Status::invalid_argument("asset: unknown asset"),
+        E::OfferNotFound => Status::not_found("offer_id: no such offer"),
+        E::OfferNotOpen(status) => {
+            Status::failed_precondition(format!("offer_id: the offer is {status:?}").to_lowercase())
+        }
+        E::FeeTakesWholeAmount => Status::failed_precondition(
+            "offer_id: the sell amount is too small to pay the trade fee",
+        ),
+        E::WithdrawalNotFound(_) => Status::not_found("id: no such withdrawal"),
+        E::WithdrawalState { status, action, .. } => Status::failed_precondition(format!(
+            "id: the withdrawal is {status}; it cannot be {action}"
+        )),
+        E::SelfApproval => Status::permission_denied(
+            "id: a withdrawal cannot be approved or rejected by its requester or its owner",
+        ),
+        // Its message starts with `amount:`.
+        err @ E::DailyLimitExceeded { .. } => Status::failed_precondition(err.to_string()),
+        E::UserNotFound(_) => Status::not_found("user_id: no such user"),
+        E::UserDisabled(_) => Status::failed_precondition("user_id: the user is disabled"),
+        E::InvalidRequest(message) | E::InvalidAmount(message) => Status::invalid_argument(message),
+        other => internal(other),
+    }
 }
 
 /// What a request does with the data of the user it names.

@@ -2,12 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use indexer::ledger::settlement::{NewOffer, Offer, OfferStatus, after_trade_fee};
-use indexer::ledger::{AccountRef, Amount, EntryKind, IdempotencyKey, Leg, NewEntry};
+use indexer::ledger::{AccountRef, EntryKind, Leg, NewEntry};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::pb::{self, settlement_service_server::SettlementService};
-use super::{Access, Shared, internal, parse_uuid, timestamp};
+use super::{
+    Access, Shared, idempotency_key, internal, ledger_status, parse_amount, parse_uuid, timestamp,
+};
 use crate::auth::FieldError;
 use crate::auth::password::normalize_email;
 
@@ -28,32 +30,6 @@ impl SettlementApi {
             trade_fee_bps,
         }
     }
-}
-
-/// Base units: digits only. "1.5" of a base unit is over-precise.
-fn parse_amount(field: &'static str, text: &str) -> Result<Amount, Status> {
-    let text = text.trim();
-    if text.starts_with('-') {
-        return Err(FieldError::new(field, "must be positive").into());
-    }
-    if text.contains('.') {
-        return Err(
-            FieldError::new(field, "is base units and cannot have a fractional part").into(),
-        );
-    }
-    let amount = Amount::parse(text).map_err(|e| FieldError::new(field, e.to_string()))?;
-    if amount.is_zero() {
-        return Err(FieldError::new(field, "must be positive").into());
-    }
-    Ok(amount)
-}
-
-fn idempotency_key(user: Uuid, key: &str) -> Result<IdempotencyKey, Status> {
-    let key = key.trim();
-    if key.is_empty() || key.len() > 200 {
-        return Err(FieldError::new("idempotency_key", "must be 1 to 200 characters").into());
-    }
-    Ok(IdempotencyKey::new(user.to_string(), key))
 }
 
 fn status_to_pb(status: OfferStatus) -> pb::OfferStatus {
@@ -77,30 +53,6 @@ fn offer_to_pb(offer: Offer) -> pb::Offer {
         taker_user_id: offer.taker.map(|t| t.to_string()).unwrap_or_default(),
         expires_at: offer.expires_at.map(timestamp),
         created_at: Some(timestamp(offer.created_at)),
-    }
-}
-
-/// Maps ledger refusals to codes a client can act on.
-fn ledger_status(err: indexer::Error) -> Status {
-    use indexer::Error as E;
-    match err {
-        E::InsufficientFunds => Status::failed_precondition("amount: insufficient available funds"),
-        E::IdempotencyConflict { .. } => {
-            Status::already_exists("idempotency_key: already used for a different request")
-        }
-        E::DuplicateReference(_) => Status::already_exists("idempotency_key: already used"),
-        E::UnknownAsset(_) => Status::invalid_argument("asset: unknown asset"),
-        E::OfferNotFound => Status::not_found("offer_id: no such offer"),
-        E::OfferNotOpen(status) => {
-            Status::failed_precondition(format!("offer_id: the offer is {status:?}").to_lowercase())
-        }
-        E::FeeTakesWholeAmount => Status::failed_precondition(
-            "offer_id: the sell amount is too small to pay the trade fee",
-        ),
-        E::UserNotFound(_) => Status::not_found("user_id: no such user"),
-        E::UserDisabled(_) => Status::failed_precondition("user_id: the user is disabled"),
-        E::InvalidRequest(message) | E::InvalidAmount(message) => Status::invalid_argument(message),
-        other => internal(other),
     }
 }
 

@@ -233,6 +233,7 @@ impl App {
         let background_ledger = indexer::ledger::Ledger::new(background.clone());
         self.spawn_watchers(&background_ledger, tasks, cancel)
             .await?;
+        check_withdrawal_assets(&self.settings, &background_ledger).await?;
         tasks.spawn(expire_offers(background_ledger, cancel.clone()));
         let events = &self.settings.events;
         if events.enabled {
@@ -325,6 +326,35 @@ pub fn load_deposit_keys(settings: &Settings) -> anyhow::Result<signer::DepositK
         BitcoinNetwork::Regtest => signer::BitcoinNetwork::Regtest,
     };
     Ok(signer::DepositKeys::new(seed, network)?)
+}
+
+/// Every asset `[withdrawals]` names must be one the ledger counts in
+/// (after the watchers registered their tokens); startup stops naming the
+/// key otherwise.
+async fn check_withdrawal_assets(
+    settings: &Settings,
+    ledger: &indexer::ledger::Ledger,
+) -> anyhow::Result<()> {
+    if settings.withdrawals.assets.0.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = ledger
+        .assets()
+        .await
+        .context("read the ledger's assets")?
+        .into_iter()
+        .map(|asset| asset.code)
+        .collect();
+    for code in settings.withdrawals.assets.0.keys() {
+        if !known.contains(code) {
+            anyhow::bail!(
+                "config key `withdrawals.assets.{code}`: the ledger has no asset `{code}` (it has {}); \
+                 a token is registered from chains.*.tokens while its chain is enabled",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Releases the holds of expired offers, once a second. Several processes

@@ -18,6 +18,7 @@ mod auth;
 mod chains;
 mod daemon;
 mod secret;
+mod withdrawals;
 
 pub use auth::{AuthSettings, INSECURE_DEVNET_JWT_SECRET, JwtKey};
 pub use chains::{
@@ -30,6 +31,7 @@ pub use daemon::{
     SettlementSettings, SignerSettings, TlsSettings,
 };
 pub use secret::Secret;
+pub use withdrawals::{AssetPolicies, AssetPolicySettings, WithdrawalsSettings};
 
 /// Environment variables with this prefix override settings; `__` separates levels.
 pub const ENV_PREFIX: &str = "COFFER__";
@@ -47,6 +49,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub signer: SignerSettings,
     pub settlement: SettlementSettings,
+    pub withdrawals: WithdrawalsSettings,
     pub events: EventsSettings,
     pub chains: ChainsSettings,
 }
@@ -149,6 +152,7 @@ impl Settings {
         self.auth.validate(self.network, &mut issues);
         self.events.validate(&mut issues);
         self.settlement.validate(&mut issues);
+        self.withdrawals.validate(&mut issues);
         self.signer.validate(self.network, &mut issues);
         self.chains.validate(self.network, &mut issues);
         if self.grpc.enabled

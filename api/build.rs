@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/coffer/v1/wallet.proto",
                 "proto/coffer/v1/history.proto",
                 "proto/coffer/v1/settlement.proto",
+                "proto/coffer/v1/withdrawal.proto",
             ],
             &["proto"],
         )

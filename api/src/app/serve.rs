@@ -27,9 +27,11 @@ use crate::grpc::history::HistoryApi;
 use crate::grpc::pb::{
     self, auth_service_server::AuthServiceServer, history_service_server::HistoryServiceServer,
     settlement_service_server::SettlementServiceServer, wallet_service_server::WalletServiceServer,
+    withdrawal_service_server::WithdrawalServiceServer,
 };
 use crate::grpc::settlement::SettlementApi;
 use crate::grpc::wallet::WalletApi;
+use crate::grpc::withdrawal::WithdrawalApi;
 use crate::limits::CallLimitLayer;
 use crate::metrics::PoolGauge;
 
@@ -70,6 +72,8 @@ impl App {
         );
         let auth_api =
             AuthApi::new(shared.clone(), &self.settings.auth).map_err(anyhow::Error::msg)?;
+        let withdrawal_api = WithdrawalApi::new(shared.clone(), self.settings.withdrawals.policy())
+            .context("derive the hot wallet addresses")?;
         let mut server = Server::builder();
         if let Some(tls) = &self.tls {
             server = server
@@ -111,6 +115,11 @@ impl App {
                 ))
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
+            )
+            .add_service(
+                WithdrawalServiceServer::new(withdrawal_api)
+                    .max_decoding_message_size(max_message)
+                    .max_encoding_message_size(max_message),
             );
         Ok(router)
     }

@@ -6,6 +6,7 @@ pub mod history;
 pub mod settlement;
 pub mod throttle;
 pub mod wallet;
+pub mod withdrawal;
 
 use std::sync::{Arc, OnceLock};
 

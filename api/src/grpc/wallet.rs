@@ -32,7 +32,7 @@ fn chain_from_pb(value: i32) -> Result<Chain, Status> {
     }
 }
 
-fn chain_to_pb(chain: Chain) -> pb::Chain {
+pub(super) fn chain_to_pb(chain: Chain) -> pb::Chain {
     match chain {
         Chain::Bitcoin => pb::Chain::Bitcoin,
         Chain::Ethereum => pb::Chain::Ethereum,

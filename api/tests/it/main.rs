@@ -9,3 +9,4 @@ mod deposits;
 mod settlement;
 mod support;
 mod wallets;
+mod withdrawals;

@@ -1041,16 +1041,26 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
         "id: the withdrawal is signed; it cannot be cancelled",
     );
 
-    // Landed at 100 with the watcher's head at 111: 12 confirmations. (No
-    // pipeline step records a landing yet; the row is written as it will.)
-    sqlx::query(
-        "UPDATE withdrawal_attempts SET landed_block_hash = '0x01', landed_block_height = 100
-         WHERE withdrawal_id = $1",
-    )
-    .bind(reserved.id)
-    .execute(&pool)
-    .await
-    .expect("land the attempt");
+    // Landed at 100 with the watcher's head at 111: 12 confirmations.
+    let claimed = store
+        .claim(
+            reserved.id,
+            &[indexer::withdrawals::WithdrawalStatus::Signed],
+        )
+        .await
+        .expect("claim")
+        .expect("free");
+    let attempt_id = claimed.current().expect("an attempt").id;
+    claimed
+        .record_landed(&indexer::withdrawals::Landing {
+            attempt_id,
+            block_hash: "0x01".into(),
+            block_height: 100,
+            success: true,
+            fee_paid: indexer::ledger::Amount::from_u64(21_000),
+        })
+        .await
+        .expect("land the attempt");
     let head = |height| chains::ChainHead {
         height,
         hash: Some(format!("0x{height:x}")),
@@ -1061,7 +1071,7 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
     let landed = client
         .list_withdrawals(bearer(
             pb::ListWithdrawalsRequest {
-                status: WithdrawalStatus::Signed.into(),
+                status: WithdrawalStatus::Confirming.into(),
                 page_size: 0,
                 page_token: String::new(),
                 user_id: None,

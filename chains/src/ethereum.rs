@@ -150,6 +150,9 @@ pub struct Block {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transfer {
     pub tx_hash: B256,
+    /// The sender: the transaction's `from` for native ETH, the event's
+    /// `from` topic for a token.
+    pub from: Address,
     /// The event's index in the block; `None` for native ETH.
     pub log_index: Option<u64>,
     /// The token contract; `None` for native ETH.
@@ -178,6 +181,7 @@ struct RpcBlock {
 #[derive(Deserialize)]
 struct RpcTransaction {
     hash: B256,
+    from: Address,
     /// `None` for contract creation.
     to: Option<Address>,
     value: U256,
@@ -292,6 +296,7 @@ impl EthereumClient {
                     .filter(|(tx, _)| statuses.get(&tx.hash) == Some(&true))
                     .map(|(tx, to)| Transfer {
                         tx_hash: tx.hash,
+                        from: tx.from,
                         log_index: None,
                         token: None,
                         to,
@@ -474,6 +479,7 @@ fn token_transfer(log: &RpcLog, tokens: &[Address]) -> Result<Option<Transfer>> 
         tx_hash: log
             .transaction_hash
             .ok_or_else(|| missing("transactionHash"))?,
+        from: Address::from_word(log.topics[1]),
         log_index: Some(log.log_index.ok_or_else(|| missing("logIndex"))?.to()),
         token: Some(log.address),
         to: Address::from_word(log.topics[2]),
@@ -564,8 +570,13 @@ mod tests {
             .expect("ok")
             .expect("a transfer");
         assert_eq!(
-            (transfer.to, transfer.amount, transfer.log_index),
-            (to, U256::from(7), Some(3))
+            (
+                transfer.from,
+                transfer.to,
+                transfer.amount,
+                transfer.log_index
+            ),
+            (Address::from_word(from), to, U256::from(7), Some(3))
         );
         assert_eq!(
             token_transfer(&good, &[]).expect("ok"),

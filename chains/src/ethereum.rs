@@ -24,6 +24,9 @@ use serde::Deserialize;
 use crate::error::excerpt;
 use crate::{Chain, ChainHead, Error, HeadSource, Result};
 
+mod send;
+pub use send::{FeeSuggestion, SendOutcome, TxReceipt, classify_send_error};
+
 const CHAIN: Chain = Chain::Ethereum;
 
 #[derive(Clone)]

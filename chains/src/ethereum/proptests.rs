@@ -43,6 +43,17 @@ static RECEIPTS: LazyLock<Value> = LazyLock::new(|| {
         "../../tests/fixtures/ethereum/eth_getBlockReceipts.json"
     ))
 });
+static FEE_HISTORY: LazyLock<Value> = LazyLock::new(|| {
+    recorded(include_str!(
+        "../../tests/fixtures/ethereum/eth_feeHistory-anvil.json"
+    ))
+});
+
+/// The first recorded receipt's transaction, which `eth_getTransactionReceipt`
+/// answers with that receipt.
+fn receipt_hash() -> B256 {
+    serde_json::from_value(RECEIPTS["result"][0]["transactionHash"].clone()).unwrap_or_default()
+}
 
 /// Keys of arbitrary JSON: the fields the decoders (ours and alloy's for
 /// the head) read.
@@ -58,6 +69,7 @@ const KEYS: &[&str] = &[
     "parentHash",
     "timestamp",
     "transactions",
+    "from",
     "to",
     "value",
     "transactionHash",
@@ -76,6 +88,8 @@ const KEYS: &[&str] = &[
     "miner",
     "nonce",
     "extraData",
+    "reward",
+    "effectiveGasPrice",
 ];
 
 /// What the edits aim at: one method's reply, or a batch's array.
@@ -83,6 +97,8 @@ const TARGETS: &[&str] = &[
     "eth_getBlockByNumber",
     "eth_getLogs",
     "eth_getBlockReceipts",
+    "eth_getTransactionReceipt",
+    "eth_feeHistory",
     "batch",
 ];
 
@@ -94,6 +110,10 @@ fn recorded_reply(call: &Value, edits: &[Edit]) -> Value {
         ("eth_getBlockByNumber", _) => BLOCK_HEADER.clone(),
         ("eth_getLogs", _) => LOGS.clone(),
         ("eth_getBlockReceipts", _) => RECEIPTS.clone(),
+        ("eth_getTransactionReceipt", _) => {
+            json!({"jsonrpc": "2.0", "result": RECEIPTS["result"][0]})
+        }
+        ("eth_feeHistory", _) => FEE_HISTORY.clone(),
         _ => json!({"jsonrpc": "2.0", "error": {"code": -32601, "message": "no such method"}}),
     };
     reply["id"] = call["id"].clone();
@@ -163,6 +183,22 @@ impl EveryCall for EthereumClient {
             client.block_hashes(&[1, 2]).await.map(drop),
             client.head().await.map(drop),
             client.finalized().await.map(drop),
+            client.pending_nonce(WALLET).await.map(drop),
+            client
+                .balance(WALLET, BlockNumberOrTag::Latest)
+                .await
+                .map(drop),
+            client
+                .token_balance(TOKEN, WALLET, BlockNumberOrTag::Latest)
+                .await
+                .map(drop),
+            client.fee_suggestion(3, 50.0).await.map(drop),
+            client
+                .estimate_gas(WALLET, TOKEN, U256::ZERO, &[1, 2])
+                .await
+                .map(drop),
+            client.send_raw_transaction(&[2, 1]).await.map(drop),
+            client.receipts(&[receipt_hash()]).await.map(drop),
         ]
     }
 }
@@ -200,6 +236,14 @@ fn recorded_replies_decode_to_both_deposits() {
         vec![Some(hash)]
     );
     assert_eq!(rt.block_on(client.head()).expect("head").height, 1);
+    let receipts = rt
+        .block_on(client.receipts(&[receipt_hash()]))
+        .expect("receipts");
+    assert!(receipts[0].is_some_and(|r| r.status && r.block_number == 1));
+    let fees = rt
+        .block_on(client.fee_suggestion(3, 50.0))
+        .expect("fee history");
+    assert!(fees.base_fee_per_gas > 0 && fees.priority_fee_per_gas > 0);
 }
 
 /// The hardening issue's crash: a reply with a multi-byte character across

@@ -76,6 +76,56 @@ impl Anvil {
             .map_err(|e| DevnetError::Other(format!("{method}: {e}")))
     }
 
+    /// Mines a block for each transaction as it arrives (`true`, anvil's
+    /// default) or only on [`Self::mine`] (`evm_setAutomine`).
+    pub async fn set_automine(&self, on: bool) -> Result<()> {
+        self.request("evm_setAutomine", json!([on])).await?;
+        Ok(())
+    }
+
+    /// The base fee of the next mined block
+    /// (`anvil_setNextBlockBaseFeePerGas`).
+    pub async fn set_next_base_fee(&self, wei: u128) -> Result<()> {
+        self.request(
+            "anvil_setNextBlockBaseFeePerGas",
+            json!([format!("{wei:#x}")]),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a pending transaction from the pool, as a node that evicted
+    /// it would (`anvil_dropTransaction`).
+    pub async fn drop_transaction(&self, hash: B256) -> Result<()> {
+        self.request("anvil_dropTransaction", json!([hash])).await?;
+        Ok(())
+    }
+
+    /// Replaces the newest `depth` blocks by as many new ones holding
+    /// `txs`, each a transaction request (from an unlocked account) and the
+    /// offset of its block in the new branch (`anvil_reorg`); the height
+    /// stays.
+    pub async fn reorg(&self, depth: u64, txs: &[(Value, u64)]) -> Result<()> {
+        let txs: Vec<Value> = txs.iter().map(|(tx, at)| json!([tx, at])).collect();
+        self.request("anvil_reorg", json!([depth, txs])).await?;
+        Ok(())
+    }
+
+    /// Sets the wei `address` holds (`anvil_setBalance`).
+    pub async fn set_balance(&self, address: Address, wei: U256) -> Result<()> {
+        self.request("anvil_setBalance", json!([address, wei]))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `hash` is in the node's pool: known, but in no block.
+    pub async fn mempool_contains(&self, hash: B256) -> Result<bool> {
+        let tx = self
+            .request("eth_getTransactionByHash", json!([hash]))
+            .await?;
+        Ok(tx.is_object() && tx.get("blockNumber").is_none_or(Value::is_null))
+    }
+
     /// Sends a transaction from an unlocked dev account
     /// (`eth_sendTransaction`). `gas` set explicitly lets a transaction that
     /// reverts be mined instead of refused at estimation.

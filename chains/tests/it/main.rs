@@ -3,4 +3,5 @@
 mod bitcoin;
 mod bitcoin_core;
 mod ethereum;
+mod ethereum_send;
 mod solana;

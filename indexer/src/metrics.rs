@@ -14,6 +14,7 @@ pub const DEPOSIT_DETECTION_LATENCY: &str = "coffer_deposit_detection_seconds";
 pub const DEPOSITS_UNASSIGNED: &str = "coffer_deposits_unassigned_total";
 pub const DEPOSITS_REFUSED: &str = "coffer_deposits_refused_total";
 pub const DEPOSIT_OWNER_HANDOVERS: &str = "coffer_deposit_owner_handovers_total";
+pub const DEPOSITS_OWN_TRANSFERS_SKIPPED: &str = "coffer_deposits_own_transfers_skipped_total";
 pub const ADDRESS_GAP: &str = "coffer_deposit_address_gap";
 pub const ADDRESS_GAP_EXCEEDED: &str = "coffer_deposit_address_gap_exceeded";
 pub const CHAIN_UP: &str = "coffer_chain_up";
@@ -87,6 +88,11 @@ pub fn describe() {
         DEPOSIT_OWNER_HANDOVERS,
         Unit::Count,
         "Token accounts handed to a deposit address rather than paid into it (not credited)."
+    );
+    describe_counter!(
+        DEPOSITS_OWN_TRANSFERS_SKIPPED,
+        Unit::Count,
+        "Transfers into deposit addresses from Coffer's own addresses (another deposit address, the hot wallet): top-ups and sweeps, never credited."
     );
     describe_gauge!(
         ADDRESS_GAP,

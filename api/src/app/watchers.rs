@@ -102,6 +102,16 @@ impl App {
                     asset: token.asset.clone(),
                 });
             }
+            // What the hot wallet sends to a deposit address (a gas top-up)
+            // is Coffer's own money moving, not a deposit.
+            let hot_wallet = self
+                .deposit_keys
+                .hot_wallet_address(Chain::Ethereum)
+                .context("the Ethereum hot wallet's address")?;
+            let hot_wallet: alloy_primitives::Address = hot_wallet
+                .address
+                .parse()
+                .context("the Ethereum hot wallet's address")?;
             let start = EthereumStart {
                 client,
                 expected: Expected {
@@ -114,6 +124,7 @@ impl App {
                     use_finalized_tag: eth.chain.use_finalized_tag,
                     confirmations: eth.chain.confirmations,
                     tokens,
+                    own_senders: vec![hot_wallet],
                 },
             };
             spawn_supervised(start, ledger, eth.max_reorg_depth, tasks, cancel);

@@ -1,8 +1,10 @@
 //! Ethereum deposits: native ETH from successful top-level transactions and
 //! `Transfer` events of allow-listed ERC-20 contracts, final at the node's
-//! `finalized` tag (or a configured depth).
+//! `finalized` tag (or a configured depth). A transfer from one of Coffer's
+//! own addresses (a deposit address, the hot wallet) is Coffer moving its
+//! own funds, a gas top-up or a sweep, and never a deposit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -14,7 +16,10 @@ use uuid::Uuid;
 use super::watcher::{DepositSource, WatchConfig, WatchedSet, Watcher, final_at_depth};
 use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
 use crate::ledger::Amount;
+use crate::metrics::DEPOSITS_OWN_TRANSFERS_SKIPPED;
 use crate::{Error, Result};
+
+const CHAIN: chains::Chain = chains::Chain::Ethereum;
 
 /// An allow-listed ERC-20 contract and the asset code it credits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +37,10 @@ pub struct EthereumWatchConfig {
     /// not served (the tip counts as one).
     pub confirmations: u64,
     pub tokens: Vec<Token>,
+    /// Coffer's addresses that are not deposit addresses (the hot wallet):
+    /// what they send, like what a deposit address sends, is never a
+    /// deposit.
+    pub own_senders: Vec<Address>,
 }
 
 /// The daemon's defaults too (`api::config` starts from these).
@@ -45,6 +54,7 @@ impl Default for EthereumWatchConfig {
             use_finalized_tag: true,
             confirmations: 12,
             tokens: Vec::new(),
+            own_senders: Vec::new(),
         }
     }
 }
@@ -63,6 +73,7 @@ impl Watcher<EthereumSource> {
                     .collect(),
             ),
             token_contracts: config.tokens.iter().map(|t| t.contract).collect(),
+            own_senders: Arc::new(config.own_senders.iter().copied().collect()),
             client,
             use_finalized_tag: config.use_finalized_tag,
             confirmations: config.confirmations,
@@ -97,6 +108,7 @@ pub struct EthereumSource {
     confirmations: u64,
     token_assets: Arc<HashMap<Address, String>>,
     token_contracts: Arc<[Address]>,
+    own_senders: Arc<HashSet<Address>>,
 }
 
 impl DepositSource for EthereumSource {
@@ -136,10 +148,11 @@ impl DepositSource for EthereumSource {
         let client = self.client.clone();
         let tokens = Arc::clone(&self.token_contracts);
         let token_assets = Arc::clone(&self.token_assets);
+        let own_senders = Arc::clone(&self.own_senders);
         async move {
             let wanted = |a: &Address| watched.contains_key(a);
             let blocks = client.blocks(range, &tokens, &wanted).await?;
-            observe(&blocks, &watched, &token_assets)
+            observe(&blocks, &watched, &own_senders, &token_assets)
         }
     }
 }
@@ -147,6 +160,7 @@ impl DepositSource for EthereumSource {
 fn observe(
     blocks: &[Block],
     watched: &Owners,
+    own_senders: &HashSet<Address>,
     token_assets: &HashMap<Address, String>,
 ) -> Result<Vec<ObservedBlock>> {
     blocks
@@ -157,6 +171,16 @@ fn observe(
                 .iter()
                 .filter_map(|t| {
                     let (user_id, address) = watched.get(&t.to)?;
+                    if watched.contains_key(&t.from) || own_senders.contains(&t.from) {
+                        metrics::counter!(DEPOSITS_OWN_TRANSFERS_SKIPPED, "chain" => CHAIN.as_str())
+                            .increment(1);
+                        tracing::debug!(
+                            chain = CHAIN.as_str(), height = block.number, tx = %t.tx_hash,
+                            from = %t.from, to = %address,
+                            "a transfer between Coffer's own addresses; not a deposit"
+                        );
+                        return None;
+                    }
                     let asset = match t.token {
                         None => "ETH".to_owned(),
                         Some(token) => token_assets.get(&token)?.clone(),

@@ -40,6 +40,7 @@ fn by_depth(confirmations: u64, start_height: u64, tokens: Vec<Token>) -> Ethere
         use_finalized_tag: false,
         confirmations,
         tokens,
+        own_senders: Vec::new(),
     }
 }
 
@@ -482,6 +483,115 @@ async fn a_thousand_addresses_are_each_credited_exactly_once() {
             .await
             .expect("count");
     assert_eq!(credited, 2_000);
+    assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+/// Coffer's own transfers are never deposits: ETH and tokens from one
+/// deposit address to another (a sweep gone astray) and from the hot wallet
+/// to a deposit address (a gas top-up) credit nothing, while outside
+/// payments in the same block are credited.
+#[tokio::test]
+async fn transfers_from_deposit_addresses_and_the_hot_wallet_are_not_deposits() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), ETH, 3).await;
+    let (alice, bob, carol) = (addr(&users[0].1), addr(&users[1].1), addr(&users[2].1));
+    let hot_wallet = addr(
+        &deposit_keys()
+            .hot_wallet_address(ETH)
+            .expect("hot wallet")
+            .address,
+    );
+    let (token, allowed) = funded_token(&anvil, &db).await;
+    let outsider = Anvil::DEV_ACCOUNT;
+    let one_eth = U256::from(10u64).pow(U256::from(18));
+    // Before the watcher's first block: gas money and tokens for the two
+    // own senders, which anvil then lets send without their keys.
+    for own in [alice, hot_wallet] {
+        anvil
+            .set_balance(own, one_eth * U256::from(10))
+            .await
+            .expect("gas money");
+        let tokens = anvil
+            .send(
+                outsider,
+                token.address,
+                U256::ZERO,
+                &TestToken::transfer(own, U256::from(1_000)),
+                None,
+            )
+            .await
+            .expect("tokens");
+        anvil.mined(tokens).await.expect("mined");
+        anvil
+            .request("anvil_impersonateAccount", json!([own]))
+            .await
+            .expect("impersonate");
+    }
+    let start_height = tip(&anvil).await.0 + 1;
+    let mut config = by_depth(2, start_height, vec![allowed]);
+    config.own_senders = vec![hot_wallet];
+    let running = start(&anvil, &db, config);
+
+    anvil.set_automine(false).await.expect("automine off");
+    let transfer = |to, amount: u64| TestToken::transfer(to, U256::from(amount));
+    // Own: deposit address to deposit address, hot wallet to deposit address.
+    anvil
+        .send(alice, bob, one_eth, &[], None)
+        .await
+        .expect("alice to bob");
+    anvil
+        .send(alice, token.address, U256::ZERO, &transfer(bob, 11), None)
+        .await
+        .expect("alice's tokens to bob");
+    anvil
+        .send(hot_wallet, carol, one_eth / U256::from(2), &[], None)
+        .await
+        .expect("gas top-up");
+    anvil
+        .send(
+            hot_wallet,
+            token.address,
+            U256::ZERO,
+            &transfer(carol, 13),
+            None,
+        )
+        .await
+        .expect("hot wallet tokens to carol");
+    // Outside payments in the same block.
+    anvil
+        .send(outsider, carol, one_eth * U256::from(2), &[], None)
+        .await
+        .expect("outside ETH");
+    anvil
+        .send(outsider, token.address, U256::ZERO, &transfer(bob, 5), None)
+        .await
+        .expect("outside tokens");
+    anvil.mine(1).await.expect("mine");
+    anvil.mine(2).await.expect("mine");
+    let (height, _) = tip(&anvil).await;
+    wait_synced(&anvil, &db, height - 1).await;
+    running.stop().await;
+
+    let live = live_deposits(db.pool()).await;
+    assert_eq!(live.len(), 2, "only the outside payments: {live:?}");
+    assert!(live.iter().all(|d| d.5 == "credited"), "{live:?}");
+    assert_eq!(
+        balance(&db, &users[2].1, "ETH").await,
+        ((one_eth * U256::from(2)).to_string(), "0".into())
+    );
+    assert_eq!(
+        balance(&db, &users[1].1, TOKEN_ASSET).await,
+        ("5".into(), "0".into())
+    );
+    for (user, asset) in [(0, "ETH"), (1, "ETH"), (0, TOKEN_ASSET), (2, TOKEN_ASSET)] {
+        assert_eq!(
+            balance(&db, &users[user].1, asset).await,
+            ("0".into(), "0".into()),
+            "{} {asset}",
+            users[user].1
+        );
+    }
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
 }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use alloy::eips::BlockNumberOrTag;
+pub use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, Bytes, U64, U256, b256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;

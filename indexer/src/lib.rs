@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod ledger;
 pub mod metrics;
+pub mod payouts;
 pub mod users;
 pub mod wallets;
 pub mod withdrawals;

@@ -24,6 +24,7 @@ mod review;
 mod rows;
 mod signing;
 mod types;
+mod workload;
 
 use std::sync::Arc;
 
@@ -31,7 +32,9 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use claim::{Claimed, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
 pub use rows::MAX_PAGE_SIZE;
+pub use nonces::HOT_WALLET_SHORT;
 pub use types::*;
+pub use workload::{StatusCount, SweepCandidate};
 
 use crate::ledger::{IdempotencyKey, Ledger, retry_transient};
 use crate::metrics::WITHDRAWAL_TRANSITIONS;

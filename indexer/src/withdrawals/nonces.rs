@@ -11,8 +11,17 @@
 //! out consecutive and never twice. Nothing is cached in the process, so
 //! there is no counter to drift from the chain or from another replica.
 
-use super::rows::{RESERVATION_COLUMNS, ReservationRow, lock_withdrawal, to_reservation};
-use super::{NonceReservation, Withdrawal, WithdrawalStatus, Withdrawals, count_transition};
+use std::collections::BTreeMap;
+
+use super::rows::{
+    RESERVATION_COLUMNS, ReservationRow, lock_payout, lock_withdrawal, stored_amount,
+    to_reservation,
+};
+use super::{
+    NonceReservation, OwnTransfer, Payout, PayoutKind, Withdrawal, WithdrawalStatus, Withdrawals,
+    count_transition,
+};
+use crate::ledger::Amount;
 use crate::{Error, Result};
 
 /// Rounds of the compute-and-insert loop before giving up: each lost
@@ -21,7 +30,7 @@ use crate::{Error, Result};
 const MAX_ROUNDS: usize = 10_000;
 
 /// `0x` and 40 hex digits, lowercased: one spelling per address.
-fn normalize_address(address: &str) -> Result<String> {
+pub(crate) fn normalize_address(address: &str) -> Result<String> {
     let hex = address.strip_prefix("0x").unwrap_or_default();
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::InvalidRequest(
@@ -41,24 +50,59 @@ impl Withdrawals {
         from_address: &str,
         pending_nonce: u64,
     ) -> Result<Option<(Withdrawal, NonceReservation)>> {
+        self.reserve_nonce_within(from_address, pending_nonce, None)
+            .await
+    }
+
+    /// [`Self::reserve_nonce`] for the oldest approved withdrawal that
+    /// `budget` (what the sender can still pay, per asset) covers; those
+    /// older ones it does not cover are marked as waiting for the hot
+    /// wallet and stay approved, still held.
+    pub async fn reserve_nonce_within(
+        &self,
+        from_address: &str,
+        pending_nonce: u64,
+        budget: Option<&BTreeMap<String, Amount>>,
+    ) -> Result<Option<(Withdrawal, NonceReservation)>> {
         let from_address = normalize_address(from_address)?;
         let pending = i64::try_from(pending_nonce)
             .map_err(|_| Error::InvalidRequest("pending_nonce: too large".into()))?;
         let from_address = &from_address;
         let reserved = self
             .transaction(|mut tx| async move {
-                let claimed: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM withdrawals WHERE chain = 'ethereum' AND status = 'approved'
-                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                let candidates: Vec<(i64, String, String)> = sqlx::query_as(
+                    "SELECT id, asset, amount::text FROM withdrawals
+                     WHERE chain = 'ethereum' AND status = 'approved' AND kind = 'withdrawal'
+                     ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED",
                 )
-                .fetch_optional(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-                let Some(id) = claimed else {
+                let mut chosen = None;
+                for (id, asset, amount) in candidates {
+                    let amount = stored_amount(&amount)?;
+                    let covered = budget.is_none_or(|budget| {
+                        budget.get(&asset).is_some_and(|have| *have >= amount)
+                    });
+                    if covered {
+                        chosen = Some(id);
+                        break;
+                    }
+                    sqlx::query(
+                        "UPDATE withdrawals SET waiting_reason = $2, updated_at = now()
+                         WHERE id = $1 AND waiting_reason IS DISTINCT FROM $2",
+                    )
+                    .bind(id)
+                    .bind(HOT_WALLET_SHORT)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let Some(id) = chosen else {
                     return Ok((tx, None));
                 };
                 let reservation = reserve(&mut tx, from_address, pending, id).await?;
                 sqlx::query(
-                    "UPDATE withdrawals SET status = 'reserved', from_address = $2, reserved_at = now(), updated_at = now()
+                    "UPDATE withdrawals SET status = 'reserved', from_address = $2, reserved_at = now(),
+                         waiting_reason = NULL, updated_at = now()
                      WHERE id = $1",
                 )
                 .bind(id)
@@ -74,7 +118,57 @@ impl Withdrawals {
         }
         Ok(reserved)
     }
+
+    /// Creates one of Coffer's own Ethereum transfers (a sweep, a gas
+    /// top-up) with its sender's next nonce reserved, ready to sign, in
+    /// one transaction.
+    pub async fn create_own_transfer(
+        &self,
+        transfer: &OwnTransfer,
+        pending_nonce: u64,
+    ) -> Result<(Payout, NonceReservation)> {
+        if transfer.kind == PayoutKind::Withdrawal || transfer.kind == PayoutKind::Filler {
+            return Err(Error::InvalidRequest(
+                "kind: only sweeps and gas top-ups are created here".into(),
+            ));
+        }
+        if (transfer.kind == PayoutKind::Sweep) != transfer.from_key_index.is_some() {
+            return Err(Error::InvalidRequest(
+                "from_key_index: a sweep, and only a sweep, signs with a deposit key".into(),
+            ));
+        }
+        let from_address = &normalize_address(&transfer.from_address)?;
+        let pending = i64::try_from(pending_nonce)
+            .map_err(|_| Error::InvalidRequest("pending_nonce: too large".into()))?;
+        let (payout, reservation) = self
+            .transaction(|mut tx| async move {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO withdrawals (kind, asset, chain, amount, fee, destination, status,
+                         from_address, from_key_index, approved_at, reserved_at)
+                     VALUES ($1, $2, 'ethereum', $3::numeric, 0, $4, 'reserved', $5, $6, now(), now())
+                     RETURNING id",
+                )
+                .bind(transfer.kind)
+                .bind(&transfer.asset)
+                .bind(transfer.amount.to_string())
+                .bind(&transfer.destination)
+                .bind(from_address)
+                .bind(transfer.from_key_index.map(i64::from))
+                .fetch_one(&mut *tx)
+                .await?;
+                let reservation = reserve(&mut tx, from_address, pending, id).await?;
+                let payout = lock_payout(&mut tx, id).await?;
+                Ok((tx, (payout, reservation)))
+            })
+            .await?;
+        count_transition(WithdrawalStatus::Reserved);
+        Ok((payout, reservation))
+    }
 }
+
+/// Why an approved withdrawal waits before its nonce is reserved.
+pub const HOT_WALLET_SHORT: &str =
+    "waiting for the hot wallet: its balance cannot cover this withdrawal yet (sweeps refill it)";
 
 /// Inserts the next free nonce of `from_address` for `withdrawal_id`.
 async fn reserve(

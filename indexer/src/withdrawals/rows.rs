@@ -50,7 +50,7 @@ pub(super) struct WithdrawalRow {
     send_rejections: i32,
 }
 
-pub(super) fn stored_amount(text: &str) -> Result<Amount> {
+pub(crate) fn stored_amount(text: &str) -> Result<Amount> {
     Amount::parse(text).map_err(|e| Error::Corrupt(format!("stored amount: {e}")))
 }
 
@@ -81,6 +81,7 @@ impl WithdrawalRow {
             current_attempt_id: self.current_attempt_id,
             waiting_reason: self.waiting_reason,
             send_rejections: u32::try_from(self.send_rejections).unwrap_or(u32::MAX),
+            requested_at: self.requested_at,
         })
     }
 

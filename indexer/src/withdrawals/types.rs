@@ -154,6 +154,19 @@ pub struct Payout {
     pub waiting_reason: Option<String>,
     /// The node's refusals of the current attempt in a row.
     pub send_rejections: u32,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// One of Coffer's own transfers to create (see [`PayoutKind`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnTransfer {
+    pub kind: PayoutKind,
+    pub asset: String,
+    pub amount: Amount,
+    pub from_address: String,
+    /// The deposit key that signs a sweep; `None` for the hot wallet.
+    pub from_key_index: Option<u32>,
+    pub destination: String,
 }
 
 /// One asset's withdrawal rules, in its base units.

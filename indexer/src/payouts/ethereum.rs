@@ -1,0 +1,902 @@
+//! The Ethereum payout loop: it drives every row of the withdrawal
+//! pipeline on Ethereum (withdrawals, sweeps, gas top-ups, fillers) from
+//! approved to completed, one round per poll interval:
+//!
+//! 1. **Plan**: the hot wallet's balances, less what rows not yet in a
+//!    block already owe, decide which approved withdrawals get a nonce;
+//!    the rest wait (still held, marked so). Deposit addresses are swept.
+//! 2. **Sign**: each reserved row is built (EIP-1559, fees from
+//!    `eth_feeHistory`: max fee = 2 × base fee + tip, under the cap),
+//!    signed by `signer`, and its bytes and hash committed.
+//! 3. **Replace**: an attempt unmined `replace_after_blocks` after its
+//!    first send is replaced under the same nonce with both fee fields
+//!    raised at least 10% (up to the cap); every attempt stays a candidate.
+//! 4. **Send**: committed bytes never sent, or not seen for
+//!    `rebroadcast_after_blocks`, are sent, and the node's answer
+//!    classified: accepted or already known → broadcast; underpriced →
+//!    replace; insufficient funds → wait; nonce too low → the chain says
+//!    what landed; anything else → counted, and after a few refusals in a
+//!    row, manual. Transport errors resend the same bytes next round.
+//! 5. **Track**: one batch of receipts for every attempt in flight; a
+//!    landed attempt → confirming; a confirming one whose block left the
+//!    chain → broadcast; one final (at the `finalized` tag, or at the
+//!    configured depth) → completed or failed, with the ledger in the same
+//!    transaction.
+//!
+//! Each row is claimed with `FOR UPDATE SKIP LOCKED` for its step, so any
+//! number of loops (threads or replicas) can run; one row's error is
+//! logged and counted and never stops the others.
+
+mod sweeps;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, U256};
+use chains::Chain;
+use chains::ethereum::{BlockNumberOrTag, EthereumClient, SendOutcome, TxReceipt};
+use signer::ethereum::{Payment, UnsignedTransaction};
+use signer::{DepositKeys, KeyId};
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::Amount;
+use crate::metrics::{
+    HOT_WALLET_BALANCE, PAYOUT_LOOP_ERRORS, WITHDRAWAL_SENDS, WITHDRAWAL_TO_BROADCAST,
+    WITHDRAWAL_TO_COMPLETION, WITHDRAWALS_BY_STATUS, WITHDRAWALS_STUCK, WITHDRAWALS_WAITING,
+};
+use crate::withdrawals::{
+    Attempt, Claimed, Landing, Payout, PayoutKind, SignedAttempt, WithdrawalStatus, Withdrawals,
+    bumped,
+};
+use crate::{Error, Result};
+
+pub use sweeps::SweepThresholds;
+
+const CHAIN: Chain = Chain::Ethereum;
+/// Gas of a plain ether transfer to an account without code.
+const TRANSFER_GAS: u64 = 21_000;
+/// Gas assumed for a token transfer whose estimate fails (it then lands
+/// and reverts, using its nonce, rather than leaving a gap).
+const FALLBACK_TOKEN_GAS: u64 = 100_000;
+/// Rows read per page of the in-flight set.
+const PAGE: i64 = 500;
+
+/// The loop's settings; `api::config` starts from [`Default`].
+#[derive(Clone, Debug)]
+pub struct EthereumPayoutConfig {
+    pub chain_id: u64,
+    /// The chain's native asset code, in which gas is booked.
+    pub native_asset: String,
+    /// Allow-listed tokens Coffer can pay out: asset code → contract.
+    pub tokens: BTreeMap<String, Address>,
+    pub poll_interval: Duration,
+    /// The most any attempt offers per gas, in wei.
+    pub max_fee_per_gas_cap: u128,
+    /// The least priority fee offered, in wei.
+    pub min_priority_fee_per_gas: u128,
+    pub fee_history_blocks: u64,
+    pub tip_percentile: f64,
+    /// Blocks after an attempt's first send without it being mined before
+    /// it is replaced.
+    pub replace_after_blocks: u64,
+    /// Blocks after a send before the same bytes are sent again.
+    pub rebroadcast_after_blocks: u64,
+    /// Final at the node's `finalized` tag when it serves one; otherwise,
+    /// or with the tag off, at `confirmations` (the tip counts as one).
+    pub use_finalized_tag: bool,
+    pub confirmations: u64,
+    /// The node refusing one attempt this many times in a row (for a
+    /// reason the loop has no rule for) sends the row to manual.
+    pub max_send_rejections: u32,
+    /// A row in broadcast longer than this counts as stuck.
+    pub stuck_after: Duration,
+    pub sweeps: SweepThresholds,
+    /// Rows signed, sent or tracked concurrently.
+    pub concurrency: usize,
+}
+
+impl Default for EthereumPayoutConfig {
+    fn default() -> Self {
+        Self {
+            chain_id: 1,
+            native_asset: "ETH".into(),
+            tokens: BTreeMap::new(),
+            poll_interval: Duration::from_secs(2),
+            max_fee_per_gas_cap: 500_000_000_000,
+            min_priority_fee_per_gas: 1_000_000_000,
+            fee_history_blocks: 10,
+            tip_percentile: 50.0,
+            replace_after_blocks: 5,
+            rebroadcast_after_blocks: 2,
+            use_finalized_tag: true,
+            confirmations: 12,
+            max_send_rejections: 3,
+            stuck_after: Duration::from_secs(600),
+            sweeps: SweepThresholds::default(),
+            concurrency: 8,
+        }
+    }
+}
+
+/// The Ethereum payout loop (see the module docs).
+#[derive(Clone)]
+pub struct EthereumPayouts {
+    client: EthereumClient,
+    store: Withdrawals,
+    keys: std::sync::Arc<DepositKeys>,
+    hot_wallet: Address,
+    config: std::sync::Arc<EthereumPayoutConfig>,
+}
+
+impl std::fmt::Debug for EthereumPayouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthereumPayouts")
+            .field("hot_wallet", &self.hot_wallet)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fees for this round's new attempts.
+#[derive(Clone, Copy, Debug)]
+struct Fees {
+    max_fee_per_gas: u128,
+    max_priority_fee_per_gas: u128,
+}
+
+/// What a round knows of the chain.
+#[derive(Clone, Copy, Debug)]
+struct Round {
+    head: u64,
+    final_height: u64,
+    /// `None` when the base fee is above the cap: nothing new is signed.
+    fees: Option<Fees>,
+}
+
+impl EthereumPayouts {
+    pub fn new(
+        client: EthereumClient,
+        store: Withdrawals,
+        keys: std::sync::Arc<DepositKeys>,
+        config: EthereumPayoutConfig,
+    ) -> Result<Self> {
+        let hot_wallet = keys
+            .hot_wallet_address(CHAIN)
+            .map_err(|e| Error::InvalidRequest(format!("hot wallet: {e}")))?
+            .address
+            .parse()
+            .map_err(|e| Error::Corrupt(format!("hot wallet address: {e}")))?;
+        Ok(Self {
+            client,
+            store,
+            keys,
+            hot_wallet,
+            config: std::sync::Arc::new(config),
+        })
+    }
+
+    pub fn hot_wallet(&self) -> Address {
+        self.hot_wallet
+    }
+
+    /// Runs rounds until cancelled. A failed round is logged, counted and
+    /// followed by the next.
+    pub async fn run(self, cancel: CancellationToken) {
+        tracing::info!(hot_wallet = %self.hot_wallet, "ethereum payout loop started");
+        loop {
+            if let Err(err) = self.round().await {
+                tracing::warn!(error = %err, "ethereum payout round failed; retrying next round");
+                count_error("round");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        tracing::info!("ethereum payout loop stopped");
+    }
+
+    /// One round: plan, sign, replace, send, track.
+    pub async fn round(&self) -> Result<()> {
+        let round = self.look().await?;
+        self.plan(&round).await?;
+        if let Err(err) = self.sweep(&round).await {
+            tracing::warn!(error = %err, "sweep planning failed");
+            count_error("sweep");
+        }
+        let in_flight = self.in_flight().await?;
+        self.sign_reserved(&round, &in_flight).await;
+        let in_flight = self.in_flight().await?;
+        self.track(&round, &in_flight).await?;
+        let in_flight = self.in_flight().await?;
+        self.replace_stale(&round, &in_flight).await;
+        let in_flight = self.in_flight().await?;
+        self.send_due(&round, &in_flight).await;
+        self.gauges().await?;
+        Ok(())
+    }
+
+    async fn look(&self) -> Result<Round> {
+        let head = chains::HeadSource::head(&self.client).await?.height;
+        let by_depth = head.saturating_sub(self.config.confirmations.saturating_sub(1));
+        let final_height = if self.config.use_finalized_tag {
+            match self.client.finalized().await? {
+                Some(finalized) => finalized.height,
+                None => by_depth,
+            }
+        } else {
+            by_depth
+        };
+        let suggestion = self
+            .client
+            .fee_suggestion(self.config.fee_history_blocks, self.config.tip_percentile)
+            .await?;
+        let tip = suggestion
+            .priority_fee_per_gas
+            .max(self.config.min_priority_fee_per_gas);
+        let wanted = suggestion
+            .base_fee_per_gas
+            .saturating_mul(2)
+            .saturating_add(tip);
+        let cap = self.config.max_fee_per_gas_cap;
+        let fees = (suggestion.base_fee_per_gas.saturating_add(tip) <= cap).then(|| Fees {
+            max_fee_per_gas: wanted.min(cap),
+            max_priority_fee_per_gas: tip.min(cap),
+        });
+        if fees.is_none() {
+            tracing::warn!(
+                base_fee = suggestion.base_fee_per_gas,
+                cap,
+                "base fee plus tip above max_fee_per_gas_cap; nothing new is signed"
+            );
+        }
+        Ok(Round {
+            head,
+            final_height,
+            fees,
+        })
+    }
+
+    /// Reserves nonces for the approved withdrawals the hot wallet covers.
+    async fn plan(&self, round: &Round) -> Result<()> {
+        let hot = self.hot_wallet;
+        let native = &self.config.native_asset;
+        let mut have: BTreeMap<String, Amount> = BTreeMap::new();
+        let eth = self.client.balance(hot, BlockNumberOrTag::Latest).await?;
+        have.insert(native.clone(), Amount::from_u256(eth));
+        for (asset, token) in &self.config.tokens {
+            match self
+                .client
+                .token_balance(*token, hot, BlockNumberOrTag::Latest)
+                .await
+            {
+                Ok(balance) => {
+                    have.insert(asset.clone(), Amount::from_u256(balance));
+                }
+                Err(err) => {
+                    tracing::warn!(asset, error = %err, "hot wallet token balance unavailable");
+                    count_error("balance");
+                }
+            }
+        }
+        for (asset, amount) in &have {
+            metrics::gauge!(HOT_WALLET_BALANCE, "chain" => CHAIN.as_str(), "asset" => asset.clone())
+                .set(amount.as_u256().to::<u128>() as f64);
+        }
+        let owed = self
+            .store
+            .in_flight_spend(CHAIN, &hot.to_string(), native)
+            .await?;
+        let mut budget: BTreeMap<String, Amount> = have
+            .into_iter()
+            .map(|(asset, amount)| {
+                let owed = owed.get(&asset).copied().unwrap_or_default();
+                (asset, amount.checked_sub(owed).unwrap_or_default())
+            })
+            .collect();
+        // Gas for the next transaction comes off the native budget first.
+        let gas_reserve = round.fees.map_or(0, |f| {
+            f.max_fee_per_gas
+                .saturating_mul(u128::from(FALLBACK_TOKEN_GAS))
+        });
+        let Some(fees) = round.fees else {
+            return Ok(());
+        };
+        let mut pending = self.client.pending_nonce(hot).await?;
+        loop {
+            let Some(native_left) = budget.get(native).copied() else {
+                break;
+            };
+            let mut usable = budget.clone();
+            usable.insert(
+                native.clone(),
+                native_left
+                    .checked_sub(Amount::from_u128(gas_reserve))
+                    .unwrap_or_default(),
+            );
+            let Some((withdrawal, reservation)) = self
+                .store
+                .reserve_nonce_within(&hot.to_string(), pending, Some(&usable))
+                .await?
+            else {
+                break;
+            };
+            pending = reservation.nonce + 1;
+            let spend = |budget: &mut BTreeMap<String, Amount>, asset: &str, amount: Amount| {
+                if let Some(left) = budget.get_mut(asset) {
+                    *left = left.checked_sub(amount).unwrap_or_default();
+                }
+            };
+            spend(&mut budget, &withdrawal.asset, withdrawal.amount);
+            let gas = if withdrawal.asset == *native {
+                TRANSFER_GAS
+            } else {
+                FALLBACK_TOKEN_GAS
+            };
+            spend(
+                &mut budget,
+                native,
+                Amount::from_u128(fees.max_fee_per_gas.saturating_mul(u128::from(gas))),
+            );
+        }
+        Ok(())
+    }
+
+    /// Every row in flight (reserved through confirming), with attempts.
+    async fn in_flight(&self) -> Result<Vec<(Payout, Vec<Attempt>)>> {
+        let mut rows = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.in_flight(CHAIN, after, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let full = page.len() as i64 == PAGE;
+            rows.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|p| p.id).collect();
+        let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
+        for attempt in self.store.attempts_of(&ids).await? {
+            attempts
+                .entry(attempt.withdrawal_id)
+                .or_default()
+                .push(attempt);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|p| {
+                let a = attempts.remove(&p.id).unwrap_or_default();
+                (p, a)
+            })
+            .collect())
+    }
+
+    async fn for_each<'a, T, F, Fut>(&self, items: impl IntoIterator<Item = T>, step: &'static str, f: F)
+    where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<()>> + 'a,
+    {
+        use futures::StreamExt;
+        let results: Vec<Result<()>> = futures::stream::iter(items)
+            .map(f)
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        for err in results.into_iter().filter_map(|r| r.err()) {
+            tracing::warn!(step, error = %err, "payout step failed for one row; retrying next round");
+            count_error(step);
+        }
+    }
+
+    /// Signs and commits the first attempt of each reserved row.
+    async fn sign_reserved(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
+        let Some(fees) = round.fees else { return };
+        let reserved = rows
+            .iter()
+            .filter(|(p, _)| p.status == WithdrawalStatus::Reserved)
+            .map(|(p, _)| p);
+        self.for_each(reserved, "sign", |payout| async move {
+            let nonce = self
+                .store
+                .nonce_reservation(payout.id)
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("row {} reserved without a nonce", payout.id)))?
+                .nonce;
+            let attempt = self.build(payout, nonce, fees, None).await?;
+            self.store.record_signed(payout.id, &attempt).await?;
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Builds and signs a row's transaction at `nonce`; with `previous`,
+    /// a replacement of it (same payment and gas limit, fees bumped).
+    async fn build(
+        &self,
+        payout: &Payout,
+        nonce: u64,
+        fees: Fees,
+        previous: Option<&Attempt>,
+    ) -> Result<SignedAttempt> {
+        let from = parse_address(payout.from_address.as_deref().unwrap_or_default(), "from_address")?;
+        let payment = self.payment(payout)?;
+        let gas_limit = match previous.and_then(|a| a.gas_limit) {
+            Some(gas) => gas,
+            None => self.gas_limit(from, &payment).await,
+        };
+        let (max_fee, tip) = match previous {
+            None => (fees.max_fee_per_gas, fees.max_priority_fee_per_gas),
+            Some(previous) => {
+                let old_fee = previous.max_fee_per_gas.unwrap_or_default();
+                let old_tip = previous.max_priority_fee_per_gas.unwrap_or_default();
+                let fee = to_u128(bumped(old_fee))?.max(fees.max_fee_per_gas);
+                let tip = to_u128(bumped(old_tip))?.max(fees.max_priority_fee_per_gas);
+                (fee, tip)
+            }
+        };
+        let key = match payout.from_key_index {
+            Some(index) => KeyId::Deposit(index),
+            None => KeyId::HotWallet,
+        };
+        let unsigned = UnsignedTransaction {
+            chain_id: self.config.chain_id,
+            nonce,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip.min(max_fee),
+            gas_limit,
+            payment,
+        };
+        let signed = self
+            .keys
+            .sign_ethereum(key, &unsigned)
+            .map_err(|e| Error::InvalidRequest(format!("signing row {}: {e}", payout.id)))?;
+        if signed.from != from {
+            return Err(Error::Corrupt(format!(
+                "row {} pays from {from} but its key signs for {}",
+                payout.id, signed.from
+            )));
+        }
+        Ok(SignedAttempt {
+            tx_hash: signed.hash.to_string(),
+            raw_tx: signed.raw,
+            fee_limit: Amount::from_u128(max_fee.saturating_mul(u128::from(gas_limit))),
+            max_fee_per_gas: Some(Amount::from_u128(max_fee)),
+            max_priority_fee_per_gas: Some(Amount::from_u128(unsigned.max_priority_fee_per_gas)),
+            gas_limit: Some(gas_limit),
+            valid_until_height: None,
+        })
+    }
+
+    fn payment(&self, payout: &Payout) -> Result<Payment> {
+        let to = parse_address(&payout.destination, "destination")?;
+        if payout.asset == self.config.native_asset {
+            return Ok(Payment::Ether {
+                to,
+                value: payout.amount.as_u256(),
+            });
+        }
+        let token = self.config.tokens.get(&payout.asset).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "asset: {} is not an allow-listed Ethereum token",
+                payout.asset
+            ))
+        })?;
+        Ok(Payment::Erc20 {
+            token: *token,
+            recipient: to,
+            amount: payout.amount.as_u256(),
+        })
+    }
+
+    /// The node's estimate, with a margin for contract calls; a failed
+    /// estimate falls back to a fixed limit, so a reserved nonce is always
+    /// used (a transfer that then reverts fails on chain, gap-free).
+    async fn gas_limit(&self, from: Address, payment: &Payment) -> u64 {
+        let (to, value, data, fallback) = match payment {
+            Payment::Ether { to, value } => (*to, *value, Vec::new(), TRANSFER_GAS),
+            Payment::Erc20 {
+                token,
+                recipient,
+                amount,
+            } => (
+                *token,
+                U256::ZERO,
+                erc20_transfer(*recipient, *amount),
+                FALLBACK_TOKEN_GAS,
+            ),
+        };
+        match self.client.estimate_gas(from, to, value, &data).await {
+            Ok(TRANSFER_GAS) if data.is_empty() => TRANSFER_GAS,
+            Ok(estimate) => estimate.saturating_mul(6) / 5,
+            Err(err) => {
+                tracing::debug!(error = %err, "gas estimate failed; using the fixed limit");
+                fallback
+            }
+        }
+    }
+
+    /// Replaces each attempt unmined `replace_after_blocks` after its
+    /// first send.
+    async fn replace_stale(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
+        let Some(fees) = round.fees else { return };
+        let after = self.config.replace_after_blocks;
+        let stale = rows.iter().filter(|(p, attempts)| {
+            p.status == WithdrawalStatus::Broadcast
+                && current(p, attempts).is_some_and(|a| {
+                    a.first_broadcast_height
+                        .is_some_and(|first| round.head >= first.saturating_add(after))
+                })
+        });
+        self.for_each(stale, "replace", |(payout, _)| async move {
+            if let Some(claimed) = self
+                .store
+                .claim(payout.id, &[WithdrawalStatus::Broadcast])
+                .await?
+            {
+                self.replace(claimed, fees).await?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Commits a replacement of the claimed row's current attempt; the
+    /// send step sends it. Nothing when the cap leaves no room to bump.
+    async fn replace(&self, claimed: Claimed, fees: Fees) -> Result<()> {
+        let Some(current) = claimed.current().cloned() else {
+            return Ok(());
+        };
+        let cap = self.config.max_fee_per_gas_cap;
+        let old_fee = to_u128(current.max_fee_per_gas.unwrap_or_default())?;
+        if to_u128(bumped(Amount::from_u128(old_fee)))? > cap {
+            claimed
+                .set_waiting("replacement due, but max_fee_per_gas_cap leaves no room for a 10% bump; resending")
+                .await?;
+            return Ok(());
+        }
+        let nonce = self
+            .store
+            .nonce_reservation(claimed.payout.id)
+            .await?
+            .ok_or_else(|| Error::Corrupt(format!("row {} without a nonce", claimed.payout.id)))?
+            .nonce;
+        let capped = Fees {
+            max_fee_per_gas: fees.max_fee_per_gas.min(cap),
+            ..fees
+        };
+        let attempt = self
+            .build(&claimed.payout, nonce, capped, Some(&current))
+            .await?;
+        let (payout, stored) = claimed.record_replacement(&attempt).await?;
+        tracing::info!(
+            id = payout.id,
+            tx_hash = %stored.tx_hash,
+            max_fee_per_gas = %attempt.max_fee_per_gas.unwrap_or_default(),
+            "replacement signed and committed"
+        );
+        Ok(())
+    }
+
+    /// Sends each row whose current attempt is due: never sent, or not
+    /// sent for `rebroadcast_after_blocks`.
+    async fn send_due(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
+        let every = self.config.rebroadcast_after_blocks.max(1);
+        let due = rows.iter().filter(|(p, attempts)| {
+            matches!(
+                p.status,
+                WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+            ) && current(p, attempts).is_some_and(|a| {
+                a.landed_block_hash.is_none()
+                    && (a.broadcast_count == 0
+                        || a.last_broadcast_height
+                            .is_none_or(|last| round.head >= last.saturating_add(every)))
+            })
+        });
+        self.for_each(due, "send", |(payout, _)| async move {
+            let Some(claimed) = self
+                .store
+                .claim(
+                    payout.id,
+                    &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast],
+                )
+                .await?
+            else {
+                return Ok(());
+            };
+            self.send(claimed, round).await
+        })
+        .await;
+    }
+
+    /// Sends the claimed row's current attempt's committed bytes and
+    /// records what the node said.
+    async fn send(&self, claimed: Claimed, round: &Round) -> Result<()> {
+        let Some(attempt) = claimed.current().cloned() else {
+            return Ok(());
+        };
+        let outcome = match self.client.send_raw_transaction(&attempt.raw_tx).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                count_send("transport");
+                // Dropping the claim keeps the row as it was: the same
+                // bytes go out again next round.
+                return Err(err.into());
+            }
+        };
+        let id = claimed.payout.id;
+        match outcome {
+            SendOutcome::Accepted(_) | SendOutcome::AlreadyKnown => {
+                count_send(if matches!(outcome, SendOutcome::AlreadyKnown) {
+                    "already_known"
+                } else {
+                    "accepted"
+                });
+                let first = claimed.payout.status == WithdrawalStatus::Signed
+                    && claimed.attempts.iter().all(|a| a.broadcast_count == 0);
+                let payout = claimed.record_sent(round.head).await?;
+                if first && payout.kind == PayoutKind::Withdrawal {
+                    metrics::histogram!(WITHDRAWAL_TO_BROADCAST, "chain" => CHAIN.as_str())
+                        .record(seconds_since(payout.requested_at));
+                }
+            }
+            SendOutcome::Underpriced => {
+                count_send("underpriced");
+                if let Some(fees) = round.fees {
+                    self.replace(claimed, fees).await?;
+                }
+            }
+            SendOutcome::InsufficientFunds => {
+                count_send("insufficient_funds");
+                claimed
+                    .set_waiting("the sender cannot pay value plus gas yet; the same bytes are sent again")
+                    .await?;
+            }
+            SendOutcome::NonceTooLow => {
+                count_send("nonce_too_low");
+                drop(claimed);
+                self.nonce_used(id, round).await?;
+            }
+            SendOutcome::Rejected(reason) => {
+                count_send("rejected");
+                tracing::warn!(id, tx_hash = %attempt.tx_hash, reason, "node refused the transaction");
+                let (_, count) = claimed.record_rejected(&reason).await?;
+                if count >= self.config.max_send_rejections
+                    && let Some(claimed) = self
+                        .store
+                        .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
+                        .await?
+                {
+                    // Never-sent bytes the node keeps refusing may still be
+                    // valid elsewhere: a person decides, the hold stays.
+                    claimed
+                        .to_manual(&format!(
+                            "the node refused the transaction {count} times in a row: {reason}"
+                        ))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node says the row's nonce is used. If one of its attempts
+    /// landed, tracking records it; if none did and the nonce is used at
+    /// a final height, something Coffer did not sign used it: manual.
+    async fn nonce_used(&self, id: i64, round: &Round) -> Result<()> {
+        let attempts = self.store.attempts(id).await?;
+        let hashes = attempts
+            .iter()
+            .map(|a| parse_hash(&a.tx_hash))
+            .collect::<Result<Vec<_>>>()?;
+        let receipts = self.client.receipts(&hashes).await?;
+        if let Some((attempt, receipt)) = attempts
+            .iter()
+            .zip(receipts)
+            .find_map(|(a, r)| Some((a, r?)))
+        {
+            if let Some(claimed) = self
+                .store
+                .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
+                .await?
+            {
+                claimed.record_landed(&landing(attempt.id, &receipt)).await?;
+            }
+            return Ok(());
+        }
+        let Some(payout) = self.store.payout(id).await? else {
+            return Ok(());
+        };
+        let Some(reservation) = self.store.nonce_reservation(id).await? else {
+            return Ok(());
+        };
+        let from = parse_address(payout.from_address.as_deref().unwrap_or_default(), "from_address")?;
+        let final_nonce = self
+            .client
+            .nonce_at(from, BlockNumberOrTag::Number(round.final_height))
+            .await?;
+        if final_nonce > reservation.nonce
+            && let Some(claimed) = self
+                .store
+                .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
+                .await?
+        {
+            claimed
+                .to_manual(&format!(
+                    "nonce {} of {} was used at a final height by a transaction that is none of this row's attempts",
+                    reservation.nonce, from
+                ))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Receipts for every attempt in flight, in one batch: landed ones
+    /// move to confirming, reorged ones back to broadcast, final ones
+    /// finish.
+    async fn track(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) -> Result<()> {
+        let tracked: Vec<&(Payout, Vec<Attempt>)> = rows
+            .iter()
+            .filter(|(p, a)| {
+                !a.is_empty()
+                    && matches!(
+                        p.status,
+                        WithdrawalStatus::Signed
+                            | WithdrawalStatus::Broadcast
+                            | WithdrawalStatus::Confirming
+                    )
+            })
+            .collect();
+        let mut hashes = Vec::new();
+        for (_, attempts) in &tracked {
+            for attempt in attempts {
+                hashes.push(parse_hash(&attempt.tx_hash)?);
+            }
+        }
+        let mut receipts: HashMap<B256, TxReceipt> = HashMap::new();
+        for chunk in hashes.chunks(200) {
+            for receipt in self.client.receipts(chunk).await?.into_iter().flatten() {
+                receipts.insert(receipt.hash, receipt);
+            }
+        }
+        let receipts = &receipts;
+        self.for_each(tracked, "track", |(payout, attempts)| async move {
+            let landed = attempts.iter().find_map(|a| {
+                let receipt = receipts.get(&parse_hash(&a.tx_hash).ok()?)?;
+                Some((a, *receipt))
+            });
+            match (payout.status, landed) {
+                (WithdrawalStatus::Signed | WithdrawalStatus::Broadcast, Some((attempt, receipt))) => {
+                    if let Some(claimed) = self
+                        .store
+                        .claim(payout.id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
+                        .await?
+                    {
+                        claimed.record_landed(&landing(attempt.id, &receipt)).await?;
+                    }
+                }
+                (WithdrawalStatus::Confirming, landed) => {
+                    let recorded = attempts.iter().find(|a| a.landed_block_hash.is_some());
+                    let still_there = match (recorded, landed) {
+                        (Some(recorded), Some((attempt, receipt))) => {
+                            attempt.id == recorded.id
+                                && recorded.landed_block_hash.as_deref()
+                                    == Some(receipt.block_hash.to_string().as_str())
+                        }
+                        _ => false,
+                    };
+                    let Some(claimed) = self
+                        .store
+                        .claim(payout.id, &[WithdrawalStatus::Confirming])
+                        .await?
+                    else {
+                        return Ok(());
+                    };
+                    if !still_there {
+                        tracing::warn!(id = payout.id, "landed transaction left the canonical chain; back to broadcast");
+                        claimed.record_unlanded().await?;
+                    } else if recorded
+                        .and_then(|r| r.landed_block_height)
+                        .is_some_and(|h| h <= round.final_height)
+                    {
+                        let done = claimed.finish(&self.config.native_asset).await?;
+                        if done.kind == PayoutKind::Withdrawal {
+                            metrics::histogram!(WITHDRAWAL_TO_COMPLETION, "chain" => CHAIN.as_str())
+                                .record(seconds_since(done.requested_at));
+                        }
+                        tracing::info!(id = done.id, kind = done.kind.as_str(), status = %done.status, "payout finished");
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn gauges(&self) -> Result<()> {
+        for kind in ["withdrawal", "sweep", "gas_top_up", "filler"] {
+            for status in WithdrawalStatus::ALL {
+                metrics::gauge!(WITHDRAWALS_BY_STATUS, "chain" => CHAIN.as_str(), "kind" => kind, "status" => status.as_str())
+                    .set(0.0);
+            }
+        }
+        for row in self.store.status_counts(CHAIN).await? {
+            metrics::gauge!(WITHDRAWALS_BY_STATUS, "chain" => CHAIN.as_str(), "kind" => row.kind, "status" => row.status)
+                .set(row.count as f64);
+        }
+        let since = chrono::Utc::now()
+            - chrono::Duration::from_std(self.config.stuck_after).unwrap_or_default();
+        let (stuck, waiting) = self.store.stuck_and_waiting(CHAIN, since).await?;
+        metrics::gauge!(WITHDRAWALS_STUCK, "chain" => CHAIN.as_str()).set(stuck as f64);
+        metrics::gauge!(WITHDRAWALS_WAITING, "chain" => CHAIN.as_str()).set(waiting as f64);
+        Ok(())
+    }
+}
+
+fn current<'a>(payout: &Payout, attempts: &'a [Attempt]) -> Option<&'a Attempt> {
+    let id = payout.current_attempt_id?;
+    attempts.iter().find(|a| a.id == id)
+}
+
+fn landing(attempt_id: i64, receipt: &TxReceipt) -> Landing {
+    Landing {
+        attempt_id,
+        block_hash: receipt.block_hash.to_string(),
+        block_height: receipt.block_number,
+        success: receipt.status,
+        fee_paid: Amount::from_u128(
+            u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price),
+        ),
+    }
+}
+
+/// `transfer(address,uint256)` calldata.
+fn erc20_transfer(recipient: Address, amount: U256) -> Vec<u8> {
+    let mut data = vec![0xa9, 0x05, 0x9c, 0xbb];
+    data.extend_from_slice(recipient.into_word().as_slice());
+    data.extend_from_slice(&amount.to_be_bytes::<32>());
+    data
+}
+
+fn parse_address(text: &str, field: &str) -> Result<Address> {
+    text.parse()
+        .map_err(|e| Error::Corrupt(format!("stored {field} `{text}`: {e}")))
+}
+
+fn parse_hash(text: &str) -> Result<B256> {
+    text.parse()
+        .map_err(|e| Error::Corrupt(format!("stored tx hash `{text}`: {e}")))
+}
+
+fn to_u128(amount: Amount) -> Result<u128> {
+    u128::try_from(amount.as_u256())
+        .map_err(|_| Error::Corrupt(format!("fee {amount} does not fit 128 bits")))
+}
+
+fn seconds_since(at: chrono::DateTime<chrono::Utc>) -> f64 {
+    (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+fn count_send(outcome: &'static str) {
+    metrics::counter!(WITHDRAWAL_SENDS, "chain" => CHAIN.as_str(), "outcome" => outcome).increment(1);
+}
+
+fn count_error(step: &'static str) {
+    metrics::counter!(PAYOUT_LOOP_ERRORS, "chain" => CHAIN.as_str(), "step" => step).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_transfer_calldata_is_the_erc20_abi() {
+        let data = erc20_transfer(Address::repeat_byte(0x11), U256::from(5));
+        assert_eq!(data.len(), 4 + 32 + 32);
+        assert_eq!(&data[..4], &[0xa9, 0x05, 0x9c, 0xbb]);
+        assert_eq!(&data[16..36], Address::repeat_byte(0x11).as_slice());
+        assert_eq!(data[67], 5);
+    }
+}

@@ -215,6 +215,18 @@ impl EthereumPayouts {
         Ok(())
     }
 
+    /// Only the first half of a round: plan, sweep and sign, committing
+    /// signed bytes without sending them (the state a crash right after
+    /// signing leaves; the next [`Self::round`] sends them).
+    pub async fn sign_pending(&self) -> Result<()> {
+        let round = self.look().await?;
+        self.plan(&round).await?;
+        self.sweep(&round).await?;
+        let in_flight = self.in_flight().await?;
+        self.sign_reserved(&round, &in_flight).await;
+        Ok(())
+    }
+
     async fn look(&self) -> Result<Round> {
         let head = chains::HeadSource::head(&self.client).await?.height;
         let by_depth = head.saturating_sub(self.config.confirmations.saturating_sub(1));
@@ -372,8 +384,12 @@ impl EthereumPayouts {
             .collect())
     }
 
-    async fn for_each<'a, T, F, Fut>(&self, items: impl IntoIterator<Item = T>, step: &'static str, f: F)
-    where
+    async fn for_each<'a, T, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        step: &'static str,
+        f: F,
+    ) where
         F: Fn(T) -> Fut,
         Fut: Future<Output = Result<()>> + 'a,
     {
@@ -401,7 +417,9 @@ impl EthereumPayouts {
                 .store
                 .nonce_reservation(payout.id)
                 .await?
-                .ok_or_else(|| Error::Corrupt(format!("row {} reserved without a nonce", payout.id)))?
+                .ok_or_else(|| {
+                    Error::Corrupt(format!("row {} reserved without a nonce", payout.id))
+                })?
                 .nonce;
             let attempt = self.build(payout, nonce, fees, None).await?;
             self.store.record_signed(payout.id, &attempt).await?;
@@ -419,7 +437,10 @@ impl EthereumPayouts {
         fees: Fees,
         previous: Option<&Attempt>,
     ) -> Result<SignedAttempt> {
-        let from = parse_address(payout.from_address.as_deref().unwrap_or_default(), "from_address")?;
+        let from = parse_address(
+            payout.from_address.as_deref().unwrap_or_default(),
+            "from_address",
+        )?;
         let payment = self.payment(payout)?;
         let gas_limit = match previous.and_then(|a| a.gas_limit) {
             Some(gas) => gas,
@@ -649,7 +670,9 @@ impl EthereumPayouts {
             SendOutcome::InsufficientFunds => {
                 count_send("insufficient_funds");
                 claimed
-                    .set_waiting("the sender cannot pay value plus gas yet; the same bytes are sent again")
+                    .set_waiting(
+                        "the sender cannot pay value plus gas yet; the same bytes are sent again",
+                    )
                     .await?;
             }
             SendOutcome::NonceTooLow => {
@@ -700,7 +723,9 @@ impl EthereumPayouts {
                 .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
                 .await?
             {
-                claimed.record_landed(&landing(attempt.id, &receipt)).await?;
+                claimed
+                    .record_landed(&landing(attempt.id, &receipt))
+                    .await?;
             }
             return Ok(());
         }
@@ -710,7 +735,10 @@ impl EthereumPayouts {
         let Some(reservation) = self.store.nonce_reservation(id).await? else {
             return Ok(());
         };
-        let from = parse_address(payout.from_address.as_deref().unwrap_or_default(), "from_address")?;
+        let from = parse_address(
+            payout.from_address.as_deref().unwrap_or_default(),
+            "from_address",
+        )?;
         let final_nonce = self
             .client
             .nonce_at(from, BlockNumberOrTag::Number(round.final_height))
@@ -880,7 +908,8 @@ fn seconds_since(at: chrono::DateTime<chrono::Utc>) -> f64 {
 }
 
 fn count_send(outcome: &'static str) {
-    metrics::counter!(WITHDRAWAL_SENDS, "chain" => CHAIN.as_str(), "outcome" => outcome).increment(1);
+    metrics::counter!(WITHDRAWAL_SENDS, "chain" => CHAIN.as_str(), "outcome" => outcome)
+        .increment(1);
 }
 
 fn count_error(step: &'static str) {

@@ -31,8 +31,8 @@ use std::sync::Arc;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use claim::{Claimed, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
-pub use rows::MAX_PAGE_SIZE;
 pub use nonces::HOT_WALLET_SHORT;
+pub use rows::MAX_PAGE_SIZE;
 pub use types::*;
 pub use workload::{StatusCount, SweepCandidate};
 

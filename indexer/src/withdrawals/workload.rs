@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::Withdrawals;
 use super::rows::stored_amount;
-use crate::ledger::Amount;
 use crate::Result;
+use crate::ledger::Amount;
 
 /// A deposit address with assets credited since their last sweep.
 #[derive(Clone, Debug, PartialEq, Eq)]

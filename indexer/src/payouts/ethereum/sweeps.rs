@@ -45,11 +45,11 @@ impl EthereumPayouts {
             let Ok(address) = candidate.address.parse::<Address>() else {
                 continue;
             };
-            let eth = self
-                .client
-                .balance(address, final_tag)
-                .await?
-                .min(self.client.balance(address, BlockNumberOrTag::Latest).await?);
+            let eth = self.client.balance(address, final_tag).await?.min(
+                self.client
+                    .balance(address, BlockNumberOrTag::Latest)
+                    .await?,
+            );
             // Tokens first: their gas must not be swept away.
             let mut token_due = false;
             for asset in &candidate.assets {
@@ -73,7 +73,12 @@ impl EthereumPayouts {
                 token_due = true;
                 let gas = match self
                     .client
-                    .estimate_gas(address, *token, U256::ZERO, &erc20_transfer(self.hot_wallet, balance))
+                    .estimate_gas(
+                        address,
+                        *token,
+                        U256::ZERO,
+                        &erc20_transfer(self.hot_wallet, balance),
+                    )
                     .await
                 {
                     Ok(estimate) => estimate.saturating_mul(6) / 5,
@@ -111,7 +116,10 @@ impl EthereumPayouts {
             let Some(threshold) = thresholds.get(&native) else {
                 continue;
             };
-            let gas_cost = U256::from(fees.max_fee_per_gas.saturating_mul(u128::from(TRANSFER_GAS)));
+            let gas_cost = U256::from(
+                fees.max_fee_per_gas
+                    .saturating_mul(u128::from(TRANSFER_GAS)),
+            );
             if Amount::from_u256(eth) < *threshold || eth <= gas_cost {
                 continue;
             }

@@ -2,6 +2,7 @@
 //! and their holds, approval, rejection and cancellation, nonce
 //! reservation, signed attempts, and racing transitions.
 
+mod ethereum;
 mod nonces;
 mod races;
 mod requests;

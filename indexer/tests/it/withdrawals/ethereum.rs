@@ -1,0 +1,730 @@
+//! Ethereum payouts end to end on a real anvil and PostgreSQL: deposits
+//! credited by the real watcher, swept into the hot wallet, paid out by
+//! the payout loop; reconciled to the wei after each test.
+//!
+//! Each test drives the loop round by round (`EthereumPayouts::round`)
+//! between blocks it mines itself, so what happens between two steps is
+//! the test's choice: a crash is the loop stopping at a step's edge.
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use chains::Chain;
+use chains::devnet::{Anvil, TestToken};
+use chains::ethereum::BlockNumberOrTag;
+use indexer::deposits::DepositStore;
+use indexer::deposits::ethereum::{EthereumWatchConfig, EthereumWatcher, Token};
+use indexer::deposits::watcher::WatchConfig;
+use indexer::devnet::TestDb;
+use indexer::devnet::deposits::{Running, deposit_keys, init_logs, users_with_addresses_from};
+use indexer::ledger::{AccountPurpose, AccountRef, Amount, Asset, IdempotencyKey, Ledger};
+use indexer::payouts::ethereum::{EthereumPayoutConfig, EthereumPayouts};
+use indexer::withdrawals::{
+    AssetPolicy, NewWithdrawal, PayoutKind, Withdrawal, WithdrawalPolicy, WithdrawalStatus,
+    Withdrawals,
+};
+use uuid::Uuid;
+
+use crate::support::assert_invariants;
+
+const ETH: Chain = Chain::Ethereum;
+const TOKEN: &str = "TUSD";
+const WEI_PER_ETH: u128 = 1_000_000_000_000_000_000;
+const FEE: u64 = 1_000_000_000_000;
+const TOKEN_FEE: u64 = 100_000;
+/// Credited at two confirmations: the loop completes at the same depth.
+const CONFIRMATIONS: u64 = 2;
+
+fn eth(tenths: u128) -> U256 {
+    U256::from(tenths * WEI_PER_ETH / 10)
+}
+
+fn policy() -> WithdrawalPolicy {
+    let mut policy = WithdrawalPolicy::default();
+    for (asset, fee) in [("ETH", FEE), (TOKEN, TOKEN_FEE)] {
+        policy.assets.insert(
+            asset.into(),
+            AssetPolicy {
+                fee: Amount::from_u64(fee),
+                approval_threshold: Amount::from_u128(10 * WEI_PER_ETH),
+                daily_limit: Amount::from_u128(100 * WEI_PER_ETH),
+            },
+        );
+    }
+    policy
+}
+
+struct Harness {
+    anvil: Anvil,
+    db: TestDb,
+    ledger: Ledger,
+    store: Withdrawals,
+    payouts: EthereumPayouts,
+    token: Option<TestToken>,
+    next_index: std::sync::atomic::AtomicI64,
+    _watcher: Running,
+}
+
+impl Harness {
+    async fn new(with_token: bool, configure: impl FnOnce(&mut EthereumPayoutConfig)) -> Self {
+        init_logs();
+        let anvil = Anvil::spawn().await.expect("anvil");
+        let db = TestDb::new().await.expect("database");
+        let ledger = Ledger::new(db.pool().clone());
+        let mut tokens = Vec::new();
+        let mut token = None;
+        let mut config = EthereumPayoutConfig {
+            chain_id: 31337,
+            poll_interval: Duration::from_millis(50),
+            min_priority_fee_per_gas: 1_000_000_000,
+            use_finalized_tag: false,
+            confirmations: CONFIRMATIONS,
+            replace_after_blocks: 3,
+            rebroadcast_after_blocks: 1,
+            ..EthereumPayoutConfig::default()
+        };
+        config
+            .sweeps
+            .assets
+            .insert("ETH".into(), Amount::from_u128(WEI_PER_ETH / 100));
+        if with_token {
+            let supply = U256::from(10u64).pow(U256::from(15));
+            let deployed = anvil.deploy_minted_token(6, supply).await.expect("token");
+            anvil.mine(1).await.expect("mine");
+            ledger
+                .register_asset(&Asset {
+                    code: TOKEN.into(),
+                    chain: ETH,
+                    decimals: 6,
+                    contract: Some(deployed.address.to_checksum(None)),
+                })
+                .await
+                .expect("register token");
+            tokens.push(Token {
+                contract: deployed.address,
+                asset: TOKEN.into(),
+            });
+            config.tokens.insert(TOKEN.into(), deployed.address);
+            config
+                .sweeps
+                .assets
+                .insert(TOKEN.into(), Amount::from_u64(1_000_000));
+            token = Some(deployed);
+        }
+        configure(&mut config);
+        let store = Withdrawals::new(ledger.clone(), policy());
+        let payouts = EthereumPayouts::new(
+            anvil.client().clone(),
+            store.clone(),
+            deposit_keys(),
+            config,
+        )
+        .expect("payouts");
+        let start_height = anvil_height(&anvil).await + 1;
+        let watch = EthereumWatchConfig {
+            watch: WatchConfig {
+                start_height: Some(start_height),
+                max_reorg_depth: 20,
+                batch_blocks: 5,
+                poll_interval: Duration::from_millis(50),
+                ..EthereumWatchConfig::default().watch
+            },
+            use_finalized_tag: false,
+            confirmations: CONFIRMATIONS,
+            tokens,
+            own_senders: vec![payouts.hot_wallet()],
+        };
+        let deposits = DepositStore::new(ledger.clone(), ETH, watch.watch.max_reorg_depth);
+        let watcher = Running::spawn(EthereumWatcher::new(
+            anvil.client().clone(),
+            deposits,
+            watch,
+        ));
+        Self {
+            anvil,
+            db,
+            ledger,
+            store,
+            payouts,
+            token,
+            next_index: Default::default(),
+            _watcher: watcher,
+        }
+    }
+
+    fn token(&self) -> &TestToken {
+        self.token.as_ref().expect("a harness with a token")
+    }
+
+    /// A user with a deposit address holding `wei` (credited once final).
+    async fn depositor(&self, wei: U256) -> (Uuid, Address) {
+        let index = self
+            .next_index
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (user, address) = users_with_addresses_from(self.db.pool(), ETH, 1, index)
+            .await
+            .pop()
+            .expect("user");
+        let address: Address = address.parse().expect("address");
+        if !wei.is_zero() {
+            self.anvil
+                .send(Anvil::DEV_ACCOUNT, address, wei, &[], None)
+                .await
+                .expect("deposit");
+        }
+        (user, address)
+    }
+
+    async fn available(&self, user: Uuid, asset: &str) -> Amount {
+        self.ledger
+            .balance(user, asset)
+            .await
+            .expect("balance")
+            .available
+    }
+
+    async fn wait_available(&self, user: Uuid, asset: &str, at_least: Amount) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.available(user, asset).await < at_least {
+            assert!(Instant::now() < deadline, "deposit never credited");
+            self.anvil.mine(1).await.expect("mine");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn request(&self, user: Uuid, asset: &str, amount: U256, to: Address) -> Withdrawal {
+        self.store
+            .request(
+                &IdempotencyKey::new("eth-payout-test", Uuid::new_v4().to_string()),
+                &NewWithdrawal {
+                    user,
+                    asset: asset.into(),
+                    chain: ETH,
+                    amount: Amount::from_u256(amount),
+                    destination: to.to_checksum(None),
+                    requested_by: user,
+                },
+            )
+            .await
+            .expect("request")
+    }
+
+    async fn status(&self, id: i64) -> WithdrawalStatus {
+        self.store
+            .payout(id)
+            .await
+            .expect("read")
+            .expect("row")
+            .status
+    }
+
+    /// Rounds (each followed by a block) until `done`, failing after 60 s.
+    async fn drive_until<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            self.payouts.round().await.expect("round");
+            if done().await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            self.anvil.mine(1).await.expect("mine");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+
+    async fn drive_until_status(&self, id: i64, status: WithdrawalStatus) {
+        self.drive_until(&format!("row {id} to be {status}"), || async {
+            self.status(id).await == status
+        })
+        .await;
+    }
+
+    /// Every Coffer address on chain: issued deposit addresses and the hot
+    /// wallet.
+    async fn coffer_addresses(&self) -> Vec<Address> {
+        let mut addresses: Vec<Address> = sqlx::query_scalar::<_, String>(
+            "SELECT address FROM deposit_addresses WHERE chain = 'ethereum'",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .expect("addresses")
+        .into_iter()
+        .map(|a| a.parse().expect("address"))
+        .collect();
+        addresses.push(self.payouts.hot_wallet());
+        addresses
+    }
+
+    /// Invariant 11, to the wei: per asset, what Coffer's addresses hold on
+    /// chain equals the ledger's custody, once nothing is in flight or
+    /// pending.
+    async fn assert_reconciled(&self) {
+        self.settle_everything().await;
+        let head = BlockNumberOrTag::Latest;
+        let mut assets = vec![("ETH".to_owned(), None)];
+        if let Some(token) = &self.token {
+            assets.push((TOKEN.to_owned(), Some(token.address)));
+        }
+        for (asset, contract) in assets {
+            let mut on_chain = U256::ZERO;
+            for address in self.coffer_addresses().await {
+                on_chain += match contract {
+                    None => self
+                        .anvil
+                        .client()
+                        .balance(address, head)
+                        .await
+                        .expect("balance"),
+                    Some(token) => self
+                        .anvil
+                        .client()
+                        .token_balance(token, address, head)
+                        .await
+                        .expect("token balance"),
+                };
+            }
+            let custody = self
+                .ledger
+                .account_balance(&AccountRef::system(&asset, AccountPurpose::Custody))
+                .await
+                .expect("custody");
+            let held = if on_chain.is_zero() {
+                "0".to_owned()
+            } else {
+                format!("-{on_chain}")
+            };
+            assert_eq!(
+                custody.to_string(),
+                held,
+                "{asset}: custody against the chain"
+            );
+        }
+        assert_invariants(self.db.pool()).await;
+    }
+
+    /// Mines and runs rounds until no row is in flight and no deposit is
+    /// pending, so the chain and the ledger describe the same moment.
+    async fn settle_everything(&self) {
+        self.drive_until("everything to settle", || async {
+            let busy: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM withdrawals WHERE status IN ('reserved', 'signed', 'broadcast', 'confirming'))
+                      + (SELECT count(*) FROM deposits WHERE status = 'pending')",
+            )
+            .fetch_one(self.db.pool())
+            .await
+            .expect("count");
+            busy == 0
+        })
+        .await;
+    }
+
+    async fn attempts(&self, id: i64) -> Vec<indexer::withdrawals::Attempt> {
+        self.store.attempts(id).await.expect("attempts")
+    }
+
+    async fn eth_balance(&self, address: Address) -> U256 {
+        self.anvil
+            .client()
+            .balance(address, BlockNumberOrTag::Latest)
+            .await
+            .expect("balance")
+    }
+}
+
+async fn anvil_height(anvil: &Anvil) -> u64 {
+    use chains::HeadSource;
+    anvil.client().head().await.expect("head").height
+}
+
+/// A fresh address outside Coffer.
+fn outside() -> Address {
+    Address::from_slice(&Uuid::new_v4().as_bytes()[..].repeat(2)[..20])
+}
+
+fn hash(text: &str) -> B256 {
+    text.parse().expect("hash")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_is_swept_and_a_withdrawal_pays_exactly_once() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    let to = outside();
+
+    let withdrawal = h.request(user, "ETH", eth(5), to).await;
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(balance.held, Amount::from_u256(eth(5) + U256::from(FEE)));
+
+    // The hot wallet starts empty: the withdrawal waits, still held, until
+    // the sweep of the deposit lands.
+    h.payouts.round().await.expect("round");
+    let waiting = h.store.get(withdrawal.id).await.expect("get").expect("row");
+    assert_eq!(waiting.status, WithdrawalStatus::Approved);
+    assert!(
+        waiting
+            .waiting_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("hot wallet")),
+        "{waiting:?}"
+    );
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+
+    assert_eq!(
+        h.eth_balance(to).await,
+        eth(5),
+        "the destination got exactly the amount"
+    );
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(balance.held, Amount::ZERO);
+    assert_eq!(
+        balance.available,
+        Amount::from_u256(eth(20) - eth(5) - U256::from(FEE))
+    );
+    let attempts = h.attempts(withdrawal.id).await;
+    let landed = attempts
+        .iter()
+        .find(|a| a.landed_block_hash.is_some())
+        .expect("a landed attempt");
+    let history = h
+        .ledger
+        .history(user, &Default::default(), 50, None)
+        .await
+        .expect("history");
+    assert!(
+        history.items.iter().any(|item| item.metadata.get("tx_hash")
+            == Some(&serde_json::Value::String(landed.tx_hash.clone()))),
+        "history names the tx hash"
+    );
+    let sweeps: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM withdrawals WHERE kind = 'sweep' AND status = 'completed'",
+    )
+    .fetch_one(h.db.pool())
+    .await
+    .expect("sweeps");
+    assert_eq!(sweeps, 1);
+    h.assert_reconciled().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_withdrawal_follows_a_gas_top_up_and_a_token_sweep() {
+    let h = Harness::new(true, |_| {}).await;
+    // ETH for the hot wallet (swept), then tokens at a second address with
+    // no ether of its own.
+    let (eth_user, _) = h.depositor(eth(10)).await;
+    let (user, address) = h.depositor(U256::ZERO).await;
+    h.anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            h.token().address,
+            U256::ZERO,
+            &TestToken::transfer(address, U256::from(7_000_000)),
+            None,
+        )
+        .await
+        .expect("token deposit");
+    h.wait_available(eth_user, "ETH", Amount::from_u256(eth(10)))
+        .await;
+    h.wait_available(user, TOKEN, Amount::from_u64(7_000_000))
+        .await;
+
+    let to = outside();
+    let withdrawal = h.request(user, TOKEN, U256::from(2_500_000), to).await;
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+
+    let received = h
+        .anvil
+        .client()
+        .token_balance(h.token().address, to, BlockNumberOrTag::Latest)
+        .await
+        .expect("token balance");
+    assert_eq!(received, U256::from(2_500_000));
+    let kinds: Vec<(PayoutKind, String)> = sqlx::query_as(
+        "SELECT kind, asset FROM withdrawals WHERE kind <> 'withdrawal' AND status = 'completed' ORDER BY id",
+    )
+    .fetch_all(h.db.pool())
+    .await
+    .expect("kinds");
+    assert!(
+        kinds.contains(&(PayoutKind::GasTopUp, "ETH".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(PayoutKind::Sweep, TOKEN.into())),
+        "{kinds:?}"
+    );
+    // The top-up from the hot wallet was never credited to the user.
+    assert_eq!(h.available(user, "ETH").await, Amount::ZERO);
+    assert_eq!(
+        h.available(user, TOKEN).await,
+        Amount::from_u64(7_000_000 - 2_500_000 - TOKEN_FEE)
+    );
+    h.assert_reconciled().await;
+}
+
+/// A crash after the signed commit and before any send: the next round
+/// sends exactly the committed bytes. A crash after sending and before
+/// recording the send: the next round finds the bytes known (or landed)
+/// and records them; one payment either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_every_gap_pays_once() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(30)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(30)))
+        .await;
+    // Fill the hot wallet first.
+    h.settle_everything().await;
+    let to = outside();
+
+    // Gap 1: signed and committed, never sent.
+    let first = h.request(user, "ETH", eth(2), to).await;
+    h.payouts.sign_pending().await.expect("sign");
+    assert_eq!(h.status(first.id).await, WithdrawalStatus::Signed);
+    let committed = h.attempts(first.id).await;
+    assert_eq!(committed.len(), 1);
+
+    // Gap 2: sent by a process that died before recording it. The bytes
+    // went out exactly as committed.
+    let second = h.request(user, "ETH", eth(3), to).await;
+    h.payouts.sign_pending().await.expect("sign");
+    let [sent] = h.attempts(second.id).await.try_into().expect("one attempt");
+    h.anvil
+        .client()
+        .send_raw_transaction(&sent.raw_tx)
+        .await
+        .expect("send");
+    assert_eq!(h.status(second.id).await, WithdrawalStatus::Signed);
+    h.anvil.mine(1).await.expect("mine");
+
+    // The restarted loop: both complete, once.
+    h.drive_until("both to complete", || async {
+        h.status(first.id).await == WithdrawalStatus::Completed
+            && h.status(second.id).await == WithdrawalStatus::Completed
+    })
+    .await;
+    assert_eq!(h.eth_balance(to).await, eth(5), "each paid exactly once");
+    assert_eq!(h.attempts(first.id).await[0].tx_hash, committed[0].tx_hash);
+    assert_eq!(h.attempts(second.id).await.len(), 1);
+    h.assert_reconciled().await;
+}
+
+/// A transaction the node forgot (`anvil_dropTransaction`) is sent again,
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_transaction_is_rebroadcast_unchanged() {
+    let h = Harness::new(false, |config| config.replace_after_blocks = 1_000).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    h.anvil.set_automine(false).await.expect("automine off");
+    let withdrawal = h.request(user, "ETH", eth(4), to).await;
+    h.payouts.round().await.expect("round");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Broadcast);
+    let [attempt] = h.attempts(withdrawal.id).await.try_into().expect("one");
+    let tx = hash(&attempt.tx_hash);
+    h.anvil.drop_transaction(tx).await.expect("drop");
+    assert!(!h.anvil.mempool_contains(tx).await.expect("mempool"));
+    // Blocks pass without it; the loop sends the same bytes again.
+    h.anvil.mine(1).await.expect("mine");
+    h.payouts.round().await.expect("round");
+    assert!(
+        h.anvil.mempool_contains(tx).await.expect("mempool"),
+        "sent again"
+    );
+    h.anvil.set_automine(true).await.expect("automine on");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+    let attempts = h.attempts(withdrawal.id).await;
+    assert_eq!(
+        attempts.len(),
+        1,
+        "no new signature for a dropped transaction"
+    );
+    assert!(attempts[0].broadcast_count >= 2);
+    assert_eq!(h.eth_balance(to).await, eth(4));
+    h.assert_reconciled().await;
+}
+
+/// A transaction priced out (the base fee jumps above its max fee) is
+/// replaced under the same nonce with both fees raised; exactly one
+/// attempt lands and the withdrawal completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_transaction_is_replaced_and_completes_once() {
+    let h = Harness::new(false, |config| config.replace_after_blocks = 2).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    h.anvil.set_automine(false).await.expect("automine off");
+    let withdrawal = h.request(user, "ETH", eth(3), to).await;
+    h.payouts.round().await.expect("round");
+    let [first] = h.attempts(withdrawal.id).await.try_into().expect("one");
+    let first_fee = first.max_fee_per_gas.expect("fee");
+    // Price it out: every block from now on has a base fee above its cap.
+    let high = 2 * first_fee.as_u256().to::<u128>() + 1;
+    for _ in 0..3 {
+        h.anvil.set_next_base_fee(high).await.expect("base fee");
+        h.anvil.mine(1).await.expect("mine");
+        h.payouts.round().await.expect("round");
+    }
+    let attempts = h.attempts(withdrawal.id).await;
+    assert!(attempts.len() >= 2, "replaced: {attempts:?}");
+    let nonces: std::collections::HashSet<_> =
+        attempts.iter().map(|a| a.nonce_reservation_id).collect();
+    assert_eq!(nonces.len(), 1, "every attempt shares the nonce");
+    let last = attempts.last().expect("attempt");
+    assert!(last.max_fee_per_gas.expect("fee") >= indexer::withdrawals::bumped(first_fee));
+    assert!(
+        last.max_priority_fee_per_gas.expect("tip")
+            >= indexer::withdrawals::bumped(first.max_priority_fee_per_gas.expect("tip"))
+    );
+    h.anvil.set_automine(true).await.expect("automine on");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+    let landed: Vec<_> = h
+        .attempts(withdrawal.id)
+        .await
+        .into_iter()
+        .filter(|a| a.landed_block_hash.is_some())
+        .collect();
+    assert_eq!(landed.len(), 1);
+    assert_eq!(h.eth_balance(to).await, eth(3), "paid once");
+    h.assert_reconciled().await;
+}
+
+/// Fifty withdrawals at once from one hot wallet: consecutive nonces, no
+/// gap, no duplicate; one cancelled after reserving is filled by a
+/// zero-value self-transfer, so the ones after it still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_withdrawals_use_consecutive_nonces_and_a_cancelled_one_is_filled() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(100)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(100)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    let requests = (0..50).map(|_| h.request(user, "ETH", U256::from(10_000_000_000_000u64), to));
+    let made: Vec<Withdrawal> = futures::future::join_all(requests).await;
+    // Reserve (without sending), then cancel one in the middle.
+    h.anvil.set_automine(false).await.expect("automine off");
+    let hot = h.payouts.hot_wallet().to_string();
+    let pending = h
+        .anvil
+        .client()
+        .pending_nonce(h.payouts.hot_wallet())
+        .await
+        .expect("nonce");
+    let mut reserved = Vec::new();
+    for _ in 0..3 {
+        reserved.push(
+            h.store
+                .reserve_nonce(&hot, pending)
+                .await
+                .expect("reserve")
+                .expect("approved"),
+        );
+    }
+    let cancelled = &reserved[1].0;
+    h.store
+        .cancel(cancelled.id, user, Some("changed my mind"))
+        .await
+        .expect("cancel");
+    h.anvil.set_automine(true).await.expect("automine on");
+    let ids: Vec<i64> = made
+        .iter()
+        .map(|w| w.id)
+        .filter(|id| *id != cancelled.id)
+        .collect();
+    h.drive_until("49 withdrawals and the filler to complete", || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM withdrawals WHERE (id = ANY($1) OR kind = 'filler') AND status <> 'completed'",
+        )
+        .bind(&ids)
+        .fetch_one(h.db.pool())
+        .await
+        .expect("count");
+        open == 0
+    })
+    .await;
+    let nonces: Vec<i64> = sqlx::query_scalar(
+        "SELECT nonce FROM eth_nonce_reservations WHERE lower(from_address) = lower($1) ORDER BY nonce",
+    )
+    .bind(&hot)
+    .fetch_all(h.db.pool())
+    .await
+    .expect("nonces");
+    let first = nonces[0];
+    assert_eq!(
+        nonces,
+        (first..first + nonces.len() as i64).collect::<Vec<_>>(),
+        "consecutive, no gap, no duplicate"
+    );
+    assert_eq!(nonces.len(), 50, "49 withdrawals and one filler");
+    let fillers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM withdrawals WHERE kind = 'filler' AND status = 'completed'",
+    )
+    .fetch_one(h.db.pool())
+    .await
+    .expect("fillers");
+    assert_eq!(fillers, 1);
+    assert_eq!(
+        h.eth_balance(to).await,
+        U256::from(49u64 * 10_000_000_000_000u64)
+    );
+    h.assert_reconciled().await;
+}
+
+/// A reorg that takes away the block holding a landed withdrawal sends it
+/// back to broadcast, still held; it lands again and completes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorged_withdrawal_goes_back_to_broadcast_and_completes_once() {
+    let h = Harness::new(false, |config| config.confirmations = 4).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    let withdrawal = h.request(user, "ETH", eth(6), to).await;
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Confirming)
+        .await;
+    let landed_at = h
+        .attempts(withdrawal.id)
+        .await
+        .into_iter()
+        .find_map(|a| a.landed_block_height)
+        .expect("landed");
+    let depth = anvil_height(&h.anvil).await - landed_at + 1;
+    // The block and everything after it are replaced by empty blocks; the
+    // transaction goes back to the pool, and the new branch is longer.
+    h.anvil.set_automine(false).await.expect("automine off");
+    h.anvil.reorg(depth, &[]).await.expect("reorg");
+    h.payouts.round().await.expect("round");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Broadcast);
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(
+        balance.held,
+        Amount::from_u256(eth(6) + U256::from(FEE)),
+        "still held"
+    );
+    h.anvil.set_automine(true).await.expect("automine on");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+    assert_eq!(h.eth_balance(to).await, eth(6), "paid once");
+    let settled: i64 = sqlx::query_scalar("SELECT count(*) FROM entries WHERE reference = $1")
+        .bind(format!("withdrawal:{}:settle", withdrawal.id))
+        .fetch_one(h.db.pool())
+        .await
+        .expect("entries");
+    assert_eq!(settled, 1, "settled once");
+    h.assert_reconciled().await;
+}

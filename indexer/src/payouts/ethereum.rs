@@ -292,7 +292,7 @@ impl EthereumPayouts {
         }
         for (asset, amount) in &have {
             metrics::gauge!(HOT_WALLET_BALANCE, "chain" => CHAIN.as_str(), "asset" => asset.clone())
-                .set(amount.as_u256().to::<u128>() as f64);
+                .set(u128::try_from(amount.as_u256()).unwrap_or(u128::MAX) as f64);
         }
         let owed = self
             .store
@@ -314,10 +314,7 @@ impl EthereumPayouts {
             return Ok(());
         };
         let mut pending = self.client.pending_nonce(hot).await?;
-        loop {
-            let Some(native_left) = budget.get(native).copied() else {
-                break;
-            };
+        while let Some(native_left) = budget.get(native).copied() {
             let mut usable = budget.clone();
             usable.insert(
                 native.clone(),
@@ -904,7 +901,8 @@ fn to_u128(amount: Amount) -> Result<u128> {
 }
 
 fn seconds_since(at: chrono::DateTime<chrono::Utc>) -> f64 {
-    (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+    let millis = (chrono::Utc::now() - at).num_milliseconds().max(0);
+    Duration::from_millis(millis.unsigned_abs()).as_secs_f64()
 }
 
 fn count_send(outcome: &'static str) {

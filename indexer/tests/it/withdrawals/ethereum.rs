@@ -62,6 +62,7 @@ struct Harness {
     payouts: EthereumPayouts,
     token: Option<TestToken>,
     next_index: std::sync::atomic::AtomicI64,
+    config: EthereumPayoutConfig,
     _watcher: Running,
 }
 
@@ -117,7 +118,7 @@ impl Harness {
             anvil.client().clone(),
             store.clone(),
             deposit_keys(),
-            config,
+            config.clone(),
         )
         .expect("payouts");
         let start_height = anvil_height(&anvil).await + 1;
@@ -148,8 +149,23 @@ impl Harness {
             payouts,
             token,
             next_index: Default::default(),
+            config,
             _watcher: watcher,
         }
+    }
+
+    /// A second payout loop on the same database, talking to the node
+    /// through `url`.
+    fn payouts_via(&self, url: &str) -> EthereumPayouts {
+        let client =
+            chains::ethereum::EthereumClient::new(url, Duration::from_secs(2)).expect("client");
+        EthereumPayouts::new(
+            client,
+            self.store.clone(),
+            deposit_keys(),
+            self.config.clone(),
+        )
+        .expect("payouts")
     }
 
     fn token(&self) -> &TestToken {
@@ -726,5 +742,172 @@ async fn a_reorged_withdrawal_goes_back_to_broadcast_and_completes_once() {
         .await
         .expect("entries");
     assert_eq!(settled, 1, "settled once");
+    h.assert_reconciled().await;
+}
+
+/// An HTTP relay to anvil that, while `swallow` is set, forwards
+/// `eth_sendRawTransaction` and then cuts the connection instead of
+/// answering: the node took the transaction, the sender never heard.
+struct SwallowingRelay {
+    url: String,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SwallowingRelay {
+    fn start(upstream: &str) -> Self {
+        use std::io::{BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay port");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let swallow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let flag = std::sync::Arc::clone(&swallow);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let (upstream, flag) = (upstream.clone(), std::sync::Arc::clone(&flag));
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                    let mut writer = client;
+                    while let Ok(Some(body)) = chains::devnet::http::read_request(&mut reader) {
+                        let mut node = std::net::TcpStream::connect(&upstream).expect("anvil");
+                        let head = format!(
+                            "POST / HTTP/1.1\r\nHost: {upstream}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        node.write_all(head.as_bytes()).expect("forward");
+                        node.write_all(&body).expect("forward");
+                        let mut reply = Vec::new();
+                        node.read_to_end(&mut reply).expect("reply");
+                        let sends =
+                            String::from_utf8_lossy(&body).contains("eth_sendRawTransaction");
+                        if sends && flag.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = writer.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        let split = reply
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(reply.len(), |i| i + 4);
+                        let payload = &reply[split..];
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            payload.len()
+                        );
+                        if writer.write_all(answer.as_bytes()).is_err()
+                            || writer.write_all(payload).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, swallow }
+    }
+}
+
+/// The third gap: the send fails on the sender's side although the node
+/// took the transaction. The row stays signed with its bytes; the next
+/// round finds them known or landed; one payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_lost_after_the_node_took_it_pays_once() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let relay = SwallowingRelay::start(h.anvil.rpc_url());
+    let cut_off = h.payouts_via(&relay.url);
+    let to = outside();
+    let withdrawal = h.request(user, "ETH", eth(7), to).await;
+
+    relay
+        .swallow
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    cut_off.round().await.expect("round");
+    assert_eq!(
+        h.status(withdrawal.id).await,
+        WithdrawalStatus::Signed,
+        "the send's outcome was lost: nothing recorded"
+    );
+    let [attempt] = h.attempts(withdrawal.id).await.try_into().expect("one");
+    assert_eq!(attempt.broadcast_count, 0);
+    relay
+        .swallow
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+    let attempts = h.attempts(withdrawal.id).await;
+    assert_eq!(attempts.len(), 1, "the same bytes, never a new signature");
+    assert_eq!(attempts[0].tx_hash, attempt.tx_hash);
+    assert_eq!(h.eth_balance(to).await, eth(7), "paid once");
+    h.assert_reconciled().await;
+}
+
+/// A token transfer that reverts on chain (status 0) uses its nonce and
+/// its gas; the withdrawal fails and its hold is released, the gas booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_token_withdrawal_fails_releases_and_books_its_gas() {
+    // Tokens are never swept here, so the hot wallet holds none.
+    let h = Harness::new(true, |config| {
+        config
+            .sweeps
+            .assets
+            .insert(TOKEN.into(), Amount::from_u128(u128::MAX));
+    })
+    .await;
+    let (_, _) = h.depositor(eth(10)).await;
+    let (user, address) = h.depositor(U256::ZERO).await;
+    h.anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            h.token().address,
+            U256::ZERO,
+            &TestToken::transfer(address, U256::from(3_000_000)),
+            None,
+        )
+        .await
+        .expect("token deposit");
+    h.wait_available(user, TOKEN, Amount::from_u64(3_000_000))
+        .await;
+    h.settle_everything().await;
+    let withdrawal = h
+        .request(user, TOKEN, U256::from(1_000_000), outside())
+        .await;
+    // The loop would wait for tokens; reserve past the budget as a loop
+    // with a stale view of the hot wallet could.
+    h.payouts.round().await.expect("round");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Approved);
+    let hot = h.payouts.hot_wallet();
+    let pending = h.anvil.client().pending_nonce(hot).await.expect("nonce");
+    h.store
+        .reserve_nonce(&hot.to_string(), pending)
+        .await
+        .expect("reserve")
+        .expect("approved");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Failed)
+        .await;
+    let failed = h.store.get(withdrawal.id).await.expect("get").expect("row");
+    assert!(
+        failed
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("reverted")),
+        "{failed:?}"
+    );
+    let balance = h.ledger.balance(user, TOKEN).await.expect("balance");
+    assert_eq!(balance.held, Amount::ZERO);
+    assert_eq!(
+        balance.available,
+        Amount::from_u64(3_000_000),
+        "released in full"
+    );
+    let gas: i64 = sqlx::query_scalar("SELECT count(*) FROM entries WHERE reference = $1")
+        .bind(format!("withdrawal:{}:network_fee", withdrawal.id))
+        .fetch_one(h.db.pool())
+        .await
+        .expect("entries");
+    assert_eq!(gas, 1, "the spent gas is booked");
     h.assert_reconciled().await;
 }

@@ -20,6 +20,11 @@ const RPC_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 const DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 6.0, 12.0, 32.0, 64.0, 150.0];
+/// Request to broadcast is seconds; to completion waits for finality
+/// (about 13 minutes on mainnet).
+const PAYOUT_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+];
 
 /// Installs the recorder once per process and returns its handle.
 pub fn recorder() -> PrometheusHandle {
@@ -36,6 +41,8 @@ pub fn recorder() -> PrometheusHandle {
                 ),
                 (chains::metrics::RPC_DURATION, RPC_BUCKETS),
                 (indexer::metrics::REORG_DEPTH, DEPTH_BUCKETS),
+                (indexer::metrics::WITHDRAWAL_TO_BROADCAST, PAYOUT_BUCKETS),
+                (indexer::metrics::WITHDRAWAL_TO_COMPLETION, PAYOUT_BUCKETS),
             ]
             .into_iter()
             .fold(builder, |builder, (name, buckets)| {

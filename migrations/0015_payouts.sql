@@ -53,14 +53,16 @@ ALTER TABLE withdrawals
 CREATE INDEX withdrawals_in_flight ON withdrawals (chain, id)
     WHERE status IN ('reserved', 'signed', 'broadcast', 'confirming');
 
--- A cancelled withdrawal hands its reserved nonce to a filler row, which
--- then carries the reservation; the cancelled one keeps reserved_at as
+-- A cancelled withdrawal, or one that failed before anything was signed
+-- (the chain refuses the transfer), hands its reserved nonce to a filler
+-- row, which then carries the reservation; it keeps reserved_at as
 -- history without a reservation of its own.
 DROP TRIGGER withdrawals_ethereum_nonce_reserved ON withdrawals;
 CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved
     AFTER INSERT OR UPDATE OF status, reserved_at ON withdrawals
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW WHEN (NEW.chain = 'ethereum' AND NEW.reserved_at IS NOT NULL AND NEW.status <> 'cancelled')
+    FOR EACH ROW WHEN (NEW.chain = 'ethereum' AND NEW.reserved_at IS NOT NULL AND NEW.status <> 'cancelled'
+                       AND NOT (NEW.status = 'failed' AND NEW.current_attempt_id IS NULL))
     EXECUTE FUNCTION withdrawals_check_nonce_reserved();
 
 ALTER TABLE withdrawal_attempts

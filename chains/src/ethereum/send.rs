@@ -32,6 +32,16 @@ pub struct FeeSuggestion {
     pub priority_fee_per_gas: u128,
 }
 
+/// What a node said to `eth_estimateGas`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GasEstimate {
+    /// The gas the call uses now.
+    Gas(u64),
+    /// The node answered that the call fails as things stand (it reverts,
+    /// or the sender cannot pay), with its message.
+    Fails(String),
+}
+
 /// What a node said to `eth_sendRawTransaction`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
@@ -250,7 +260,7 @@ impl EthereumClient {
         to: Address,
         value: U256,
         data: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<GasEstimate> {
         const METHOD: &str = "eth_estimateGas";
         let started = Instant::now();
         let call = CallRequest {
@@ -259,13 +269,18 @@ impl EthereumClient {
             value: Some(value),
             data: Bytes::copy_from_slice(data),
         };
-        let gas: U64 = self
-            .rpc
-            .request(METHOD, (call,))
-            .await
-            .map_err(|e| classify(METHOD, e))?;
+        let estimate = match self.rpc.request::<_, U64>(METHOD, (call,)).await {
+            Ok(gas) => GasEstimate::Gas(gas.to()),
+            // The node answered: the call fails (a revert, a balance too
+            // small). Only a reply says so; no reply is an error.
+            Err(RpcError::ErrorResp(payload)) => {
+                let reply = format!("{} (code {})", payload.message, payload.code);
+                GasEstimate::Fails(redact_urls(excerpt(&reply)))
+            }
+            Err(other) => return Err(classify(METHOD, other)),
+        };
         observe_rpc(METHOD, started);
-        Ok(gas.to())
+        Ok(estimate)
     }
 
     /// Broadcasts signed EIP-2718 bytes. The node's refusals are outcomes

@@ -70,7 +70,16 @@ async fn broadcast_outcomes_receipts_and_fees_on_anvil() {
             .estimate_gas(from, to, U256::from(1), &[])
             .await
             .expect("estimate"),
-        21_000
+        chains::ethereum::GasEstimate::Gas(21_000)
+    );
+    // More than the sender has: the node answers that the call fails.
+    let too_much = client
+        .estimate_gas(from, to, ten_eth * U256::from(2), &[])
+        .await
+        .expect("estimate");
+    assert!(
+        matches!(too_much, chains::ethereum::GasEstimate::Fails(_)),
+        "{too_much:?}"
     );
     let fees = client.fee_suggestion(10, 50.0).await.expect("fee history");
     assert!(fees.base_fee_per_gas > 0, "{fees:?}");

@@ -15,8 +15,10 @@
 //!    `rebroadcast_after_blocks`, are sent, and the node's answer
 //!    classified: accepted or already known → broadcast; underpriced →
 //!    replace; insufficient funds → wait; nonce too low → the chain says
-//!    what landed; anything else → counted, and after a few refusals in a
-//!    row, manual. Transport errors resend the same bytes next round.
+//!    what landed; anything else → counted and shown with the row, and the
+//!    same bytes sent again (a refusal proves nothing, and setting the row
+//!    aside would leave its nonce a gap). Transport errors resend the same
+//!    bytes next round.
 //! 5. **Track**: one batch of receipts for every attempt in flight; a
 //!    landed attempt → confirming; a confirming one whose block left the
 //!    chain → broadcast; one final (at the `finalized` tag, or at the
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use chains::Chain;
-use chains::ethereum::{BlockNumberOrTag, EthereumClient, SendOutcome, TxReceipt};
+use chains::ethereum::{BlockNumberOrTag, EthereumClient, GasEstimate, SendOutcome, TxReceipt};
 use signer::ethereum::{Payment, UnsignedTransaction};
 use signer::{DepositKeys, KeyId};
 use tokio_util::sync::CancellationToken;
@@ -86,7 +88,8 @@ pub struct EthereumPayoutConfig {
     pub use_finalized_tag: bool,
     pub confirmations: u64,
     /// The node refusing one attempt this many times in a row (for a
-    /// reason the loop has no rule for) sends the row to manual.
+    /// reason the loop has no rule for) is logged as an error; the same
+    /// bytes keep going out and the row shows the node's message.
     pub max_send_rejections: u32,
     /// A row in broadcast longer than this counts as stuck.
     pub stuck_after: Duration,
@@ -198,7 +201,10 @@ impl EthereumPayouts {
     /// One round: plan, sign, replace, send, track.
     pub async fn round(&self) -> Result<()> {
         let round = self.look().await?;
-        self.plan(&round).await?;
+        if let Err(err) = self.plan(&round).await {
+            tracing::warn!(error = %err, "planning failed; retrying next round");
+            count_error("plan");
+        }
         if let Err(err) = self.sweep(&round).await {
             tracing::warn!(error = %err, "sweep planning failed");
             count_error("sweep");
@@ -206,7 +212,11 @@ impl EthereumPayouts {
         let in_flight = self.in_flight().await?;
         self.sign_reserved(&round, &in_flight).await;
         let in_flight = self.in_flight().await?;
-        self.track(&round, &in_flight).await?;
+        if let Err(err) = self.track(&round, &in_flight).await {
+            // Sends still go out this round.
+            tracing::warn!(error = %err, "tracking receipts failed; retrying next round");
+            count_error("track");
+        }
         let in_flight = self.in_flight().await?;
         self.replace_stale(&round, &in_flight).await;
         let in_flight = self.in_flight().await?;
@@ -408,8 +418,10 @@ impl EthereumPayouts {
         let reserved = rows
             .iter()
             .filter(|(p, _)| p.status == WithdrawalStatus::Reserved)
-            .map(|(p, _)| p);
+            .map(|(p, _)| p.clone())
+            .collect::<Vec<_>>();
         self.for_each(reserved, "sign", |payout| async move {
+            let payout = &payout;
             let nonce = self
                 .store
                 .nonce_reservation(payout.id)
@@ -418,8 +430,12 @@ impl EthereumPayouts {
                     Error::Corrupt(format!("row {} reserved without a nonce", payout.id))
                 })?
                 .nonce;
-            let attempt = self.build(payout, nonce, fees, None).await?;
-            self.store.record_signed(payout.id, &attempt).await?;
+            match self.build(payout, nonce, fees, None).await? {
+                Some(attempt) => {
+                    self.store.record_signed(payout.id, &attempt).await?;
+                }
+                None => self.unsendable(payout).await?,
+            }
             Ok(())
         })
         .await;
@@ -433,7 +449,7 @@ impl EthereumPayouts {
         nonce: u64,
         fees: Fees,
         previous: Option<&Attempt>,
-    ) -> Result<SignedAttempt> {
+    ) -> Result<Option<SignedAttempt>> {
         let from = parse_address(
             payout.from_address.as_deref().unwrap_or_default(),
             "from_address",
@@ -441,7 +457,10 @@ impl EthereumPayouts {
         let payment = self.payment(payout)?;
         let gas_limit = match previous.and_then(|a| a.gas_limit) {
             Some(gas) => gas,
-            None => self.gas_limit(from, &payment).await,
+            None => match self.gas_limit(from, &payment).await? {
+                Some(gas) => gas,
+                None => return Ok(None),
+            },
         };
         let (max_fee, tip) = match previous {
             None => (fees.max_fee_per_gas, fees.max_priority_fee_per_gas),
@@ -475,7 +494,7 @@ impl EthereumPayouts {
                 payout.id, signed.from
             )));
         }
-        Ok(SignedAttempt {
+        Ok(Some(SignedAttempt {
             tx_hash: signed.hash.to_string(),
             raw_tx: signed.raw,
             fee_limit: Amount::from_u128(max_fee.saturating_mul(u128::from(gas_limit))),
@@ -483,7 +502,56 @@ impl EthereumPayouts {
             max_priority_fee_per_gas: Some(Amount::from_u128(unsigned.max_priority_fee_per_gas)),
             gas_limit: Some(gas_limit),
             valid_until_height: None,
-        })
+        }))
+    }
+
+    /// The node says a reserved row's transfer would fail. If the hot
+    /// wallet is merely short (a race with the plan's budget), it waits;
+    /// otherwise the transfer itself fails (a destination or token that
+    /// refuses it): the row fails without spending more than a filler's
+    /// gas, its nonce handed to a zero-value self-transfer.
+    async fn unsendable(&self, payout: &Payout) -> Result<()> {
+        if payout.from_key_index.is_none() && !self.hot_wallet_covers(payout).await? {
+            if let Some(claimed) = self
+                .store
+                .claim(payout.id, &[WithdrawalStatus::Reserved])
+                .await?
+            {
+                claimed
+                    .set_waiting("waiting for the hot wallet: it cannot cover this transfer yet")
+                    .await?;
+            }
+            return Ok(());
+        }
+        let failed = self
+            .store
+            .fail_unsendable(
+                payout.id,
+                "the node refuses the transfer (its gas estimate fails: the destination or the token rejects it); nothing was sent and the hold is released",
+            )
+            .await?;
+        tracing::warn!(
+            id = failed.id,
+            kind = failed.kind.as_str(),
+            "transfer refused by the chain before signing; failed"
+        );
+        Ok(())
+    }
+
+    async fn hot_wallet_covers(&self, payout: &Payout) -> Result<bool> {
+        let latest = BlockNumberOrTag::Latest;
+        let eth = self.client.balance(self.hot_wallet, latest).await?;
+        if payout.asset == self.config.native_asset {
+            return Ok(eth >= payout.amount.as_u256());
+        }
+        let Some(token) = self.config.tokens.get(&payout.asset) else {
+            return Ok(false);
+        };
+        let held = self
+            .client
+            .token_balance(*token, self.hot_wallet, latest)
+            .await?;
+        Ok(held >= payout.amount.as_u256() && !eth.is_zero())
     }
 
     fn payment(&self, payout: &Payout) -> Result<Payment> {
@@ -507,31 +575,28 @@ impl EthereumPayouts {
         })
     }
 
-    /// The node's estimate, with a margin for contract calls; a failed
-    /// estimate falls back to a fixed limit, so a reserved nonce is always
-    /// used (a transfer that then reverts fails on chain, gap-free).
-    async fn gas_limit(&self, from: Address, payment: &Payment) -> u64 {
-        let (to, value, data, fallback) = match payment {
-            Payment::Ether { to, value } => (*to, *value, Vec::new(), TRANSFER_GAS),
+    /// The node's estimate, with a margin for contract calls. `Ok(None)`
+    /// when the node answers that the transfer fails (a destination that
+    /// reverts, a token that refuses).
+    async fn gas_limit(&self, from: Address, payment: &Payment) -> Result<Option<u64>> {
+        let (to, value, data) = match payment {
+            Payment::Ether { to, value } => (*to, *value, Vec::new()),
             Payment::Erc20 {
                 token,
                 recipient,
                 amount,
-            } => (
-                *token,
-                U256::ZERO,
-                erc20_transfer(*recipient, *amount),
-                FALLBACK_TOKEN_GAS,
-            ),
+            } => (*token, U256::ZERO, erc20_transfer(*recipient, *amount)),
         };
-        match self.client.estimate_gas(from, to, value, &data).await {
-            Ok(TRANSFER_GAS) if data.is_empty() => TRANSFER_GAS,
-            Ok(estimate) => estimate.saturating_mul(6) / 5,
-            Err(err) => {
-                tracing::debug!(error = %err, "gas estimate failed; using the fixed limit");
-                fallback
-            }
-        }
+        Ok(
+            match self.client.estimate_gas(from, to, value, &data).await? {
+                GasEstimate::Gas(TRANSFER_GAS) if data.is_empty() => Some(TRANSFER_GAS),
+                GasEstimate::Gas(estimate) => Some(estimate.saturating_mul(6) / 5),
+                GasEstimate::Fails(reason) => {
+                    tracing::info!(%reason, "the node says the transfer would fail");
+                    None
+                }
+            },
+        )
     }
 
     /// Replaces each attempt unmined `replace_after_blocks` after its
@@ -539,19 +604,46 @@ impl EthereumPayouts {
     async fn replace_stale(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
         let Some(fees) = round.fees else { return };
         let after = self.config.replace_after_blocks;
-        let stale = rows.iter().filter(|(p, attempts)| {
-            p.status == WithdrawalStatus::Broadcast
-                && current(p, attempts).is_some_and(|a| {
-                    a.first_broadcast_height
-                        .is_some_and(|first| round.head >= first.saturating_add(after))
-                })
-        });
-        self.for_each(stale, "replace", |(payout, _)| async move {
-            if let Some(claimed) = self
+        let stale = rows
+            .iter()
+            .filter(|(p, attempts)| {
+                p.status == WithdrawalStatus::Broadcast
+                    && current(p, attempts).is_some_and(|a| {
+                        a.first_broadcast_height
+                            .is_some_and(|first| round.head >= first.saturating_add(after))
+                    })
+            })
+            .map(|(p, _)| p.clone())
+            .collect::<Vec<_>>();
+        self.for_each(stale, "replace", |payout| async move {
+            // Only the sender's next nonce is worth a higher fee: a row
+            // queued behind another waits for it, and raising its fee
+            // would buy nothing.
+            let Some(reservation) = self.store.nonce_reservation(payout.id).await? else {
+                return Ok(());
+            };
+            let from = parse_address(
+                payout.from_address.as_deref().unwrap_or_default(),
+                "from_address",
+            )?;
+            let next = self.client.nonce_at(from, BlockNumberOrTag::Latest).await?;
+            if next != reservation.nonce {
+                return Ok(());
+            }
+            let Some(claimed) = self
                 .store
                 .claim(payout.id, &[WithdrawalStatus::Broadcast])
                 .await?
-            {
+            else {
+                return Ok(());
+            };
+            // Another loop may have replaced it meanwhile.
+            let still_stale = claimed.current().is_some_and(|a| {
+                a.landed_block_hash.is_none()
+                    && a.first_broadcast_height
+                        .is_some_and(|first| round.head >= first.saturating_add(after))
+            });
+            if still_stale {
                 self.replace(claimed, fees).await?;
             }
             Ok(())
@@ -561,7 +653,7 @@ impl EthereumPayouts {
 
     /// Commits a replacement of the claimed row's current attempt; the
     /// send step sends it. Nothing when the cap leaves no room to bump.
-    async fn replace(&self, claimed: Claimed, fees: Fees) -> Result<()> {
+    async fn replace(&self, mut claimed: Claimed, fees: Fees) -> Result<()> {
         let Some(current) = claimed.current().cloned() else {
             return Ok(());
         };
@@ -573,19 +665,19 @@ impl EthereumPayouts {
                 .await?;
             return Ok(());
         }
-        let nonce = self
-            .store
-            .nonce_reservation(claimed.payout.id)
-            .await?
-            .ok_or_else(|| Error::Corrupt(format!("row {} without a nonce", claimed.payout.id)))?
-            .nonce;
+        // On the claim's own connection: a loop holding claims never waits
+        // for a second one.
+        let nonce = claimed.nonce().await?;
         let capped = Fees {
             max_fee_per_gas: fees.max_fee_per_gas.min(cap),
             ..fees
         };
-        let attempt = self
+        let Some(attempt) = self
             .build(&claimed.payout, nonce, capped, Some(&current))
-            .await?;
+            .await?
+        else {
+            return Ok(());
+        };
         let (payout, stored) = claimed.record_replacement(&attempt).await?;
         tracing::info!(
             id = payout.id,
@@ -600,18 +692,22 @@ impl EthereumPayouts {
     /// sent for `rebroadcast_after_blocks`.
     async fn send_due(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
         let every = self.config.rebroadcast_after_blocks.max(1);
-        let due = rows.iter().filter(|(p, attempts)| {
-            matches!(
-                p.status,
-                WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
-            ) && current(p, attempts).is_some_and(|a| {
-                a.landed_block_hash.is_none()
-                    && (a.broadcast_count == 0
-                        || a.last_broadcast_height
-                            .is_none_or(|last| round.head >= last.saturating_add(every)))
+        let due = rows
+            .iter()
+            .filter(|(p, attempts)| {
+                matches!(
+                    p.status,
+                    WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+                ) && current(p, attempts).is_some_and(|a| {
+                    a.landed_block_hash.is_none()
+                        && (a.broadcast_count == 0
+                            || a.last_broadcast_height
+                                .is_none_or(|last| round.head >= last.saturating_add(every)))
+                })
             })
-        });
-        self.for_each(due, "send", |(payout, _)| async move {
+            .map(|(p, _)| p.clone())
+            .collect::<Vec<_>>();
+        self.for_each(due, "send", |payout| async move {
             let Some(claimed) = self
                 .store
                 .claim(
@@ -681,19 +777,17 @@ impl EthereumPayouts {
                 count_send("rejected");
                 tracing::warn!(id, tx_hash = %attempt.tx_hash, reason, "node refused the transaction");
                 let (_, count) = claimed.record_rejected(&reason).await?;
-                if count >= self.config.max_send_rejections
-                    && let Some(claimed) = self
-                        .store
-                        .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
-                        .await?
-                {
-                    // Never-sent bytes the node keeps refusing may still be
-                    // valid elsewhere: a person decides, the hold stays.
-                    claimed
-                        .to_manual(&format!(
-                            "the node refused the transaction {count} times in a row: {reason}"
-                        ))
-                        .await?;
+                // A refusal is no proof the bytes cannot land (a full pool,
+                // a rate limit, another node holding them), and moving the
+                // row aside would leave its nonce a gap: the same bytes are
+                // sent again, and the row shows why it is not moving.
+                if count >= self.config.max_send_rejections {
+                    tracing::error!(
+                        id,
+                        count,
+                        reason,
+                        "node keeps refusing the transaction; resending the same bytes"
+                    );
                 }
             }
         }
@@ -785,7 +879,9 @@ impl EthereumPayouts {
             }
         }
         let receipts = &receipts;
+        let tracked: Vec<(Payout, Vec<Attempt>)> = tracked.into_iter().cloned().collect();
         self.for_each(tracked, "track", |(payout, attempts)| async move {
+            let attempts = &attempts;
             let landed = attempts.iter().find_map(|a| {
                 let receipt = receipts.get(&parse_hash(&a.tx_hash).ok()?)?;
                 Some((a, *receipt))
@@ -801,21 +897,27 @@ impl EthereumPayouts {
                     }
                 }
                 (WithdrawalStatus::Confirming, landed) => {
-                    let recorded = attempts.iter().find(|a| a.landed_block_hash.is_some());
-                    let still_there = match (recorded, landed) {
-                        (Some(recorded), Some((attempt, receipt))) => {
-                            attempt.id == recorded.id
-                                && recorded.landed_block_hash.as_deref()
-                                    == Some(receipt.block_hash.to_string().as_str())
-                        }
-                        _ => false,
-                    };
                     let Some(claimed) = self
                         .store
                         .claim(payout.id, &[WithdrawalStatus::Confirming])
                         .await?
                     else {
                         return Ok(());
+                    };
+                    // Judged on the claimed row: another loop may have
+                    // unlanded and landed it again since the snapshot.
+                    let recorded = claimed
+                        .attempts
+                        .iter()
+                        .find(|a| a.landed_block_hash.is_some())
+                        .cloned();
+                    let still_there = match (&recorded, landed) {
+                        (Some(recorded), Some((attempt, receipt))) => {
+                            attempt.id == recorded.id
+                                && recorded.landed_block_hash.as_deref()
+                                    == Some(receipt.block_hash.to_string().as_str())
+                        }
+                        _ => false,
                     };
                     if !still_there {
                         tracing::warn!(id = payout.id, "landed transaction left the canonical chain; back to broadcast");
@@ -917,6 +1019,12 @@ fn count_error(step: &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compiles only while the loop's future can be a tokio task.
+    #[allow(dead_code)]
+    fn the_loop_runs_as_a_task(payouts: EthereumPayouts) {
+        drop(tokio::spawn(payouts.run(CancellationToken::new())));
+    }
 
     #[test]
     fn token_transfer_calldata_is_the_erc20_abi() {

@@ -130,6 +130,54 @@ impl Withdrawals {
     }
 }
 
+impl Withdrawals {
+    /// A reserved row whose transfer the chain refuses before anything is
+    /// signed (its gas estimate fails): → failed, its hold released, its
+    /// nonce handed to a zero-value filler so no gap is left, in one
+    /// transaction.
+    pub async fn fail_unsendable(&self, id: i64, reason: &str) -> Result<Payout> {
+        let failed = self
+            .transaction(|mut tx| async move {
+                let payout = super::rows::lock_payout(&mut tx, id).await?;
+                if payout.status != WithdrawalStatus::Reserved || payout.current_attempt_id.is_some() {
+                    return Err(Error::WithdrawalState {
+                        id,
+                        status: payout.status,
+                        action: "failed before signing",
+                    });
+                }
+                super::review::mark_for_filler(&mut tx, id).await?;
+                if let Some(hold_id) = payout.hold_id {
+                    self.ledger()
+                        .release_hold_in(
+                            &mut tx,
+                            &ReleaseHold {
+                                hold_id,
+                                kind: EntryKind::WithdrawalRelease,
+                                reference: format!("withdrawal:{id}:release"),
+                                metadata: serde_json::json!({ "withdrawal_id": id, "status": "failed" }),
+                            },
+                        )
+                        .await?;
+                }
+                let row = sqlx::query_as::<_, WithdrawalRow>(&format!(
+                    "UPDATE withdrawals SET status = 'failed', reason = left($2, 1000), finished_at = now(),
+                         waiting_reason = NULL, updated_at = now()
+                     WHERE id = $1 RETURNING {WITHDRAWAL_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(reason)
+                .fetch_one(&mut *tx)
+                .await?;
+                Ok((tx, row.into_payout()?))
+            })
+            .await?;
+        count_transition(WithdrawalStatus::Failed);
+        metrics::counter!(crate::metrics::WITHDRAWAL_NONCE_FILLERS).increment(1);
+        Ok(failed)
+    }
+}
+
 async fn attempts_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<Vec<Attempt>> {
     let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
         "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE withdrawal_id = $1 ORDER BY id"
@@ -145,6 +193,19 @@ impl Claimed {
     pub fn current(&self) -> Option<&Attempt> {
         let current = self.payout.current_attempt_id?;
         self.attempts.iter().find(|a| a.id == current)
+    }
+
+    /// The nonce the row's attempts share (Ethereum).
+    pub async fn nonce(&mut self) -> Result<u64> {
+        let nonce: Option<i64> =
+            sqlx::query_scalar("SELECT nonce FROM eth_nonce_reservations WHERE withdrawal_id = $1")
+                .bind(self.payout.id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        let nonce = nonce.ok_or_else(|| {
+            Error::Corrupt(format!("row {} has no reserved nonce", self.payout.id))
+        })?;
+        u64::try_from(nonce).map_err(|_| Error::Corrupt(format!("stored nonce {nonce}")))
     }
 
     fn refuse(&self, action: &'static str) -> Error {

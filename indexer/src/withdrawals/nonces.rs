@@ -70,32 +70,48 @@ impl Withdrawals {
         let from_address = &from_address;
         let reserved = self
             .transaction(|mut tx| async move {
+                // The oldest approved rows, unlocked; each is then taken
+                // with SKIP LOCKED, so racing reservers never wait on one
+                // another and never take the same row.
                 let candidates: Vec<(i64, String, String)> = sqlx::query_as(
                     "SELECT id, asset, amount::text FROM withdrawals
                      WHERE chain = 'ethereum' AND status = 'approved' AND kind = 'withdrawal'
-                     ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED",
+                     ORDER BY id LIMIT $1",
                 )
+                .bind(if budget.is_some() { 200_i64 } else { 50 })
                 .fetch_all(&mut *tx)
                 .await?;
                 let mut chosen = None;
+                let mut uncovered = Vec::new();
                 for (id, asset, amount) in candidates {
                     let amount = stored_amount(&amount)?;
                     let covered = budget.is_none_or(|budget| {
                         budget.get(&asset).is_some_and(|have| *have >= amount)
                     });
-                    if covered {
+                    if !covered {
+                        uncovered.push(id);
+                        continue;
+                    }
+                    let taken: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM withdrawals WHERE id = $1 AND status = 'approved' FOR UPDATE SKIP LOCKED",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if taken.is_some() {
                         chosen = Some(id);
                         break;
                     }
-                    sqlx::query(
-                        "UPDATE withdrawals SET waiting_reason = $2, updated_at = now()
-                         WHERE id = $1 AND waiting_reason IS DISTINCT FROM $2",
-                    )
-                    .bind(id)
-                    .bind(HOT_WALLET_SHORT)
-                    .execute(&mut *tx)
-                    .await?;
                 }
+                sqlx::query(
+                    "UPDATE withdrawals SET waiting_reason = $2, updated_at = now()
+                     WHERE id IN (SELECT id FROM withdrawals WHERE id = ANY($1) AND status = 'approved'
+                                  AND waiting_reason IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED)",
+                )
+                .bind(&uncovered)
+                .bind(HOT_WALLET_SHORT)
+                .execute(&mut *tx)
+                .await?;
                 let Some(id) = chosen else {
                     return Ok((tx, None));
                 };
@@ -142,6 +158,29 @@ impl Withdrawals {
             .map_err(|_| Error::InvalidRequest("pending_nonce: too large".into()))?;
         let (payout, reservation) = self
             .transaction(|mut tx| async move {
+                // One creator at a time per deposit address, and none while
+                // a sweep or top-up of it is in flight: two loops planning
+                // the same round must not both sweep it.
+                let deposit_address = if transfer.kind == PayoutKind::Sweep {
+                    from_address.clone()
+                } else {
+                    transfer.destination.to_ascii_lowercase()
+                };
+                super::lock_name(&mut tx, &format!("ethereum sweep {deposit_address}")).await?;
+                let busy: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM withdrawals
+                     WHERE chain = 'ethereum' AND kind IN ('sweep', 'gas_top_up')
+                       AND (lower(from_address) = $1 OR lower(destination) = $1)
+                       AND status IN ('reserved', 'signed', 'broadcast', 'confirming', 'manual'))",
+                )
+                .bind(&deposit_address)
+                .fetch_one(&mut *tx)
+                .await?;
+                if busy {
+                    return Err(Error::InvalidRequest(format!(
+                        "from_address: a sweep or top-up of {deposit_address} is already in flight"
+                    )));
+                }
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO withdrawals (kind, asset, chain, amount, fee, destination, status,
                          from_address, from_key_index, approved_at, reserved_at)

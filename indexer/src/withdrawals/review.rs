@@ -164,11 +164,12 @@ impl Withdrawals {
 /// self-transfer from the same sender, reserved and ready to sign), so the
 /// nonce is used and the sender's later nonces never wait behind a gap;
 /// whether there was a nonce to hand over.
-async fn mark_for_filler(tx: &mut PgConnection, id: i64) -> Result<bool> {
+pub(super) async fn mark_for_filler(tx: &mut PgConnection, id: i64) -> Result<bool> {
     let filler: Option<i64> = sqlx::query_scalar(
         "INSERT INTO withdrawals (kind, asset, chain, amount, fee, destination, status, from_address,
                                   approved_at, reserved_at)
-         SELECT 'filler', 'ETH', w.chain, 0, 0, w.from_address, 'reserved', w.from_address, now(), now()
+         SELECT 'filler', (SELECT code FROM assets WHERE chain = w.chain AND contract IS NULL ORDER BY code LIMIT 1),
+                w.chain, 0, 0, w.from_address, 'reserved', w.from_address, now(), now()
          FROM withdrawals w JOIN eth_nonce_reservations r ON r.withdrawal_id = w.id AND r.purpose = 'withdrawal'
          WHERE w.id = $1
          RETURNING id",

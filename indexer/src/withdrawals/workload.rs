@@ -41,7 +41,7 @@ impl Withdrawals {
             "SELECT w.asset, w.amount::text, a.fee_limit::text
              FROM withdrawals w LEFT JOIN withdrawal_attempts a ON a.id = w.current_attempt_id
              WHERE w.chain = $1 AND lower(w.from_address) = lower($2)
-               AND w.status IN ('reserved', 'signed', 'broadcast')",
+               AND w.status IN ('reserved', 'signed', 'broadcast', 'manual')",
         )
         .bind(chain.as_str())
         .bind(from_address)
@@ -74,7 +74,7 @@ impl Withdrawals {
                    SELECT 1 FROM withdrawals w
                    WHERE w.chain = a.chain AND w.kind IN ('sweep', 'gas_top_up')
                      AND (lower(w.from_address) = lower(a.address) OR lower(w.destination) = lower(a.address))
-                     AND w.status IN ('reserved', 'signed', 'broadcast', 'confirming'))
+                     AND w.status IN ('reserved', 'signed', 'broadcast', 'confirming', 'manual'))
              GROUP BY a.address, a.derivation_index, d.asset
              HAVING max(d.credited_at) > coalesce(
                  (SELECT max(w.requested_at) FROM withdrawals w

@@ -15,9 +15,9 @@
 use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, U256};
-use chains::ethereum::BlockNumberOrTag;
+use chains::ethereum::{BlockNumberOrTag, GasEstimate};
 
-use super::{CHAIN, EthereumPayouts, FALLBACK_TOKEN_GAS, Round, TRANSFER_GAS, erc20_transfer};
+use super::{CHAIN, EthereumPayouts, Round, TRANSFER_GAS, erc20_transfer};
 use crate::Result;
 use crate::ledger::Amount;
 use crate::metrics::SWEEPS;
@@ -71,7 +71,7 @@ impl EthereumPayouts {
                     continue;
                 }
                 token_due = true;
-                let gas = match self
+                let estimate = self
                     .client
                     .estimate_gas(
                         address,
@@ -79,10 +79,16 @@ impl EthereumPayouts {
                         U256::ZERO,
                         &erc20_transfer(self.hot_wallet, balance),
                     )
-                    .await
-                {
-                    Ok(estimate) => estimate.saturating_mul(6) / 5,
-                    Err(_) => FALLBACK_TOKEN_GAS,
+                    .await?;
+                let gas = match estimate {
+                    GasEstimate::Gas(gas) => gas.saturating_mul(6) / 5,
+                    GasEstimate::Fails(reason) => {
+                        // A token that refuses (a frozen holder, a paused
+                        // contract) is not swept: a sweep would only revert
+                        // and burn a top-up's gas each time.
+                        tracing::warn!(%address, asset, %reason, "token sweep would fail; not swept");
+                        continue;
+                    }
                 };
                 let needed = U256::from(fees.max_fee_per_gas.saturating_mul(u128::from(gas)));
                 if eth < needed {

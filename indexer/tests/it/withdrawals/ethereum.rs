@@ -322,9 +322,12 @@ impl Harness {
         assert_invariants(self.db.pool()).await;
     }
 
-    /// Mines and runs rounds until no row is in flight and no deposit is
-    /// pending, so the chain and the ledger describe the same moment.
+    /// Mines and runs rounds until, two rounds running, no row is in
+    /// flight and no deposit is pending (a round that finishes a top-up
+    /// creates the sweep it paid for only in the next), so the chain and
+    /// the ledger describe the same moment.
     async fn settle_everything(&self) {
+        let quiet_rounds = std::sync::atomic::AtomicU32::new(0);
         self.drive_until("everything to settle", || async {
             let busy: i64 = sqlx::query_scalar(
                 "SELECT (SELECT count(*) FROM withdrawals WHERE status IN ('reserved', 'signed', 'broadcast', 'confirming'))
@@ -333,7 +336,11 @@ impl Harness {
             .fetch_one(self.db.pool())
             .await
             .expect("count");
-            busy == 0
+            if busy > 0 {
+                quiet_rounds.store(0, std::sync::atomic::Ordering::SeqCst);
+                return false;
+            }
+            quiet_rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1
         })
         .await;
     }
@@ -845,49 +852,75 @@ async fn a_send_lost_after_the_node_took_it_pays_once() {
     h.assert_reconciled().await;
 }
 
-/// A token transfer that reverts on chain (status 0) uses its nonce and
-/// its gas; the withdrawal fails and its hold is released, the gas booked.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reverted_token_withdrawal_fails_releases_and_books_its_gas() {
-    // Tokens are never swept here, so the hot wallet holds none.
-    let h = Harness::new(true, |config| {
-        config
-            .sweeps
-            .assets
-            .insert(TOKEN.into(), Amount::from_u128(u128::MAX));
-    })
-    .await;
-    let (_, _) = h.depositor(eth(10)).await;
+/// anvil's second dev account, unlocked: an outside holder of tokens.
+const HOLDER: Address = alloy_primitives::address!("70997970C51812dc3A010C7d01b50e0d17dc79C8");
+
+/// A hot wallet holding `tokens` of the test token (swept from the
+/// returned user's deposit) and the ether it needs for gas.
+async fn hot_wallet_with_tokens(h: &Harness, tokens: u64) -> Uuid {
+    let _ = h.depositor(eth(10)).await;
     let (user, address) = h.depositor(U256::ZERO).await;
     h.anvil
         .send(
             Anvil::DEV_ACCOUNT,
             h.token().address,
             U256::ZERO,
-            &TestToken::transfer(address, U256::from(3_000_000)),
+            &TestToken::transfer(address, U256::from(tokens)),
             None,
         )
         .await
         .expect("token deposit");
-    h.wait_available(user, TOKEN, Amount::from_u64(3_000_000))
+    h.wait_available(user, TOKEN, Amount::from_u64(tokens))
         .await;
     h.settle_everything().await;
-    let withdrawal = h
-        .request(user, TOKEN, U256::from(1_000_000), outside())
-        .await;
-    // The loop would wait for tokens; reserve past the budget as a loop
-    // with a stale view of the hot wallet could.
-    h.payouts.round().await.expect("round");
-    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Approved);
-    let hot = h.payouts.hot_wallet();
-    let pending = h.anvil.client().pending_nonce(hot).await.expect("nonce");
-    h.store
-        .reserve_nonce(&hot.to_string(), pending)
+    user
+}
+
+/// A token transfer that reverts on chain (status 0) uses its nonce and
+/// its gas; the withdrawal fails and its hold is released, the gas booked.
+/// The revert comes from the chain changing between estimate and block:
+/// the recipient held tokens when the gas was estimated and holds none
+/// when the transfer runs, so storing its balance costs more gas than the
+/// limit allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverted_token_withdrawal_fails_releases_and_books_its_gas() {
+    let h = Harness::new(true, |_| {}).await;
+    let user = hot_wallet_with_tokens(&h, 3_000_000).await;
+    h.anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            h.token().address,
+            U256::ZERO,
+            &TestToken::transfer(HOLDER, U256::from(1)),
+            None,
+        )
         .await
-        .expect("reserve")
-        .expect("approved");
+        .expect("holder's token");
+    h.anvil.set_automine(false).await.expect("automine off");
+    let withdrawal = h.request(user, TOKEN, U256::from(1_000_000), HOLDER).await;
+    h.payouts.round().await.expect("round");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Broadcast);
+    // Mined first (a higher tip): the holder empties its balance.
+    h.anvil
+        .request(
+            "eth_sendTransaction",
+            serde_json::json!([{
+                "from": HOLDER,
+                "to": h.token().address,
+                "data": alloy_primitives::Bytes::from(TestToken::transfer(Anvil::DEV_ACCOUNT, U256::from(1))),
+                "gas": "0x30000",
+                "maxPriorityFeePerGas": "0x174876e800",
+                "maxFeePerGas": "0x2540be4000",
+            }]),
+        )
+        .await
+        .expect("empty the holder");
+    h.anvil.mine(1).await.expect("mine");
+    h.anvil.set_automine(true).await.expect("automine on");
     h.drive_until_status(withdrawal.id, WithdrawalStatus::Failed)
         .await;
+    let [attempt] = h.attempts(withdrawal.id).await.try_into().expect("one");
+    assert_eq!(attempt.landed_success, Some(false), "landed and reverted");
     let failed = h.store.get(withdrawal.id).await.expect("get").expect("row");
     assert!(
         failed
@@ -909,5 +942,50 @@ async fn a_reverted_token_withdrawal_fails_releases_and_books_its_gas() {
         .await
         .expect("entries");
     assert_eq!(gas, 1, "the spent gas is booked");
+    h.assert_reconciled().await;
+}
+
+/// A transfer the chain refuses before anything is signed (its gas
+/// estimate fails: a destination contract that reverts on any call) fails
+/// without a transaction; its reserved nonce goes to a filler so the
+/// queue behind it moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_refused_before_signing_fails_and_its_nonce_is_filled() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    // A destination whose code reverts on any call: `PUSH0 PUSH0 REVERT`.
+    let refuser = outside();
+    h.anvil
+        .request("anvil_setCode", serde_json::json!([refuser, "0x5f5ffd"]))
+        .await
+        .expect("code");
+    let refused = h.request(user, "ETH", eth(1), refuser).await;
+    let after = h.request(user, "ETH", eth(2), outside()).await;
+    h.drive_until("both to finish", || async {
+        h.status(refused.id).await == WithdrawalStatus::Failed
+            && h.status(after.id).await == WithdrawalStatus::Completed
+    })
+    .await;
+    assert!(
+        h.attempts(refused.id).await.is_empty(),
+        "nothing was signed"
+    );
+    let fillers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM withdrawals WHERE kind = 'filler' AND status = 'completed'",
+    )
+    .fetch_one(h.db.pool())
+    .await
+    .expect("fillers");
+    assert_eq!(fillers, 1, "the refused one's nonce was filled");
+    assert_eq!(h.eth_balance(refuser).await, U256::ZERO);
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(balance.held, Amount::ZERO);
+    assert_eq!(
+        balance.available,
+        Amount::from_u256(eth(20) - eth(2) - U256::from(FEE))
+    );
     h.assert_reconciled().await;
 }

@@ -1057,7 +1057,7 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
             block_hash: "0x01".into(),
             block_height: 100,
             success: true,
-            fee_paid: indexer::ledger::Amount::from_u64(21_000),
+            fee_paid: Amount::from_u64(21_000),
         })
         .await
         .expect("land the attempt");

@@ -31,7 +31,10 @@ pub use daemon::{
     SettlementSettings, SignerSettings, TlsSettings,
 };
 pub use secret::Secret;
-pub use withdrawals::{AssetPolicies, AssetPolicySettings, WithdrawalsSettings};
+pub use withdrawals::{
+    AssetPolicies, AssetPolicySettings, EthereumPayoutSettings, SweepThresholdSettings,
+    WithdrawalsSettings,
+};
 
 /// Environment variables with this prefix override settings; `__` separates levels.
 pub const ENV_PREFIX: &str = "COFFER__";
@@ -152,7 +155,8 @@ impl Settings {
         self.auth.validate(self.network, &mut issues);
         self.events.validate(&mut issues);
         self.settlement.validate(&mut issues);
-        self.withdrawals.validate(&mut issues);
+        self.withdrawals
+            .validate(&self.chains.ethereum, &mut issues);
         self.signer.validate(self.network, &mut issues);
         self.chains.validate(self.network, &mut issues);
         if self.grpc.enabled

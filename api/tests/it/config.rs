@@ -309,6 +309,55 @@ fn malformed_values_are_named() {
             "[grpc.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
             "grpc.tls.cert_file",
         ),
+        // The Ethereum payout loop.
+        (
+            "[withdrawals.ethereum]\nmax_fee_per_gas_cap = \"lots\"\n",
+            "withdrawals.ethereum.max_fee_per_gas_cap",
+        ),
+        (
+            "[withdrawals.ethereum]\nmax_fee_per_gas_cap = 0\n",
+            "withdrawals.ethereum.max_fee_per_gas_cap",
+        ),
+        (
+            "[withdrawals.ethereum]\nmin_priority_fee_per_gas = 1.5\n",
+            "withdrawals.ethereum.min_priority_fee_per_gas",
+        ),
+        (
+            "[withdrawals.ethereum]\ntip_percentile = 101\n",
+            "withdrawals.ethereum.tip_percentile",
+        ),
+        (
+            "[withdrawals.ethereum]\nreplace_after_blocks = 0\n",
+            "withdrawals.ethereum.replace_after_blocks",
+        ),
+        (
+            "[withdrawals.ethereum]\nrebroadcast_after_blocks = 0\n",
+            "withdrawals.ethereum.rebroadcast_after_blocks",
+        ),
+        (
+            "[withdrawals.ethereum]\nmax_send_rejections = 0\n",
+            "withdrawals.ethereum.max_send_rejections",
+        ),
+        (
+            "[withdrawals.ethereum]\nconcurrency = 65\n",
+            "withdrawals.ethereum.concurrency",
+        ),
+        (
+            "[withdrawals.ethereum]\npoll_interval_ms = 0\n",
+            "withdrawals.ethereum.poll_interval_ms",
+        ),
+        (
+            "[withdrawals.ethereum]\nmax_fee_per_gas = 1\n",
+            "withdrawals.ethereum.max_fee_per_gas",
+        ),
+        (
+            "[withdrawals.ethereum.sweep_thresholds]\nUSDC = \"1000000\"\n",
+            "withdrawals.ethereum.sweep_thresholds.USDC",
+        ),
+        (
+            "[withdrawals.ethereum.sweep_thresholds]\nETH = \"0\"\n",
+            "withdrawals.ethereum.sweep_thresholds.ETH",
+        ),
     ];
     for (contents, key) in cases {
         let file = config_file(contents);
@@ -331,6 +380,102 @@ fn malformed_values_are_named() {
         assert!(named, "{contents:?} must name `{key}`: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `[withdrawals.ethereum]` from a file, overridden key by key from the
+/// environment (a sweep threshold's code arrives lowercased), and shown by
+/// `check-config`.
+#[test]
+fn payout_loop_keys_load_from_file_and_environment() {
+    let file = config_file(
+        r#"
+[[chains.ethereum.tokens]]
+contract = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+asset = "USDC"
+decimals = 6
+
+[withdrawals.ethereum]
+replace_after_blocks = 3
+max_fee_per_gas_cap = "500000000000"
+tip_percentile = 40
+
+[withdrawals.ethereum.sweep_thresholds]
+ETH = "10000000000000000"
+USDC = "1000000"
+"#,
+    );
+    let path = file.path().to_str().expect("utf-8");
+    let output = coffer(
+        &["--config", path, "check-config"],
+        &[
+            (
+                "COFFER__WITHDRAWALS__ETHEREUM__MAX_FEE_PER_GAS_CAP",
+                "400000000000",
+            ),
+            ("COFFER__WITHDRAWALS__ETHEREUM__TIP_PERCENTILE", "62.5"),
+            ("COFFER__WITHDRAWALS__ETHEREUM__POLL_INTERVAL_MS", "500"),
+            (
+                "COFFER__WITHDRAWALS__ETHEREUM__SWEEP_THRESHOLDS__ETH",
+                "20000000000000000",
+            ),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let section = printed
+        .split("[withdrawals.ethereum]")
+        .nth(1)
+        .expect("check-config shows [withdrawals.ethereum]");
+    for line in [
+        "enabled = true",
+        "poll_interval_ms = 500",
+        "max_fee_per_gas_cap = \"400000000000\"",
+        "min_priority_fee_per_gas = \"1000000000\"",
+        "tip_percentile = 62.5",
+        "replace_after_blocks = 3",
+        "concurrency = 8",
+        "ETH = \"20000000000000000\"",
+        "USDC = \"1000000\"",
+    ] {
+        assert!(section.contains(line), "{line} in:\n{printed}");
+    }
+    assert!(
+        printed.contains("[withdrawals.ethereum.sweep_thresholds]"),
+        "{printed}"
+    );
+
+    // A bad value from the environment names the key and the variable.
+    let output = coffer(
+        &["check-config"],
+        &[("COFFER__WITHDRAWALS__ETHEREUM__MAX_FEE_PER_GAS_CAP", "lots")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `withdrawals.ethereum.max_fee_per_gas_cap`")
+            && err.contains("COFFER__WITHDRAWALS__ETHEREUM__MAX_FEE_PER_GAS_CAP"),
+        "{err}"
+    );
+    // So does a threshold for an asset Ethereum does not have.
+    let output = coffer(
+        &["check-config"],
+        &[("COFFER__WITHDRAWALS__ETHEREUM__SWEEP_THRESHOLDS__DOGE", "1")],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("config key `withdrawals.ethereum.sweep_thresholds.DOGE`"),
+        "{err}"
+    );
+    // Off, the loop's keys are not checked.
+    let output = coffer(
+        &["check-config"],
+        &[
+            ("COFFER__WITHDRAWALS__ETHEREUM__ENABLED", "false"),
+            ("COFFER__WITHDRAWALS__ETHEREUM__CONCURRENCY", "0"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
 }
 
 #[test]

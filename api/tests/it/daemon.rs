@@ -5,12 +5,11 @@
 //! Per-chain metrics are process-wide, and other tests in this binary run
 //! watchers of their own, so tests that read them run the binary.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::grpc::pb::auth_service_client::AuthServiceClient;
@@ -32,8 +31,9 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use crate::support::{
-    Daemon, api_only_settings, auth_client, health_status, sample, scrape, test_settings,
-    wait_for_sample, wait_health, wait_serving,
+    Coffer, Daemon, api_only_settings, auth_client, binary_env, binary_env_on_free_ports,
+    enable_chain, health_status, loopback, sample, scrape, set, test_settings, wait_for_sample,
+    wait_health, wait_serving,
 };
 
 async fn reflected_services(addr: SocketAddr) -> Vec<String> {
@@ -133,173 +133,6 @@ async fn wait_lock_waiters(db: &TestDb, count: i64, timeout: Duration, failure: 
         assert!(Instant::now() < deadline, "{failure} ({waiting} waiting)");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// The real `coffer` binary, with its stderr collected.
-struct Coffer {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Coffer {
-    /// `coffer run` with `env` on top of an environment cleared of the
-    /// caller's `COFFER__` overrides.
-    fn run(env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
-        cmd.arg("run");
-        for (key, _) in std::env::vars() {
-            if key.starts_with("COFFER__") || key == "COFFER_CONFIG" || key == "RUST_LOG" {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("RUST_LOG", "info");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn coffer");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut log) = sink.lock() {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
-        Self {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    fn logged(&self, needle: &str) -> bool {
-        self.log().contains(needle)
-    }
-
-    async fn wait_logged(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.logged(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?} within {timeout:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("poll child").is_none()
-    }
-
-    /// SIGTERM, then waits up to 20 s for the exit; returns it with the log.
-    async fn terminate(mut self) -> (ExitStatus, String) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let exit = loop {
-            if let Some(exit) = self.child.try_wait().expect("poll child") {
-                break exit;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "coffer did not stop within 20 s of SIGTERM:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        (exit, self.log())
-    }
-
-    /// [`Coffer::terminate`], asserting a clean exit; returns the log.
-    async fn stop(self) -> String {
-        let (exit, log) = self.terminate().await;
-        assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
-        log
-    }
-}
-
-impl Drop for Coffer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Environment for a binary on `db_url` with every chain and Kafka off.
-fn binary_env(
-    db_url: &str,
-    grpc: SocketAddr,
-    metrics: Option<SocketAddr>,
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("COFFER__DATABASE__URL", db_url.to_owned()),
-        ("COFFER__GRPC__LISTEN", grpc.to_string()),
-        ("COFFER__EVENTS__ENABLED", "false".into()),
-        ("COFFER__CHAINS__BITCOIN__ENABLED", "false".into()),
-        ("COFFER__CHAINS__ETHEREUM__ENABLED", "false".into()),
-        ("COFFER__CHAINS__SOLANA__ENABLED", "false".into()),
-    ];
-    match metrics {
-        Some(addr) => env.push(("COFFER__METRICS__LISTEN", addr.to_string())),
-        None => env.push(("COFFER__METRICS__ENABLED", "false".into())),
-    }
-    env
-}
-
-/// Sets `key` in `env`, replacing an earlier value.
-fn set(env: &mut Vec<(&'static str, String)>, key: &'static str, value: impl Into<String>) {
-    env.retain(|(k, _)| *k != key);
-    env.push((key, value.into()));
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Free loopback addresses for gRPC and metrics, and [`binary_env`] on them.
-fn binary_env_on_free_ports(db_url: &str) -> (SocketAddr, SocketAddr, Vec<(&'static str, String)>) {
-    let grpc = loopback(free_port());
-    let metrics = loopback(free_port());
-    (grpc, metrics, binary_env(db_url, grpc, Some(metrics)))
-}
-
-/// Turns `chain` on in `env`, following the node at `rpc_url`.
-fn enable_chain(env: &mut Vec<(&'static str, String)>, chain: Chain, rpc_url: impl Into<String>) {
-    let (enabled, url) = match chain {
-        Chain::Bitcoin => (
-            "COFFER__CHAINS__BITCOIN__ENABLED",
-            "COFFER__CHAINS__BITCOIN__RPC_URL",
-        ),
-        Chain::Ethereum => (
-            "COFFER__CHAINS__ETHEREUM__ENABLED",
-            "COFFER__CHAINS__ETHEREUM__RPC_URL",
-        ),
-        Chain::Solana => (
-            "COFFER__CHAINS__SOLANA__ENABLED",
-            "COFFER__CHAINS__SOLANA__RPC_URL",
-        ),
-    };
-    set(env, enabled, "true");
-    set(env, url, rpc_url);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

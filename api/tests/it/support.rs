@@ -1,13 +1,19 @@
 //! What the test files of this binary share: settings for a daemon in this
-//! process, the daemon itself and a server on a fresh database, users and
-//! balances through the API and the ledger, health and metrics polling.
+//! process, the daemon itself and a server on a fresh database, the real
+//! binary and its environment, users and balances through the API and the
+//! ledger, health and metrics polling.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::grpc::pb;
 use api::grpc::pb::auth_service_client::AuthServiceClient;
 use api::{App, Settings};
+use chains::Chain;
+use chains::devnet::free_port;
 use indexer::devnet::TestDb;
 use indexer::devnet::ledger::credit_entry;
 use indexer::ledger::{AccountPurpose, EntryKind, IdempotencyKey, Ledger, NewEntry};
@@ -309,4 +315,177 @@ pub async fn wait_for_sample(addr: SocketAddr, series: &str, check: impl Fn(f64)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The real `coffer` binary, with its stderr collected.
+pub struct Coffer {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Coffer {
+    /// `coffer run` with `env` on top of an environment cleared of the
+    /// caller's `COFFER__` overrides.
+    pub fn run(env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+        cmd.arg("run");
+        for (key, _) in std::env::vars() {
+            if key.starts_with("COFFER__") || key == "COFFER_CONFIG" || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn coffer");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Self {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log().contains(needle)
+    }
+
+    pub async fn wait_logged(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logged(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("poll child").is_none()
+    }
+
+    /// SIGTERM, then waits up to 20 s for the exit; returns it with the log.
+    pub async fn terminate(mut self) -> (ExitStatus, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("poll child") {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coffer did not stop within 20 s of SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (exit, self.log())
+    }
+
+    /// [`Coffer::terminate`], asserting a clean exit; returns the log.
+    pub async fn stop(self) -> String {
+        let (exit, log) = self.terminate().await;
+        assert!(exit.success(), "exit status {exit:?}; log:\n{log}");
+        log
+    }
+}
+
+impl Drop for Coffer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Environment for a binary on `db_url` with every chain and Kafka off.
+pub fn binary_env(
+    db_url: &str,
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("COFFER__DATABASE__URL", db_url.to_owned()),
+        ("COFFER__GRPC__LISTEN", grpc.to_string()),
+        ("COFFER__EVENTS__ENABLED", "false".into()),
+        ("COFFER__CHAINS__BITCOIN__ENABLED", "false".into()),
+        ("COFFER__CHAINS__ETHEREUM__ENABLED", "false".into()),
+        ("COFFER__CHAINS__SOLANA__ENABLED", "false".into()),
+    ];
+    match metrics {
+        Some(addr) => env.push(("COFFER__METRICS__LISTEN", addr.to_string())),
+        None => env.push(("COFFER__METRICS__ENABLED", "false".into())),
+    }
+    env
+}
+
+/// Sets `key` in `env`, replacing an earlier value.
+pub fn set(env: &mut Vec<(&'static str, String)>, key: &'static str, value: impl Into<String>) {
+    env.retain(|(k, _)| *k != key);
+    env.push((key, value.into()));
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Free loopback addresses for gRPC and metrics, and [`binary_env`] on them.
+pub fn binary_env_on_free_ports(
+    db_url: &str,
+) -> (SocketAddr, SocketAddr, Vec<(&'static str, String)>) {
+    let grpc = loopback(free_port());
+    let metrics = loopback(free_port());
+    (grpc, metrics, binary_env(db_url, grpc, Some(metrics)))
+}
+
+/// Turns `chain` on in `env`, following the node at `rpc_url`.
+pub fn enable_chain(
+    env: &mut Vec<(&'static str, String)>,
+    chain: Chain,
+    rpc_url: impl Into<String>,
+) {
+    let (enabled, url) = match chain {
+        Chain::Bitcoin => (
+            "COFFER__CHAINS__BITCOIN__ENABLED",
+            "COFFER__CHAINS__BITCOIN__RPC_URL",
+        ),
+        Chain::Ethereum => (
+            "COFFER__CHAINS__ETHEREUM__ENABLED",
+            "COFFER__CHAINS__ETHEREUM__RPC_URL",
+        ),
+        Chain::Solana => (
+            "COFFER__CHAINS__SOLANA__ENABLED",
+            "COFFER__CHAINS__SOLANA__RPC_URL",
+        ),
+    };
+    set(env, enabled, "true");
+    set(env, url, rpc_url);
 }

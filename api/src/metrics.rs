@@ -14,16 +14,19 @@ pub const DB_POOL_CONNECTIONS: &str = "coffer_db_pool_connections";
 pub const DB_POOL_MAX_CONNECTIONS: &str = "coffer_db_pool_max_connections";
 pub const WATCHER_UP: &str = "coffer_watcher_up";
 pub const WATCHER_RESTARTS: &str = "coffer_watcher_restarts_total";
+pub const PAYOUT_LOOP_UP: &str = "coffer_payout_loop_up";
+pub const PAYOUT_LOOP_RESTARTS: &str = "coffer_payout_loop_restarts_total";
+pub const PAYOUT_LOOP_HALTED: &str = "coffer_payout_loop_halted";
 
 const DETECTION_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
 const RPC_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 const DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 6.0, 12.0, 32.0, 64.0, 150.0];
-/// Request to broadcast is seconds; to completion waits for finality
-/// (about 13 minutes on mainnet).
+/// Request to broadcast or completion: seconds when approved at once, up to
+/// a day when an approver or the hot wallet's funding is waited for.
 const PAYOUT_BUCKETS: &[f64] = &[
-    0.1, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0,
+    1.0, 5.0, 15.0, 30.0, 60.0, 180.0, 600.0, 1800.0, 3600.0, 14400.0, 86400.0,
 ];
 
 /// Installs the recorder once per process and returns its handle.
@@ -93,6 +96,19 @@ fn describe() {
         WATCHER_RESTARTS,
         Unit::Count,
         "Restarts of the chain's deposit watcher after it crashed or its node could not be checked."
+    );
+    describe_gauge!(
+        PAYOUT_LOOP_UP,
+        "1 while the chain's payout loop runs; 0 while it starts, waits to restart, or after its node proved to be on the wrong network."
+    );
+    describe_counter!(
+        PAYOUT_LOOP_RESTARTS,
+        Unit::Count,
+        "Restarts of the chain's payout loop after it crashed or its node could not be checked."
+    );
+    describe_gauge!(
+        PAYOUT_LOOP_HALTED,
+        "1 when the chain's payout loop halted because its node is on the wrong network (nothing is signed or sent until restart)."
     );
 }
 

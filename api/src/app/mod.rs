@@ -1,9 +1,10 @@
 //! Wiring: bind the listeners, connect and migrate the database, start the
-//! chain watchers under supervision, serve gRPC and metrics, and stop
-//! everything on one cancellation token. By job: `serve` (gRPC, metrics,
-//! TLS), `health` (readiness and the database probe), `watchers` (chain
-//! watchers under supervision), `identity` (is each node on the configured
-//! network).
+//! chain watchers and payout loops under supervision, serve gRPC and
+//! metrics, and stop everything on one cancellation token. By job: `serve`
+//! (gRPC, metrics, TLS), `health` (readiness and the database probe),
+//! `watchers` (chain watchers under supervision), `payouts` (the payout
+//! loops, under the same supervisor), `identity` (is each node on the
+//! configured network).
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ use crate::config::{BitcoinNetwork, Network, Settings};
 
 mod health;
 mod identity;
+mod payouts;
 mod serve;
 mod watchers;
 
@@ -234,6 +236,7 @@ impl App {
         self.spawn_watchers(&background_ledger, tasks, cancel)
             .await?;
         check_withdrawal_assets(&self.settings, &background_ledger).await?;
+        self.spawn_payouts(&background_ledger, tasks, cancel)?;
         tasks.spawn(expire_offers(background_ledger, cancel.clone()));
         let events = &self.settings.events;
         if events.enabled {
@@ -292,7 +295,7 @@ fn task_error(
 struct Pools {
     /// gRPC requests; shared with the services.
     api: Arc<OnceLock<PgPool>>,
-    /// Watchers, event relay, offer expiry and the health probe.
+    /// Watchers, payout loops, event relay, offer expiry and the health probe.
     background: OnceLock<PgPool>,
     /// Whether PostgreSQL answered the last health probe.
     reachable: Arc<AtomicBool>,

@@ -1,6 +1,7 @@
 //! The chain watchers, each under a supervisor: a chain whose node is down,
 //! answers garbage or is on the wrong network never stops the API or the
-//! other chains.
+//! other chains. The payout loops run under the same supervisor
+//! (`app::payouts`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::App;
 use super::identity::{ETHEREUM_CHAIN_ID, Expected, SOLANA_GENESIS_HASH, check_bitcoin_network};
 use crate::config::BitcoinNetwork;
-use crate::metrics::{WATCHER_RESTARTS, WATCHER_UP};
+use crate::metrics::{
+    PAYOUT_LOOP_HALTED, PAYOUT_LOOP_RESTARTS, PAYOUT_LOOP_UP, WATCHER_RESTARTS, WATCHER_UP,
+};
 
 /// How a chain's watcher is restarted: capped exponential backoff (with
 /// jitter), from the shortest delay again after a run of `reset_after`.
@@ -34,7 +37,7 @@ pub(super) struct RestartPolicy {
     reset_after: Duration,
 }
 
-const RESTART: RestartPolicy = RestartPolicy {
+pub(super) const RESTART: RestartPolicy = RestartPolicy {
     min_delay: Duration::from_secs(1),
     max_delay: Duration::from_secs(60),
     reset_after: Duration::from_secs(300),
@@ -283,27 +286,71 @@ fn spawn_supervised<S: ChainStart>(
             Ok(start.run(store, cancel))
         }
     };
-    tasks.spawn(supervise(S::CHAIN, RESTART, attempt, cancel.clone()));
+    tasks.spawn(supervise(
+        Supervised::watcher(S::CHAIN),
+        RESTART,
+        attempt,
+        cancel.clone(),
+    ));
 }
 
-/// A started watcher's loop, run until cancellation.
-type WatcherRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A started watcher's (or payout loop's) loop, run until cancellation.
+pub(super) type WatcherRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Why a chain's watcher did not start.
+/// Why a chain's watcher (or payout loop) did not start.
 #[derive(Debug)]
-enum StartError {
+pub(super) enum StartError {
     /// The node is on another network than configured: the chain halts.
     WrongNetwork(String),
     /// The node could not be asked (down, or answering garbage): retried.
     Node(chains::Error),
+    /// Anything else that kept it from starting: retried.
+    Setup(String),
 }
 
-/// Runs one chain's watcher, restarting it with capped exponential backoff
-/// whenever it cannot start or stops without being cancelled (a panic).
-/// Never fails: one chain's trouble must not take down the API or the other
-/// chains. A node on the wrong network halts the chain until restart.
-async fn supervise<F, Fut>(
+/// What a supervisor runs, as its log lines and metrics name it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Supervised {
     chain: Chain,
+    /// `deposit watcher`, `payout loop`.
+    name: &'static str,
+    /// Gauge: 1 while it runs.
+    up: &'static str,
+    /// Counter of restarts.
+    restarts: &'static str,
+    /// Gauge: 1 once halted by a node on the wrong network.
+    halted: &'static str,
+}
+
+impl Supervised {
+    pub(super) fn watcher(chain: Chain) -> Self {
+        Self {
+            chain,
+            name: "deposit watcher",
+            up: WATCHER_UP,
+            restarts: WATCHER_RESTARTS,
+            halted: indexer::metrics::WATCHER_HALTED,
+        }
+    }
+
+    pub(super) fn payout_loop(chain: Chain) -> Self {
+        Self {
+            chain,
+            name: "payout loop",
+            up: PAYOUT_LOOP_UP,
+            restarts: PAYOUT_LOOP_RESTARTS,
+            halted: PAYOUT_LOOP_HALTED,
+        }
+    }
+}
+
+/// Runs one chain's watcher or payout loop, restarting it with capped
+/// exponential backoff whenever it cannot start or stops without being
+/// cancelled (a panic). Never fails: one chain's trouble must not take
+/// down the API or the other chains. A node on the wrong network halts it
+/// until restart.
+pub(super) async fn supervise<F, Fut>(
+    what: Supervised,
     policy: RestartPolicy,
     mut start: F,
     cancel: CancellationToken,
@@ -312,8 +359,9 @@ where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<WatcherRun, StartError>> + Send,
 {
+    let Supervised { chain, name, .. } = what;
     let labels = [("chain", chain.as_str())];
-    metrics::gauge!(WATCHER_UP, &labels).set(0.0);
+    metrics::gauge!(what.up, &labels).set(0.0);
     let new_backoff = || {
         ExponentialBuilder::default()
             .with_min_delay(policy.min_delay)
@@ -330,14 +378,14 @@ where
         };
         let reason = match started {
             Ok(run) => {
-                metrics::gauge!(WATCHER_UP, &labels).set(1.0);
+                metrics::gauge!(what.up, &labels).set(1.0);
                 let began = Instant::now();
                 // Its own task, so a panic ends the task, not the supervisor;
                 // the set aborts it if the supervisor itself is aborted.
                 let mut running = JoinSet::new();
                 running.spawn(run);
                 let joined = running.join_next().await;
-                metrics::gauge!(WATCHER_UP, &labels).set(0.0);
+                metrics::gauge!(what.up, &labels).set(0.0);
                 if cancel.is_cancelled() {
                     return Ok(());
                 }
@@ -345,13 +393,13 @@ where
                     backoff = new_backoff();
                 }
                 match joined {
-                    Some(Err(err)) if err.is_panic() => format!("the watcher panicked: {err}"),
-                    _ => "the watcher stopped on its own".to_owned(),
+                    Some(Err(err)) if err.is_panic() => format!("the {name} panicked: {err}"),
+                    _ => format!("the {name} stopped on its own"),
                 }
             }
             Err(StartError::WrongNetwork(reason)) => {
-                metrics::gauge!(indexer::metrics::WATCHER_HALTED, &labels).set(1.0);
-                tracing::error!(%chain, %reason, "deposit watcher halted: the node is on the wrong network; an operator must investigate");
+                metrics::gauge!(what.halted, &labels).set(1.0);
+                tracing::error!(%chain, %reason, "{name} halted: the node is on the wrong network; an operator must investigate");
                 cancel.cancelled().await;
                 return Ok(());
             }
@@ -359,10 +407,11 @@ where
                 metrics::gauge!(indexer::metrics::CHAIN_UP, &labels).set(0.0);
                 format!("cannot check the node's network: {err}")
             }
+            Err(StartError::Setup(reason)) => reason,
         };
-        metrics::counter!(WATCHER_RESTARTS, &labels).increment(1);
+        metrics::counter!(what.restarts, &labels).increment(1);
         let delay = backoff.next().unwrap_or(policy.max_delay);
-        tracing::warn!(%chain, %reason, retry_in_ms = delay.as_millis() as u64, "deposit watcher is down; restarting it");
+        tracing::warn!(%chain, %reason, retry_in_ms = delay.as_millis() as u64, "{name} is down; restarting it");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = cancel.cancelled() => return Ok(()),
@@ -389,7 +438,7 @@ mod tests {
         let counted = Arc::clone(&starts);
         let watcher_cancel = cancel.clone();
         let supervisor = tokio::spawn(supervise(
-            Chain::Bitcoin,
+            Supervised::watcher(Chain::Bitcoin),
             fast,
             move || {
                 let attempt = counted.fetch_add(1, Ordering::SeqCst);
@@ -428,7 +477,7 @@ mod tests {
         let counted = Arc::clone(&halted);
         let cancel = CancellationToken::new();
         let supervisor = tokio::spawn(supervise(
-            Chain::Ethereum,
+            Supervised::payout_loop(Chain::Ethereum),
             fast,
             move || {
                 counted.fetch_add(1, Ordering::SeqCst);

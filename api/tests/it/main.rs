@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod daemon;
 mod deposits;
+mod payouts;
 mod settlement;
 mod support;
 mod wallets;

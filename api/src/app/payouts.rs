@@ -95,7 +95,7 @@ impl EthereumPayoutStart {
         let payouts = self
             .build(chain_id)
             .map_err(|err| StartError::Setup(format!("the payout loop cannot start: {err}")))?;
-        Ok(Box::pin(run_on_own_thread(payouts, cancel)))
+        Ok(Box::pin(payouts.run(cancel)))
     }
 
     /// The loop, signing for `chain_id`.
@@ -110,20 +110,5 @@ impl EthereumPayoutStart {
             Arc::clone(&self.keys),
             config,
         )
-    }
-}
-
-/// Runs the loop on a thread of the blocking pool, driven by this runtime.
-/// rustc cannot prove the loop's future `Send` (its per-row steps borrow
-/// the round's rows in closures whose lifetimes it does not generalize), so
-/// it cannot be a task of its own; on a thread it never moves. A panic in
-/// the loop is re-raised here, so the supervisor restarts it.
-async fn run_on_own_thread(payouts: EthereumPayouts, cancel: CancellationToken) {
-    let runtime = tokio::runtime::Handle::current();
-    let ran = tokio::task::spawn_blocking(move || runtime.block_on(payouts.run(cancel))).await;
-    if let Err(err) = ran
-        && err.is_panic()
-    {
-        std::panic::resume_unwind(err.into_panic());
     }
 }

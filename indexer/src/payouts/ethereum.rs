@@ -94,7 +94,9 @@ pub struct EthereumPayoutConfig {
     /// A row in broadcast longer than this counts as stuck.
     pub stuck_after: Duration,
     pub sweeps: SweepThresholds,
-    /// Rows signed, sent or tracked concurrently.
+    /// Rows signed, sent or tracked concurrently; each holds one database
+    /// connection while it talks to the node, so keep it under the pool
+    /// the loop shares.
     pub concurrency: usize,
 }
 
@@ -116,7 +118,7 @@ impl Default for EthereumPayoutConfig {
             max_send_rejections: 3,
             stuck_after: Duration::from_secs(600),
             sweeps: SweepThresholds::default(),
-            concurrency: 8,
+            concurrency: 4,
         }
     }
 }

@@ -433,7 +433,7 @@ USDC = "1000000"
         "min_priority_fee_per_gas = \"1000000000\"",
         "tip_percentile = 62.5",
         "replace_after_blocks = 3",
-        "concurrency = 8",
+        "concurrency = 4",
         "ETH = \"20000000000000000\"",
         "USDC = \"1000000\"",
     ] {

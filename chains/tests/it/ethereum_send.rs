@@ -72,14 +72,19 @@ async fn broadcast_outcomes_receipts_and_fees_on_anvil() {
             .expect("estimate"),
         chains::ethereum::GasEstimate::Gas(21_000)
     );
-    // More than the sender has: the node answers that the call fails.
-    let too_much = client
-        .estimate_gas(from, to, ten_eth * U256::from(2), &[])
+    // A contract that reverts on any call (`PUSH0 PUSH0 REVERT`): the
+    // node answers that the call fails.
+    let refuser = Address::repeat_byte(0x5f);
+    node.request("anvil_setCode", serde_json::json!([refuser, "0x5f5ffd"]))
+        .await
+        .expect("code");
+    let refused = client
+        .estimate_gas(from, refuser, U256::ZERO, &[])
         .await
         .expect("estimate");
     assert!(
-        matches!(too_much, chains::ethereum::GasEstimate::Fails(_)),
-        "{too_much:?}"
+        matches!(refused, chains::ethereum::GasEstimate::Fails(_)),
+        "{refused:?}"
     );
     let fees = client.fee_suggestion(10, 50.0).await.expect("fee history");
     assert!(fees.base_fee_per_gas > 0, "{fees:?}");

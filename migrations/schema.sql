@@ -899,7 +899,7 @@ CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON public.postings FOR EACH 
 
 CREATE TRIGGER postings_stamp BEFORE INSERT ON public.postings FOR EACH ROW WHEN ((new.asset IS NULL)) EXECUTE FUNCTION public.postings_stamp();
 
-CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved AFTER INSERT OR UPDATE OF status, reserved_at ON public.withdrawals DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.chain = 'ethereum'::text) AND (new.reserved_at IS NOT NULL) AND (new.status <> 'cancelled'::public.withdrawal_status))) EXECUTE FUNCTION public.withdrawals_check_nonce_reserved();
+CREATE CONSTRAINT TRIGGER withdrawals_ethereum_nonce_reserved AFTER INSERT OR UPDATE OF status, reserved_at ON public.withdrawals DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (((new.chain = 'ethereum'::text) AND (new.reserved_at IS NOT NULL) AND (new.status <> 'cancelled'::public.withdrawal_status) AND (NOT ((new.status = 'failed'::public.withdrawal_status) AND (new.current_attempt_id IS NULL))))) EXECUTE FUNCTION public.withdrawals_check_nonce_reserved();
 
 ALTER TABLE ONLY public.accounts
     ADD CONSTRAINT accounts_asset_fkey FOREIGN KEY (asset) REFERENCES public.assets(code);

@@ -1042,14 +1042,23 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
     );
 
     // Landed at 100 with the watcher's head at 111: 12 confirmations.
-    let claimed = store
-        .claim(
-            reserved.id,
-            &[indexer::withdrawals::WithdrawalStatus::Signed],
-        )
-        .await
-        .expect("claim")
-        .expect("free");
+    // The refused cancel's transaction rolls back as its connection goes
+    // back to the pool, so its row lock may outlive the reply briefly.
+    let mut claimed = None;
+    for _ in 0..100 {
+        claimed = store
+            .claim(
+                reserved.id,
+                &[indexer::withdrawals::WithdrawalStatus::Signed],
+            )
+            .await
+            .expect("claim");
+        if claimed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let claimed = claimed.expect("the row is free once the refused cancel rolled back");
     let attempt_id = claimed.current().expect("an attempt").id;
     claimed
         .record_landed(&indexer::withdrawals::Landing {

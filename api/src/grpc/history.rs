@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use indexer::deposits::DepositView;
 use indexer::ledger::history::MAX_PAGE_SIZE;
 use indexer::ledger::{EntryKind, HistoryFilter, HistoryItem};
@@ -29,21 +27,11 @@ impl HistoryApi {
 }
 
 fn encode_token(entry_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{entry_id}"))
+    super::encode_page_token(TOKEN_PREFIX, entry_id)
 }
 
 fn decode_token(token: &str) -> Result<Option<i64>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(TOKEN_PREFIX)?.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .map(Some)
-        .ok_or_else(|| FieldError::new("page_token", "is not a token this server issued").into())
+    super::decode_page_token(TOKEN_PREFIX, token)
 }
 
 /// The deposit behind each deposit entry, for [`transaction_to_pb`].

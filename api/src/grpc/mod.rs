@@ -307,3 +307,27 @@ pub fn acting_for(caller: &User, requested: Option<&str>, access: Access) -> Res
         ))
     }
 }
+
+/// A keyset page token: `prefix` and the last id, base64url. Each list
+/// has its own prefix, so one list's token is refused by another.
+pub(crate) fn encode_page_token(prefix: &str, id: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{prefix}{id}"))
+}
+
+/// The id in a token [`encode_page_token`] made with `prefix`; `None` for
+/// an empty token (the first page).
+pub(crate) fn decode_page_token(prefix: &str, token: &str) -> Result<Option<i64>, Status> {
+    use base64::Engine;
+    if token.is_empty() {
+        return Ok(None);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(prefix)?.parse::<i64>().ok())
+        .filter(|id| *id > 0)
+        .map(Some)
+        .ok_or_else(|| FieldError::new("page_token", "is not a token this server issued").into())
+}

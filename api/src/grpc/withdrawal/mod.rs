@@ -9,8 +9,6 @@ mod destination;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chains::Chain;
 use indexer::users::{Role, User};
 use indexer::withdrawals::{
@@ -219,22 +217,11 @@ fn status_from_pb(value: i32) -> Result<Option<WithdrawalStatus>, Status> {
 }
 
 fn encode_token(id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{id}"))
+    super::encode_page_token(TOKEN_PREFIX, id)
 }
 
 fn decode_token(token: &str) -> Result<Option<i64>, Status> {
-    let token = token.trim();
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(TOKEN_PREFIX)?.parse::<i64>().ok())
-        .filter(|id| *id > 0)
-        .map(Some)
-        .ok_or_else(|| FieldError::new("page_token", "is not a token this server issued").into())
+    super::decode_page_token(TOKEN_PREFIX, token.trim())
 }
 
 #[tonic::async_trait]
@@ -400,6 +387,8 @@ impl WithdrawalService for WithdrawalApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn every_status_maps_both_ways() {

@@ -345,6 +345,25 @@ impl Harness {
         .await;
     }
 
+    /// Every payout with its nonce and landing, for a failure message.
+    async fn rows(&self) -> String {
+        type Row = (i64, String, String, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT w.id, w.kind::text, w.status::text, r.nonce,
+                    (SELECT max(a.landed_block_height) FROM withdrawal_attempts a WHERE a.withdrawal_id = w.id)
+             FROM withdrawals w LEFT JOIN eth_nonce_reservations r ON r.withdrawal_id = w.id
+             ORDER BY w.id",
+        )
+        .fetch_all(self.db.pool())
+        .await
+        .expect("rows");
+        rows.iter()
+            .map(|(id, kind, status, nonce, landed)| {
+                format!("{id} {kind} {status} nonce {nonce:?} landed at {landed:?}\n")
+            })
+            .collect()
+    }
+
     async fn attempts(&self, id: i64) -> Vec<indexer::withdrawals::Attempt> {
         self.store.attempts(id).await.expect("attempts")
     }
@@ -964,22 +983,43 @@ async fn a_transfer_refused_before_signing_fails_and_its_nonce_is_filled() {
         .expect("code");
     let refused = h.request(user, "ETH", eth(1), refuser).await;
     let after = h.request(user, "ETH", eth(2), outside()).await;
-    h.drive_until("both to finish", || async {
+    let completed_fillers = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM withdrawals WHERE kind = 'filler' AND status = 'completed'",
+        )
+        .fetch_one(h.db.pool())
+        .await
+        .expect("fillers")
+    };
+    // The filler may complete a round after the row queued behind it: a
+    // resend of that row answered "nonce too low" records its landing at
+    // once, while the filler's is read from the next round's receipts.
+    h.drive_until("both and the filler to finish", || async {
         h.status(refused.id).await == WithdrawalStatus::Failed
             && h.status(after.id).await == WithdrawalStatus::Completed
+            && completed_fillers().await == 1
     })
     .await;
     assert!(
         h.attempts(refused.id).await.is_empty(),
         "nothing was signed"
     );
-    let fillers: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM withdrawals WHERE kind = 'filler' AND status = 'completed'",
+    let filled: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT r.nonce, (SELECT nonce FROM eth_nonce_reservations WHERE withdrawal_id = $1)
+         FROM withdrawals w JOIN eth_nonce_reservations r ON r.withdrawal_id = w.id
+         WHERE w.kind = 'filler'",
     )
-    .fetch_one(h.db.pool())
+    .bind(after.id)
+    .fetch_all(h.db.pool())
     .await
     .expect("fillers");
-    assert_eq!(fillers, 1, "the refused one's nonce was filled");
+    assert_eq!(filled.len(), 1, "one filler:\n{}", h.rows().await);
+    assert_eq!(
+        filled[0].0 + 1,
+        filled[0].1,
+        "the filler took the nonce just before the next withdrawal's:\n{}",
+        h.rows().await
+    );
     assert_eq!(h.eth_balance(refuser).await, U256::ZERO);
     let balance = h.ledger.balance(user, "ETH").await.expect("balance");
     assert_eq!(balance.held, Amount::ZERO);
@@ -988,4 +1028,59 @@ async fn a_transfer_refused_before_signing_fails_and_its_nonce_is_filled() {
         Amount::from_u256(eth(20) - eth(2) - U256::from(FEE))
     );
     h.assert_reconciled().await;
+}
+
+/// Two loops (replicas) planning at the same moment never budget the hot
+/// wallet's balance twice: with room for one of two withdrawals, at most
+/// one is ever reserved, and the other waits for the hot wallet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_loops_planning_at_once_never_overspend_the_hot_wallet() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(100)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(100)))
+        .await;
+    h.settle_everything().await;
+    // Funds leave the hot wallet outside Coffer (an operator's move):
+    // 6 ETH remain for two withdrawals of 4.
+    h.anvil
+        .set_balance(h.payouts.hot_wallet(), eth(60))
+        .await
+        .expect("balance");
+    let first = h.request(user, "ETH", eth(40), outside()).await;
+    let second = h.request(user, "ETH", eth(40), outside()).await;
+    let replica = h.payouts_via(h.anvil.rpc_url());
+    let committed = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM withdrawals WHERE kind = 'withdrawal'
+             AND status IN ('reserved', 'signed', 'broadcast', 'confirming', 'completed')",
+        )
+        .fetch_one(h.db.pool())
+        .await
+        .expect("count")
+    };
+    for _ in 0..8 {
+        let (a, b) = tokio::join!(h.payouts.round(), replica.round());
+        a.expect("round");
+        b.expect("replica round");
+        assert!(committed().await <= 1, "both withdrawals were budgeted");
+        h.anvil.mine(1).await.expect("mine");
+    }
+    h.drive_until("one withdrawal to complete", || async {
+        h.status(first.id).await == WithdrawalStatus::Completed
+    })
+    .await;
+    let waiting = h.store.get(second.id).await.expect("get").expect("row");
+    assert_eq!(waiting.status, WithdrawalStatus::Approved, "{waiting:?}");
+    assert!(
+        waiting
+            .waiting_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("hot wallet")),
+        "{waiting:?}"
+    );
+    assert_eq!(
+        h.ledger.balance(user, "ETH").await.expect("balance").held,
+        Amount::from_u256(eth(40) + U256::from(FEE)),
+        "the waiting one is still held"
+    );
 }

@@ -160,7 +160,7 @@ pub fn describe() {
     describe_gauge!(
         WITHDRAWALS_STUCK,
         Unit::Count,
-        "Transactions in broadcast longer than the configured stuck_after_secs, by chain."
+        "Payouts signed longer than the configured stuck_after_secs ago and not yet mined, by chain."
     );
     describe_gauge!(
         WITHDRAWALS_WAITING,

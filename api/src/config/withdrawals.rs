@@ -182,7 +182,7 @@ pub struct EthereumPayoutSettings {
     /// Refusals in a row (for a reason the loop has no rule for) that send
     /// a row to manual.
     pub max_send_rejections: u32,
-    /// A transaction in broadcast longer than this counts as stuck.
+    /// A payout signed longer ago than this and still unmined counts as stuck.
     pub stuck_after_secs: u64,
     /// Rows signed, sent or tracked at once.
     pub concurrency: usize,

@@ -91,7 +91,7 @@ pub struct EthereumPayoutConfig {
     /// reason the loop has no rule for) is logged as an error; the same
     /// bytes keep going out and the row shows the node's message.
     pub max_send_rejections: u32,
-    /// A row in broadcast longer than this counts as stuck.
+    /// A row signed longer ago than this and still unmined counts as stuck.
     pub stuck_after: Duration,
     pub sweeps: SweepThresholds,
     /// Rows signed, sent or tracked concurrently; each holds one database
@@ -203,14 +203,7 @@ impl EthereumPayouts {
     /// One round: plan, sign, replace, send, track.
     pub async fn round(&self) -> Result<()> {
         let round = self.look().await?;
-        if let Err(err) = self.plan(&round).await {
-            tracing::warn!(error = %err, "planning failed; retrying next round");
-            count_error("plan");
-        }
-        if let Err(err) = self.sweep(&round).await {
-            tracing::warn!(error = %err, "sweep planning failed");
-            count_error("sweep");
-        }
+        self.plan_and_sweep(&round).await?;
         let in_flight = self.in_flight().await?;
         self.sign_reserved(&round, &in_flight).await;
         let in_flight = self.in_flight().await?;
@@ -232,8 +225,7 @@ impl EthereumPayouts {
     /// signing leaves; the next [`Self::round`] sends them).
     pub async fn sign_pending(&self) -> Result<()> {
         let round = self.look().await?;
-        self.plan(&round).await?;
-        self.sweep(&round).await?;
+        self.plan_and_sweep(&round).await?;
         let in_flight = self.in_flight().await?;
         self.sign_reserved(&round, &in_flight).await;
         Ok(())
@@ -278,6 +270,28 @@ impl EthereumPayouts {
             final_height,
             fees,
         })
+    }
+
+    /// Plans and sweeps under the hot wallet's planning lock, so two loops
+    /// (replicas) never budget the same balance twice; while another loop
+    /// holds it, this one only signs, tracks and sends.
+    async fn plan_and_sweep(&self, round: &Round) -> Result<()> {
+        let Some(lock) = self
+            .store
+            .try_plan_lock(CHAIN, &self.hot_wallet.to_string())
+            .await?
+        else {
+            return Ok(());
+        };
+        if let Err(err) = self.plan(round).await {
+            tracing::warn!(error = %err, "planning failed; retrying next round");
+            count_error("plan");
+        }
+        if let Err(err) = self.sweep(round).await {
+            tracing::warn!(error = %err, "sweep planning failed");
+            count_error("sweep");
+        }
+        lock.release().await
     }
 
     /// Reserves nonces for the approved withdrawals the hot wallet covers.

@@ -34,7 +34,7 @@ pub use claim::{Claimed, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
 pub use nonces::HOT_WALLET_SHORT;
 pub use rows::MAX_PAGE_SIZE;
 pub use types::*;
-pub use workload::{StatusCount, SweepCandidate};
+pub use workload::{PlanLock, StatusCount, SweepCandidate};
 
 use crate::ledger::{IdempotencyKey, Ledger, retry_transient};
 use crate::metrics::WITHDRAWAL_TRANSITIONS;

@@ -27,7 +27,70 @@ pub struct StatusCount {
     pub count: i64,
 }
 
+/// One payout loop's right to plan `sender`'s spending: a session
+/// advisory lock on a connection taken from the pool, so two replicas
+/// never both budget the same balance. Released by [`Self::release`]; a
+/// guard dropped without it closes its connection, which releases the
+/// lock too (a crash releases it the same way).
+pub struct PlanLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    name: String,
+}
+
+impl std::fmt::Debug for PlanLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanLock")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PlanLock {
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(mut conn) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.name)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PlanLock {
+    fn drop(&mut self) {
+        // Never back into the pool still holding the lock.
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 impl Withdrawals {
+    /// The planning lock on `chain`'s `sender`, or `None` while another
+    /// loop holds it (that loop plans this round; this one skips).
+    pub async fn try_plan_lock(
+        &self,
+        chain: chains::Chain,
+        sender: &str,
+    ) -> Result<Option<PlanLock>> {
+        let name = format!(
+            "payout-plan:{}:{}",
+            chain.as_str(),
+            sender.to_ascii_lowercase()
+        );
+        let mut conn = self.pool().acquire().await?;
+        let locked: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&name)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(locked.then_some(PlanLock {
+            conn: Some(conn),
+            name,
+        }))
+    }
+
     /// What `from_address` has committed to rows not yet in a block
     /// (reserved, signed, broadcast): per asset the amounts, and in
     /// `native_asset` also each current attempt's fee limit.
@@ -129,13 +192,13 @@ impl Withdrawals {
     ) -> Result<(i64, i64)> {
         Ok(sqlx::query_as(
             "SELECT
-                 count(*) FILTER (WHERE w.status = 'broadcast' AND first.broadcast_at < $2),
+                 count(*) FILTER (WHERE w.status IN ('signed', 'broadcast') AND first.signed_at < $2),
                  count(*) FILTER (WHERE w.status = 'approved' AND w.waiting_reason IS NOT NULL)
              FROM withdrawals w
              LEFT JOIN LATERAL (
-                 SELECT min(a.broadcast_at) AS broadcast_at FROM withdrawal_attempts a WHERE a.withdrawal_id = w.id
+                 SELECT min(a.created_at) AS signed_at FROM withdrawal_attempts a WHERE a.withdrawal_id = w.id
              ) first ON true
-             WHERE w.chain = $1 AND w.status IN ('broadcast', 'approved')",
+             WHERE w.chain = $1 AND w.status IN ('signed', 'broadcast', 'approved')",
         )
         .bind(chain.as_str())
         .bind(since)

@@ -8,11 +8,12 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
+use api::grpc::pb::history_service_client::HistoryServiceClient;
 use api::grpc::pb::wallet_service_client::WalletServiceClient;
 use api::grpc::pb::withdrawal_service_client::WithdrawalServiceClient;
 use api::grpc::pb::{self, WithdrawalStatus};
 use chains::Chain;
-use chains::devnet::Anvil;
+use chains::devnet::{Anvil, TestToken};
 use chains::ethereum::BlockNumberOrTag;
 use indexer::devnet::TestDb;
 use tonic::transport::Channel;
@@ -310,4 +311,339 @@ async fn the_payout_loop_can_be_turned_off() {
     assert!(!body.contains("coffer_payout_loop_up{"), "{body}");
     let log = coffer.stop().await;
     assert!(!log.contains("payout loop"), "{log}");
+}
+
+const TOKEN_CONFIG: &str = r#"
+[[chains.ethereum.tokens]]
+contract = "{contract}"
+asset = "TUSD"
+decimals = 6
+
+[withdrawals.assets.TUSD]
+fee = "10000"
+approval_threshold = "1000000000"
+daily_limit = "1000000000000"
+
+[withdrawals.ethereum.sweep_thresholds]
+ETH = "10000000000000000"
+TUSD = "1000000"
+"#;
+
+/// Statuses of the rows `kind` names, by id.
+async fn payout_statuses(db: &TestDb, kind: &str) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT id, status::text FROM withdrawals WHERE kind = $1::payout_kind ORDER BY id",
+    )
+    .bind(kind)
+    .fetch_all(db.pool())
+    .await
+    .expect("statuses")
+}
+
+/// The daemon is SIGKILLed each time one of two withdrawals (ETH and an
+/// allow-listed ERC-20, both over gRPC) is seen in a new in-flight status
+/// (reserved, signed, broadcast, confirming), and restarted: each still
+/// pays its destination exactly once, the ledger settles both holds, and
+/// the ledger's custody equals what Coffer's addresses hold on chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_at_every_step_pay_an_eth_and_a_token_withdrawal_exactly_once() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let token = anvil
+        .deploy_minted_token(6, U256::from(10u64).pow(U256::from(12)))
+        .await
+        .expect("token");
+    let config = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .expect("config file");
+    std::fs::write(
+        config.path(),
+        TOKEN_CONFIG.replace("{contract}", &token.address.to_checksum(None)),
+    )
+    .expect("write config");
+    let (grpc, _metrics, mut env) = binary_env_on_free_ports(&db.url());
+    enable_chain(&mut env, Chain::Ethereum, anvil.rpc_url());
+    set(
+        &mut env,
+        "COFFER_CONFIG",
+        config.path().to_str().expect("utf-8 path"),
+    );
+    for (key, value) in [
+        ("COFFER__CHAINS__ETHEREUM__POLL_INTERVAL_MS", "100"),
+        ("COFFER__CHAINS__ETHEREUM__USE_FINALIZED_TAG", "false"),
+        ("COFFER__CHAINS__ETHEREUM__CONFIRMATIONS", "2"),
+        ("COFFER__WITHDRAWALS__ASSETS__ETH__FEE", "100000000000000"),
+        (
+            "COFFER__WITHDRAWALS__ASSETS__ETH__APPROVAL_THRESHOLD",
+            "1000000000000000000",
+        ),
+        (
+            "COFFER__WITHDRAWALS__ASSETS__ETH__DAILY_LIMIT",
+            "10000000000000000000",
+        ),
+        ("COFFER__WITHDRAWALS__ETHEREUM__POLL_INTERVAL_MS", "100"),
+        ("COFFER__WITHDRAWALS__ETHEREUM__REPLACE_AFTER_BLOCKS", "3"),
+    ] {
+        set(&mut env, key, value);
+    }
+    let mut coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+
+    // One user deposits 50 mETH and 5 TUSD to one address.
+    let mut auth = auth_client(grpc).await;
+    let user = register_and_login(&mut auth, "crash@example.com", "correct horse battery")
+        .await
+        .access_token;
+    let mut wallets = WalletServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let wallet = wallets
+        .create_wallet(bearer(
+            pb::CreateWalletRequest {
+                chain: pb::Chain::Ethereum.into(),
+                user_id: None,
+            },
+            &user,
+        ))
+        .await
+        .expect("wallet")
+        .into_inner();
+    let deposit: Address = wallets
+        .new_deposit_address(bearer(
+            pb::NewDepositAddressRequest {
+                wallet_id: wallet.id,
+            },
+            &user,
+        ))
+        .await
+        .expect("address")
+        .into_inner()
+        .address
+        .parse()
+        .expect("an address");
+    let paid = anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            deposit,
+            U256::from(50 * MILLI_ETH),
+            &[],
+            None,
+        )
+        .await
+        .expect("ETH deposit");
+    anvil.mined(paid).await.expect("mined");
+    let paid = anvil
+        .send(
+            Anvil::DEV_ACCOUNT,
+            token.address,
+            U256::ZERO,
+            &TestToken::transfer(deposit, U256::from(5_000_000u64)),
+            None,
+        )
+        .await
+        .expect("token deposit");
+    anvil.mined(paid).await.expect("mined");
+    let balance_of = |asset: &'static str| {
+        let (mut wallets, user) = (wallets.clone(), user.clone());
+        async move {
+            wallets
+                .get_balances(bearer(pb::GetBalancesRequest { user_id: None }, &user))
+                .await
+                .expect("balances")
+                .into_inner()
+                .balances
+                .into_iter()
+                .find(|b| b.asset == asset)
+                .map(|b| (b.available, b.held))
+                .unwrap_or_else(|| ("0".into(), "0".into()))
+        }
+    };
+    mine_until(&anvil, "both deposits are credited", || async {
+        balance_of("ETH").await.0 == (50 * MILLI_ETH).to_string()
+            && balance_of("TUSD").await.0 == "5000000"
+    })
+    .await;
+
+    let mut withdrawals = WithdrawalServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let mut requested = Vec::new();
+    for (asset, amount, key) in [
+        ("ETH", (10 * MILLI_ETH).to_string(), "crash-eth"),
+        ("TUSD", "2000000".to_owned(), "crash-tusd"),
+    ] {
+        let row = withdrawals
+            .request_withdrawal(bearer(
+                pb::RequestWithdrawalRequest {
+                    asset: asset.into(),
+                    amount,
+                    destination: OUTSIDE.into(),
+                    idempotency_key: key.into(),
+                    user_id: None,
+                },
+                &user,
+            ))
+            .await
+            .expect("request")
+            .into_inner();
+        requested.push(row.id);
+    }
+
+    // Kill on every first sight of a withdrawal in an in-flight status.
+    let mut seen = std::collections::HashSet::new();
+    let mut kills = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_mine = Instant::now();
+    loop {
+        let statuses = payout_statuses(&db, "withdrawal").await;
+        if statuses.iter().all(|(_, s)| s == "completed") {
+            break;
+        }
+        assert!(
+            statuses.iter().all(|(_, s)| s != "failed" && s != "manual"),
+            "{statuses:?}\n{}",
+            coffer.log()
+        );
+        let fresh: Vec<(i64, String)> = statuses
+            .into_iter()
+            .filter(|(_, s)| {
+                ["reserved", "signed", "broadcast", "confirming"].contains(&s.as_str())
+            })
+            .filter(|row| seen.insert(row.clone()))
+            .collect();
+        if !fresh.is_empty() {
+            coffer.kill();
+            kills.extend(fresh);
+            coffer = Coffer::run(&env);
+            wait_serving(grpc, Duration::from_secs(60)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "withdrawals completed within 120 s; killed at {kills:?}"
+        );
+        if last_mine.elapsed() > Duration::from_millis(300) {
+            anvil.mine(1).await.expect("mine");
+            last_mine = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        kills.iter().any(|(_, s)| s == "signed" || s == "broadcast"),
+        "a kill landed after signing: {kills:?}"
+    );
+
+    // Each destination got its amount once; one attempt of each landed.
+    let outside: Address = OUTSIDE.parse().expect("address");
+    assert_eq!(
+        eth_balance(&anvil, outside).await,
+        U256::from(10 * MILLI_ETH)
+    );
+    assert_eq!(
+        anvil
+            .client()
+            .token_balance(token.address, outside, BlockNumberOrTag::Latest)
+            .await
+            .expect("token balance"),
+        U256::from(2_000_000u64)
+    );
+    for id in &requested {
+        let landed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM withdrawal_attempts
+             WHERE withdrawal_id = $1::bigint AND landed_block_hash IS NOT NULL",
+        )
+        .bind(id.parse::<i64>().expect("numeric id"))
+        .fetch_one(db.pool())
+        .await
+        .expect("attempts");
+        assert_eq!(landed, 1, "withdrawal {id}");
+    }
+    assert_eq!(
+        balance_of("ETH").await,
+        ((40 * MILLI_ETH - MILLI_ETH / 10).to_string(), "0".into())
+    );
+    assert_eq!(balance_of("TUSD").await, ("2990000".to_owned(), "0".into()));
+    // The token withdrawal's settlement names the hash that landed.
+    let token_withdrawal = withdrawals
+        .get_withdrawal(bearer(
+            pb::GetWithdrawalRequest {
+                id: requested[1].clone(),
+            },
+            &user,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    let mut history = HistoryServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let settled = history
+        .list_transactions(bearer(
+            pb::ListTransactionsRequest {
+                user_id: None,
+                asset: Some("TUSD".into()),
+                kind: Some("withdrawal_settle".into()),
+                page_size: 0,
+                page_token: String::new(),
+            },
+            &user,
+        ))
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions;
+    assert_eq!(settled.len(), 1, "{settled:?}");
+    assert!(
+        !token_withdrawal.tx_hash.is_empty()
+            && settled[0].metadata_json.contains(&token_withdrawal.tx_hash),
+        "{settled:?} {token_withdrawal:?}"
+    );
+
+    // Once nothing is in flight, custody is what Coffer's addresses hold.
+    let ledger = indexer::ledger::Ledger::new(db.pool().clone());
+    let hot = hot_wallet();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        anvil.mine(1).await.expect("mine");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM withdrawals WHERE status IN ('approved', 'reserved', 'signed', 'broadcast', 'confirming'))
+                  + (SELECT count(*) FROM deposits WHERE status = 'pending')",
+        )
+        .fetch_one(db.pool())
+        .await
+        .expect("busy");
+        let mut reconciled = busy == 0;
+        for (asset, contract) in [("ETH", None), ("TUSD", Some(token.address))] {
+            let mut on_chain = U256::ZERO;
+            for address in [hot, deposit] {
+                on_chain += match contract {
+                    None => eth_balance(&anvil, address).await,
+                    Some(token) => anvil
+                        .client()
+                        .token_balance(token, address, BlockNumberOrTag::Latest)
+                        .await
+                        .expect("token balance"),
+                };
+            }
+            let custody = ledger
+                .account_balance(&indexer::ledger::AccountRef::system(
+                    asset,
+                    indexer::ledger::AccountPurpose::Custody,
+                ))
+                .await
+                .expect("custody");
+            reconciled &= custody.to_string() == format!("-{on_chain}");
+        }
+        if reconciled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "custody reconciles with the chain once settled"
+        );
+    }
+    let log = coffer.stop().await;
+    assert!(!log.contains("panicked"), "{log}");
+    eprintln!("killed at {kills:?}");
 }

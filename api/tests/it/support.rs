@@ -411,6 +411,17 @@ impl Coffer {
         (exit, self.log())
     }
 
+    /// SIGKILL: the process dies wherever it is, nothing flushed or rolled
+    /// back by the daemon itself. Returns the log up to that moment.
+    pub fn kill(mut self) -> String {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.log()
+    }
+
     /// [`Coffer::terminate`], asserting a clean exit; returns the log.
     pub async fn stop(self) -> String {
         let (exit, log) = self.terminate().await;

@@ -48,10 +48,15 @@ impl std::fmt::Debug for PlanLock {
 impl PlanLock {
     pub async fn release(mut self) -> Result<()> {
         if let Some(mut conn) = self.conn.take() {
-            sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
                 .bind(&self.name)
                 .execute(&mut *conn)
-                .await?;
+                .await;
+            if let Err(err) = unlocked {
+                // Closing the connection releases the lock instead.
+                drop(conn.detach());
+                return Err(err.into());
+            }
         }
         Ok(())
     }

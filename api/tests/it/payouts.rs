@@ -5,6 +5,7 @@
 //! These run the binary: the loop's metrics are per chain and process-wide,
 //! and a deposit credited here would count in another test's metrics.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
@@ -62,6 +63,15 @@ where
 
 /// `(available, held)` of ETH for the token's user.
 async fn eth_of(wallets: &mut WalletServiceClient<Channel>, token: &str) -> (String, String) {
+    balance_of(wallets, token, "ETH").await
+}
+
+/// `(available, held)` of `asset` for the token's user.
+async fn balance_of(
+    wallets: &mut WalletServiceClient<Channel>,
+    token: &str,
+    asset: &str,
+) -> (String, String) {
     wallets
         .get_balances(bearer(pb::GetBalancesRequest { user_id: None }, token))
         .await
@@ -69,15 +79,15 @@ async fn eth_of(wallets: &mut WalletServiceClient<Channel>, token: &str) -> (Str
         .into_inner()
         .balances
         .into_iter()
-        .find(|b| b.asset == "ETH")
+        .find(|b| b.asset == asset)
         .map(|b| (b.available, b.held))
         .unwrap_or_else(|| ("0".into(), "0".into()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
-    let anvil = Anvil::spawn().await.expect("anvil");
-    let db = TestDb::new().await.expect("database");
+/// The daemon's environment for payouts on `anvil`: fast polls, two
+/// confirmations, and ETH's terms (0.1 mETH fee, approved at once up to
+/// 1 ETH, 10 ETH a day).
+fn payout_env(db: &TestDb, anvil: &Anvil) -> (SocketAddr, SocketAddr, Vec<(&'static str, String)>) {
     let (grpc, metrics, mut env) = binary_env_on_free_ports(&db.url());
     enable_chain(&mut env, Chain::Ethereum, anvil.rpc_url());
     for (key, value) in [
@@ -85,7 +95,6 @@ async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
         // anvil's `finalized` trails the tip by 64 blocks.
         ("COFFER__CHAINS__ETHEREUM__USE_FINALIZED_TAG", "false"),
         ("COFFER__CHAINS__ETHEREUM__CONFIRMATIONS", "2"),
-        // 0.1 mETH fee, approved at once up to 1 ETH, 10 ETH a day.
         ("COFFER__WITHDRAWALS__ASSETS__ETH__FEE", "100000000000000"),
         (
             "COFFER__WITHDRAWALS__ASSETS__ETH__APPROVAL_THRESHOLD",
@@ -97,40 +106,20 @@ async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
         ),
         ("COFFER__WITHDRAWALS__ETHEREUM__POLL_INTERVAL_MS", "100"),
         ("COFFER__WITHDRAWALS__ETHEREUM__REPLACE_AFTER_BLOCKS", "3"),
-        // Sweep from 10 mETH.
-        (
-            "COFFER__WITHDRAWALS__ETHEREUM__SWEEP_THRESHOLDS__ETH",
-            "10000000000000000",
-        ),
     ] {
         set(&mut env, key, value);
     }
-    let hot = hot_wallet();
-    assert_eq!(eth_balance(&anvil, hot).await, U256::ZERO, "a fresh chain");
-    let coffer = Coffer::run(&env);
-    wait_serving(grpc, Duration::from_secs(60)).await;
+    (grpc, metrics, env)
+}
 
-    // The loop runs beside the watcher and looks at the empty hot wallet.
-    wait_for_sample(metrics, "coffer_payout_loop_up{chain=\"ethereum\"}", |v| {
-        v == 1.0
-    })
-    .await;
-    wait_for_sample(
-        metrics,
-        "coffer_hot_wallet_balance{chain=\"ethereum\",asset=\"ETH\"}",
-        |v| v == 0.0,
-    )
-    .await;
-    wait_for_sample(
-        metrics,
-        "coffer_withdrawals{chain=\"ethereum\",kind=\"withdrawal\",status=\"completed\"}",
-        |v| v == 0.0,
-    )
-    .await;
-
-    // A user deposits 50 mETH ...
+/// A registered user with an Ethereum deposit address, over gRPC: its
+/// access token, a wallet client and the address.
+async fn user_with_deposit_address(
+    grpc: SocketAddr,
+    email: &str,
+) -> (String, WalletServiceClient<Channel>, Address) {
     let mut auth = auth_client(grpc).await;
-    let token = register_and_login(&mut auth, "payee@example.com", "correct horse battery")
+    let token = register_and_login(&mut auth, email, "correct horse battery")
         .await
         .access_token;
     let mut wallets = WalletServiceClient::connect(format!("http://{grpc}"))
@@ -160,6 +149,45 @@ async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
         .address
         .parse()
         .expect("an address");
+    (token, wallets, deposit)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
+    let anvil = Anvil::spawn().await.expect("anvil");
+    let db = TestDb::new().await.expect("database");
+    let (grpc, metrics, mut env) = payout_env(&db, &anvil);
+    // Sweep from 10 mETH.
+    set(
+        &mut env,
+        "COFFER__WITHDRAWALS__ETHEREUM__SWEEP_THRESHOLDS__ETH",
+        "10000000000000000",
+    );
+    let hot = hot_wallet();
+    assert_eq!(eth_balance(&anvil, hot).await, U256::ZERO, "a fresh chain");
+    let coffer = Coffer::run(&env);
+    wait_serving(grpc, Duration::from_secs(60)).await;
+
+    // The loop runs beside the watcher and looks at the empty hot wallet.
+    wait_for_sample(metrics, "coffer_payout_loop_up{chain=\"ethereum\"}", |v| {
+        v == 1.0
+    })
+    .await;
+    wait_for_sample(
+        metrics,
+        "coffer_hot_wallet_balance{chain=\"ethereum\",asset=\"ETH\"}",
+        |v| v == 0.0,
+    )
+    .await;
+    wait_for_sample(
+        metrics,
+        "coffer_withdrawals{chain=\"ethereum\",kind=\"withdrawal\",status=\"completed\"}",
+        |v| v == 0.0,
+    )
+    .await;
+
+    // A user deposits 50 mETH ...
+    let (token, mut wallets, deposit) = user_with_deposit_address(grpc, "payee@example.com").await;
     let tx = anvil
         .send(
             Anvil::DEV_ACCOUNT,
@@ -362,66 +390,17 @@ async fn sigkills_at_every_step_pay_an_eth_and_a_token_withdrawal_exactly_once()
         TOKEN_CONFIG.replace("{contract}", &token.address.to_checksum(None)),
     )
     .expect("write config");
-    let (grpc, _metrics, mut env) = binary_env_on_free_ports(&db.url());
-    enable_chain(&mut env, Chain::Ethereum, anvil.rpc_url());
+    let (grpc, _metrics, mut env) = payout_env(&db, &anvil);
     set(
         &mut env,
         "COFFER_CONFIG",
         config.path().to_str().expect("utf-8 path"),
     );
-    for (key, value) in [
-        ("COFFER__CHAINS__ETHEREUM__POLL_INTERVAL_MS", "100"),
-        ("COFFER__CHAINS__ETHEREUM__USE_FINALIZED_TAG", "false"),
-        ("COFFER__CHAINS__ETHEREUM__CONFIRMATIONS", "2"),
-        ("COFFER__WITHDRAWALS__ASSETS__ETH__FEE", "100000000000000"),
-        (
-            "COFFER__WITHDRAWALS__ASSETS__ETH__APPROVAL_THRESHOLD",
-            "1000000000000000000",
-        ),
-        (
-            "COFFER__WITHDRAWALS__ASSETS__ETH__DAILY_LIMIT",
-            "10000000000000000000",
-        ),
-        ("COFFER__WITHDRAWALS__ETHEREUM__POLL_INTERVAL_MS", "100"),
-        ("COFFER__WITHDRAWALS__ETHEREUM__REPLACE_AFTER_BLOCKS", "3"),
-    ] {
-        set(&mut env, key, value);
-    }
     let mut coffer = Coffer::run(&env);
     wait_serving(grpc, Duration::from_secs(60)).await;
 
     // One user deposits 50 mETH and 5 TUSD to one address.
-    let mut auth = auth_client(grpc).await;
-    let user = register_and_login(&mut auth, "crash@example.com", "correct horse battery")
-        .await
-        .access_token;
-    let mut wallets = WalletServiceClient::connect(format!("http://{grpc}"))
-        .await
-        .expect("connect");
-    let wallet = wallets
-        .create_wallet(bearer(
-            pb::CreateWalletRequest {
-                chain: pb::Chain::Ethereum.into(),
-                user_id: None,
-            },
-            &user,
-        ))
-        .await
-        .expect("wallet")
-        .into_inner();
-    let deposit: Address = wallets
-        .new_deposit_address(bearer(
-            pb::NewDepositAddressRequest {
-                wallet_id: wallet.id,
-            },
-            &user,
-        ))
-        .await
-        .expect("address")
-        .into_inner()
-        .address
-        .parse()
-        .expect("an address");
+    let (user, wallets, deposit) = user_with_deposit_address(grpc, "crash@example.com").await;
     let paid = anvil
         .send(
             Anvil::DEV_ACCOUNT,
@@ -444,24 +423,13 @@ async fn sigkills_at_every_step_pay_an_eth_and_a_token_withdrawal_exactly_once()
         .await
         .expect("token deposit");
     anvil.mined(paid).await.expect("mined");
-    let balance_of = |asset: &'static str| {
+    let user_balance = |asset: &'static str| {
         let (mut wallets, user) = (wallets.clone(), user.clone());
-        async move {
-            wallets
-                .get_balances(bearer(pb::GetBalancesRequest { user_id: None }, &user))
-                .await
-                .expect("balances")
-                .into_inner()
-                .balances
-                .into_iter()
-                .find(|b| b.asset == asset)
-                .map(|b| (b.available, b.held))
-                .unwrap_or_else(|| ("0".into(), "0".into()))
-        }
+        async move { balance_of(&mut wallets, &user, asset).await }
     };
     mine_until(&anvil, "both deposits are credited", || async {
-        balance_of("ETH").await.0 == (50 * MILLI_ETH).to_string()
-            && balance_of("TUSD").await.0 == "5000000"
+        user_balance("ETH").await.0 == (50 * MILLI_ETH).to_string()
+            && user_balance("TUSD").await.0 == "5000000"
     })
     .await;
 
@@ -559,10 +527,13 @@ async fn sigkills_at_every_step_pay_an_eth_and_a_token_withdrawal_exactly_once()
         assert_eq!(landed, 1, "withdrawal {id}");
     }
     assert_eq!(
-        balance_of("ETH").await,
+        user_balance("ETH").await,
         ((40 * MILLI_ETH - MILLI_ETH / 10).to_string(), "0".into())
     );
-    assert_eq!(balance_of("TUSD").await, ("2990000".to_owned(), "0".into()));
+    assert_eq!(
+        user_balance("TUSD").await,
+        ("2990000".to_owned(), "0".into())
+    );
     // The token withdrawal's settlement names the hash that landed.
     let token_withdrawal = withdrawals
         .get_withdrawal(bearer(

@@ -42,6 +42,11 @@ CREATE TYPE public.hold_status AS ENUM (
     'released'
 );
 
+CREATE TYPE public.manual_resolution AS ENUM (
+    'release',
+    'settle'
+);
+
 CREATE TYPE public.nonce_reservation_purpose AS ENUM (
     'withdrawal',
     'filler'
@@ -661,6 +666,9 @@ CREATE TABLE public.withdrawals (
     from_key_index bigint,
     waiting_reason text,
     send_rejections integer DEFAULT 0 NOT NULL,
+    resolution public.manual_resolution,
+    resolution_by uuid,
+    resolution_reason text,
     CONSTRAINT withdrawals_amount_positive CHECK (((amount > (0)::numeric) OR (kind = 'filler'::public.payout_kind))),
     CONSTRAINT withdrawals_approved_before_reserving CHECK (((status = ANY (ARRAY['requested'::public.withdrawal_status, 'rejected'::public.withdrawal_status, 'cancelled'::public.withdrawal_status])) OR (approved_at IS NOT NULL))),
     CONSTRAINT withdrawals_approver_needs_approval CHECK (((approved_by IS NULL) OR (approved_at IS NOT NULL))),
@@ -674,12 +682,16 @@ CREATE TABLE public.withdrawals (
     CONSTRAINT withdrawals_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT withdrawals_idempotency_scope_check CHECK (((length(idempotency_scope) >= 1) AND (length(idempotency_scope) <= 200))),
     CONSTRAINT withdrawals_not_self_approved CHECK (((approved_by IS NULL) OR ((approved_by <> requested_by) AND (approved_by <> user_id)))),
+    CONSTRAINT withdrawals_not_self_resolved CHECK (((resolution_by IS NULL) OR ((resolution_by <> requested_by) AND (resolution_by <> user_id)))),
     CONSTRAINT withdrawals_reason_check CHECK ((length(reason) <= 1000)),
     CONSTRAINT withdrawals_reason_recorded CHECK (((status <> ALL (ARRAY['rejected'::public.withdrawal_status, 'failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR (reason IS NOT NULL))),
     CONSTRAINT withdrawals_rejected_unapproved CHECK (((status <> 'rejected'::public.withdrawal_status) OR ((approved_at IS NULL) AND (closed_by IS NOT NULL)))),
     CONSTRAINT withdrawals_request_hash_check CHECK ((length(request_hash) = 32)),
     CONSTRAINT withdrawals_reserved_before_signing CHECK (((status <> ALL (ARRAY['reserved'::public.withdrawal_status, 'signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status])) OR (reserved_at IS NOT NULL))),
     CONSTRAINT withdrawals_reserved_has_payer CHECK (((from_address IS NOT NULL) = (reserved_at IS NOT NULL))),
+    CONSTRAINT withdrawals_resolution_of_manual CHECK (((resolution IS NULL) OR ((kind = 'withdrawal'::public.payout_kind) AND (status = ANY (ARRAY['manual'::public.withdrawal_status, 'failed'::public.withdrawal_status, 'completed'::public.withdrawal_status]))))),
+    CONSTRAINT withdrawals_resolution_reason_check CHECK (((length(resolution_reason) >= 1) AND (length(resolution_reason) <= 1000))),
+    CONSTRAINT withdrawals_resolution_recorded CHECK ((((resolution IS NULL) = (resolution_by IS NULL)) AND ((resolution IS NULL) = (resolution_reason IS NULL)))),
     CONSTRAINT withdrawals_send_rejections_check CHECK ((send_rejections >= 0)),
     CONSTRAINT withdrawals_signed_at_recorded CHECK (((signed_at IS NOT NULL) = (current_attempt_id IS NOT NULL))),
     CONSTRAINT withdrawals_signed_has_attempt CHECK (((status = ANY (ARRAY['failed'::public.withdrawal_status, 'manual'::public.withdrawal_status])) OR ((current_attempt_id IS NOT NULL) = (status = ANY (ARRAY['signed'::public.withdrawal_status, 'broadcast'::public.withdrawal_status, 'confirming'::public.withdrawal_status, 'completed'::public.withdrawal_status]))))),
@@ -987,6 +999,9 @@ ALTER TABLE ONLY public.withdrawals
 
 ALTER TABLE ONLY public.withdrawals
     ADD CONSTRAINT withdrawals_requested_by_fkey FOREIGN KEY (requested_by) REFERENCES public.users(id);
+
+ALTER TABLE ONLY public.withdrawals
+    ADD CONSTRAINT withdrawals_resolution_by_fkey FOREIGN KEY (resolution_by) REFERENCES public.users(id);
 
 ALTER TABLE ONLY public.withdrawals
     ADD CONSTRAINT withdrawals_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id);

@@ -22,6 +22,11 @@ const DETECTION_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
 const RPC_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+/// One step of a payout round: milliseconds when idle, up to minutes for
+/// a backlog of rows to plan, sign or send.
+const STEP_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 const DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 6.0, 12.0, 32.0, 64.0, 150.0];
 /// Request to broadcast or completion: seconds when approved at once, up to
 /// a day when an approver or the hot wallet's funding is waited for.
@@ -46,6 +51,7 @@ pub fn recorder() -> PrometheusHandle {
                 (indexer::metrics::REORG_DEPTH, DEPTH_BUCKETS),
                 (indexer::metrics::WITHDRAWAL_TO_BROADCAST, PAYOUT_BUCKETS),
                 (indexer::metrics::WITHDRAWAL_TO_COMPLETION, PAYOUT_BUCKETS),
+                (indexer::metrics::PAYOUT_STEP_DURATION, STEP_BUCKETS),
             ]
             .into_iter()
             .fold(builder, |builder, (name, buckets)| {

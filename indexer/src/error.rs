@@ -53,7 +53,7 @@ pub enum Error {
         status: crate::withdrawals::WithdrawalStatus,
         action: &'static str,
     },
-    #[error("a withdrawal cannot be approved or rejected by its requester or its owner")]
+    #[error("a withdrawal cannot be approved, rejected or resolved by its requester or its owner")]
     SelfApproval,
     #[error("amount: the daily withdrawal limit of {limit} {asset} would be exceeded")]
     DailyLimitExceeded {

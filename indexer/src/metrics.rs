@@ -35,6 +35,7 @@ pub const WITHDRAWAL_TO_COMPLETION: &str = "coffer_withdrawal_request_to_complet
 pub const HOT_WALLET_BALANCE: &str = "coffer_hot_wallet_balance";
 pub const SWEEPS: &str = "coffer_sweeps_total";
 pub const PAYOUT_LOOP_ERRORS: &str = "coffer_payout_loop_errors_total";
+pub const PAYOUT_STEP_DURATION: &str = "coffer_payout_step_seconds";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -191,5 +192,10 @@ pub fn describe() {
         PAYOUT_LOOP_ERRORS,
         Unit::Count,
         "Failed steps of a payout loop (node or database errors; retried next round), by chain and step."
+    );
+    describe_histogram!(
+        PAYOUT_STEP_DURATION,
+        Unit::Seconds,
+        "Time one payout round spent in each step (look, plan, sign, track, replace, send), by chain and step; a growing plan or send step means a backlog."
     );
 }

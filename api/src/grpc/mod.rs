@@ -270,7 +270,7 @@ pub fn ledger_status(err: indexer::Error) -> Status {
             "id: the withdrawal is {status}; it cannot be {action}"
         )),
         E::SelfApproval => Status::permission_denied(
-            "id: a withdrawal cannot be approved or rejected by its requester or its owner",
+            "id: a withdrawal cannot be approved, rejected or resolved by its requester or its owner",
         ),
         // Its message starts with `amount:`.
         err @ E::DailyLimitExceeded { .. } => Status::failed_precondition(err.to_string()),

@@ -5,6 +5,7 @@
 mod auth;
 mod config;
 mod daemon;
+mod dashboards;
 mod deposits;
 mod payouts;
 mod settlement;

@@ -1,6 +1,7 @@
 //! The daemon's Ethereum payout loop end to end on a real anvil: it runs
 //! beside the watcher, sweeps a deposit into the hot wallet, pays a
-//! withdrawal from it and completes it over `WithdrawalService`.
+//! withdrawal from it and completes it over `WithdrawalService`, while a
+//! real Prometheus scrapes it for the dashboard's queries.
 //!
 //! These run the binary: the loop's metrics are per chain and process-wide,
 //! and a deposit credited here would count in another test's metrics.
@@ -19,6 +20,7 @@ use chains::ethereum::BlockNumberOrTag;
 use indexer::devnet::TestDb;
 use tonic::transport::Channel;
 
+use crate::dashboards::{Prometheus, assert_dashboard_answers};
 use crate::support::{
     Coffer, auth_client, bearer, binary_env_on_free_ports, enable_chain, register_and_login,
     sample, scrape, set, wait_for_sample, wait_serving,
@@ -167,6 +169,8 @@ async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
     assert_eq!(eth_balance(&anvil, hot).await, U256::ZERO, "a fresh chain");
     let coffer = Coffer::run(&env);
     wait_serving(grpc, Duration::from_secs(60)).await;
+    // Prometheus scrapes the whole story, for the dashboard's queries.
+    let prometheus = Prometheus::scraping(metrics).await;
 
     // The loop runs beside the watcher and looks at the empty hot wallet.
     wait_for_sample(metrics, "coffer_payout_loop_up{chain=\"ethereum\"}", |v| {
@@ -309,6 +313,34 @@ async fn the_daemon_sweeps_a_deposit_and_pays_a_withdrawal_on_ethereum() {
             .contains("coffer_withdrawal_sends_total{chain=\"ethereum\",outcome=\"accepted\"}"),
         "latencies export buckets, sends are counted:\n{body}"
     );
+    // Every dashboard query evaluates; the daemon's, chain's, deposit and
+    // payout panels show this run.
+    assert_dashboard_answers(
+        &prometheus,
+        &[
+            (1, "A"),
+            (2, "A"),
+            (3, "A"),
+            (4, "A"),
+            (7, "A"),
+            (8, "A"),
+            (9, "A"),
+            (11, "A"),
+            (12, "A"),
+            (14, "B"),
+            (15, "A"),
+            (16, "A"),
+            (16, "B"),
+            (16, "C"),
+            (17, "A"),
+            (17, "B"),
+            (18, "A"),
+            (19, "A"),
+            (19, "B"),
+            (21, "A"),
+        ],
+    )
+    .await;
 
     let log = coffer.stop().await;
     let hot_text = hot.to_string().to_lowercase();

@@ -262,7 +262,7 @@ async fn above_the_threshold_an_operator_other_than_the_requester_decides() {
             .approve_withdrawal(bearer(approve(&own.id), &operator_token))
             .await,
         Code::PermissionDenied,
-        "id: a withdrawal cannot be approved or rejected by its requester",
+        "id: a withdrawal cannot be approved, rejected or resolved by its requester",
     );
     assert_refused(
         client
@@ -1102,4 +1102,224 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
         .expect("get")
         .into_inner();
     assert_eq!(just_landed.confirmations, 1);
+}
+
+/// A withdrawal whose outcome the payout loop could not tell waits in
+/// manual, held, until an admin who neither asked for nor owns it says
+/// what the chain shows, once, and the loop applies it; everyone else is
+/// refused with the right code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_another_admin_resolves_a_manual_withdrawal() {
+    use indexer::withdrawals::{SignedAttempt, Withdrawals};
+
+    let server = withdrawal_server().await;
+    let (alice, alice_token) = user_with_role(&server, "alice@example.com", Role::User).await;
+    let (_, operator_token) = user_with_role(&server, "ops@example.com", Role::Operator).await;
+    let (_, acting_admin) = user_with_role(&server, "admin1@example.com", Role::Admin).await;
+    let (_, other_admin) = user_with_role(&server, "admin2@example.com", Role::Admin).await;
+    credit(&server, alice, "ETH", 10_000).await;
+    let mut client = withdrawals(&server).await;
+    let mut for_alice = eth("500", OUTSIDE, "m-1");
+    for_alice.user_id = Some(alice.to_string());
+    let made = client
+        .request_withdrawal(bearer(for_alice, &acting_admin))
+        .await
+        .expect("request for alice")
+        .into_inner();
+    let resolve = |resolution: pb::ManualResolution, reason: &str| pb::ResolveWithdrawalRequest {
+        id: made.id.clone(),
+        resolution: resolution.into(),
+        reason: reason.into(),
+    };
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Release, "not manual"),
+                &other_admin,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "id: the withdrawal is approved; it cannot be resolved",
+    );
+
+    // What the payout loop does when the nonce went to a transaction that
+    // is none of the row's attempts: reserve, sign, then manual.
+    let store = Withdrawals::new(
+        indexer::ledger::Ledger::new(server.db.pool().clone()),
+        api::config::WithdrawalsSettings::default().policy(),
+    );
+    let (reserved, _) = store
+        .reserve_nonce("0x00000000000000000000000000000000000000bb", 0)
+        .await
+        .expect("reserve")
+        .expect("an approved withdrawal");
+    store
+        .record_signed(
+            reserved.id,
+            &SignedAttempt {
+                tx_hash: format!("0x{}", "cd".repeat(32)),
+                raw_tx: vec![2, 1],
+                fee_limit: Amount::from_u64(21_000),
+                max_fee_per_gas: Some(Amount::from_u64(1)),
+                max_priority_fee_per_gas: Some(Amount::from_u64(1)),
+                gas_limit: Some(21_000),
+                valid_until_height: None,
+            },
+        )
+        .await
+        .expect("signed");
+    store
+        .claim(
+            reserved.id,
+            &[indexer::withdrawals::WithdrawalStatus::Signed],
+        )
+        .await
+        .expect("claim")
+        .expect("free")
+        .to_manual("nonce 0 was used at a final height by another transaction")
+        .await
+        .expect("to manual");
+    let manual = client
+        .get_withdrawal(bearer(id_of(&made.id), &alice_token))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&manual), WithdrawalStatus::Manual);
+    assert_eq!(
+        balance(&server, &alice_token, "ETH").await,
+        ("9490".into(), "510".into()),
+        "held while manual"
+    );
+
+    // Neither the owner nor an operator: resolving is for admins.
+    for token in [&alice_token, &operator_token] {
+        assert_refused(
+            client
+                .resolve_withdrawal(bearer(
+                    resolve(pb::ManualResolution::Release, "mine"),
+                    token,
+                ))
+                .await,
+            Code::PermissionDenied,
+            "the ",
+        );
+    }
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Settle, "I asked for it"),
+                &acting_admin,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "id: a withdrawal cannot be approved, rejected or resolved by its requester",
+    );
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Unspecified, "found it"),
+                &other_admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        "resolution:",
+    );
+    let mut unknown = resolve(pb::ManualResolution::Settle, "found it");
+    unknown.resolution = 7;
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(unknown, &other_admin))
+            .await,
+        Code::InvalidArgument,
+        "resolution: unknown value 7",
+    );
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Settle, "  "),
+                &other_admin,
+            ))
+            .await,
+        Code::InvalidArgument,
+        "reason:",
+    );
+
+    let resolved = client
+        .resolve_withdrawal(bearer(
+            resolve(
+                pb::ManualResolution::Settle,
+                "paid by tx 0xcdcd… in block 812, found by hand",
+            ),
+            &other_admin,
+        ))
+        .await
+        .expect("resolve")
+        .into_inner();
+    assert_eq!(
+        status(&resolved),
+        WithdrawalStatus::Manual,
+        "the payout loop applies it"
+    );
+    assert_eq!(resolved.resolution, i32::from(pb::ManualResolution::Settle));
+    assert!(!resolved.resolved_by.is_empty());
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Release, "changed my mind"),
+                &other_admin,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "id: the withdrawal is manual; it cannot be resolved twice",
+    );
+
+    // What the payout loop does once it found none of the row's
+    // transactions landed.
+    let mut claimed = None;
+    for _ in 0..100 {
+        claimed = store
+            .claim(
+                reserved.id,
+                &[indexer::withdrawals::WithdrawalStatus::Manual],
+            )
+            .await
+            .expect("claim");
+        if claimed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    claimed
+        .expect("the row is free once the refused call rolled back")
+        .apply_resolution()
+        .await
+        .expect("apply");
+    let settled = client
+        .get_withdrawal(bearer(id_of(&made.id), &alice_token))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(status(&settled), WithdrawalStatus::Completed);
+    assert_eq!(
+        settled.reason,
+        "nonce 0 was used at a final height by another transaction; \
+         resolved by an admin: paid by tx 0xcdcd… in block 812, found by hand"
+    );
+    assert!(settled.finished_at.is_some());
+    assert_eq!(settled.resolution, i32::from(pb::ManualResolution::Settle));
+    assert_eq!(
+        balance(&server, &alice_token, "ETH").await,
+        ("9490".into(), "0".into()),
+        "settled: the amount and the fee are gone"
+    );
+    assert_refused(
+        client
+            .resolve_withdrawal(bearer(
+                resolve(pb::ManualResolution::Release, "twice"),
+                &other_admin,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "id: the withdrawal is completed; it cannot be resolved",
+    );
 }

@@ -19,11 +19,13 @@
 //!    same bytes sent again (a refusal proves nothing, and setting the row
 //!    aside would leave its nonce a gap). Transport errors resend the same
 //!    bytes next round.
-//! 5. **Track**: one batch of receipts for every attempt in flight; a
-//!    landed attempt → confirming; a confirming one whose block left the
-//!    chain → broadcast; one final (at the `finalized` tag, or at the
-//!    configured depth) → completed or failed, with the ledger in the same
-//!    transaction.
+//! 5. **Track**: one batch of receipts for every attempt in flight or in
+//!    a manual row; a landed attempt → confirming (a manual row's too); a
+//!    confirming one whose block left the chain → broadcast; one final (at
+//!    the `finalized` tag, or at the configured depth) → completed or
+//!    failed, with the ledger in the same transaction. An admin's
+//!    resolution of a manual row is applied once the chain proves none of
+//!    its attempts can land (no receipt, its nonce used at a final height).
 //!
 //! Each row is claimed with `FOR UPDATE SKIP LOCKED` for its step, so any
 //! number of loops (threads or replicas) can run; one row's error is
@@ -43,8 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ledger::Amount;
 use crate::metrics::{
-    HOT_WALLET_BALANCE, PAYOUT_LOOP_ERRORS, WITHDRAWAL_SENDS, WITHDRAWAL_TO_BROADCAST,
-    WITHDRAWAL_TO_COMPLETION, WITHDRAWALS_BY_STATUS, WITHDRAWALS_STUCK, WITHDRAWALS_WAITING,
+    HOT_WALLET_BALANCE, PAYOUT_LOOP_ERRORS, PAYOUT_STEP_DURATION, WITHDRAWAL_SENDS,
+    WITHDRAWAL_TO_BROADCAST, WITHDRAWAL_TO_COMPLETION, WITHDRAWALS_BY_STATUS, WITHDRAWALS_STUCK,
+    WITHDRAWALS_WAITING,
 };
 use crate::withdrawals::{
     Attempt, Claimed, Landing, Payout, PayoutKind, SignedAttempt, WithdrawalStatus, Withdrawals,
@@ -62,6 +65,9 @@ const TRANSFER_GAS: u64 = 21_000;
 const FALLBACK_TOKEN_GAS: u64 = 100_000;
 /// Rows read per page of the in-flight set.
 const PAGE: i64 = 500;
+/// The most approved withdrawals one round budgets and reserves, in one
+/// transaction.
+const PLAN_BATCH: i64 = 500;
 
 /// The loop's settings; `api::config` starts from [`Default`].
 #[derive(Clone, Debug)]
@@ -200,23 +206,32 @@ impl EthereumPayouts {
         tracing::info!("ethereum payout loop stopped");
     }
 
-    /// One round: plan, sign, replace, send, track.
+    /// One round: plan, sign, track, replace, send; each step's time is
+    /// recorded, and the whole round logged at debug level.
     pub async fn round(&self) -> Result<()> {
+        let mut steps = Steps::start();
         let round = self.look().await?;
+        steps.done("look");
         self.plan_and_sweep(&round).await?;
+        steps.done("plan");
         let in_flight = self.in_flight().await?;
         self.sign_reserved(&round, &in_flight).await;
+        steps.done("sign");
         let in_flight = self.in_flight().await?;
         if let Err(err) = self.track(&round, &in_flight).await {
             // Sends still go out this round.
             tracing::warn!(error = %err, "tracking receipts failed; retrying next round");
             count_error("track");
         }
+        steps.done("track");
         let in_flight = self.in_flight().await?;
         self.replace_stale(&round, &in_flight).await;
+        steps.done("replace");
         let in_flight = self.in_flight().await?;
         self.send_due(&round, &in_flight).await;
+        steps.done("send");
         self.gauges().await?;
+        tracing::debug!(in_flight = in_flight.len(), steps = %steps, "payout round");
         Ok(())
     }
 
@@ -331,47 +346,54 @@ impl EthereumPayouts {
                 (asset, amount.checked_sub(owed).unwrap_or_default())
             })
             .collect();
-        // Gas for the next transaction comes off the native budget first.
-        let gas_reserve = round.fees.map_or(0, |f| {
-            f.max_fee_per_gas
-                .saturating_mul(u128::from(FALLBACK_TOKEN_GAS))
-        });
         let Some(fees) = round.fees else {
             return Ok(());
         };
-        let mut pending = self.client.pending_nonce(hot).await?;
-        while let Some(native_left) = budget.get(native).copied() {
-            let mut usable = budget.clone();
-            usable.insert(
-                native.clone(),
-                native_left
-                    .checked_sub(Amount::from_u128(gas_reserve))
-                    .unwrap_or_default(),
-            );
-            let Some((withdrawal, reservation)) = self
-                .store
-                .reserve_nonce_within(&hot.to_string(), pending, Some(&usable))
-                .await?
-            else {
-                break;
+        let gas_of =
+            |gas: u64| Amount::from_u128(fees.max_fee_per_gas.saturating_mul(u128::from(gas)));
+        // What the next transaction may need for gas stays in the native
+        // budget whatever is paid, so a covered withdrawal always fits.
+        let reserve = gas_of(FALLBACK_TOKEN_GAS);
+        let left = |budget: &BTreeMap<String, Amount>, asset: &str| {
+            budget.get(asset).copied().unwrap_or_default()
+        };
+        let (mut chosen, mut uncovered) = (Vec::new(), Vec::new());
+        for queued in self.store.approved_queue(PLAN_BATCH).await? {
+            let is_native = queued.asset == *native;
+            let covered = if is_native {
+                queued
+                    .amount
+                    .checked_add(reserve)
+                    .is_some_and(|needed| left(&budget, native) >= needed)
+            } else {
+                budget.contains_key(&queued.asset)
+                    && left(&budget, &queued.asset) >= queued.amount
+                    && left(&budget, native) >= reserve
             };
-            pending = reservation.nonce + 1;
-            let spend = |budget: &mut BTreeMap<String, Amount>, asset: &str, amount: Amount| {
-                if let Some(left) = budget.get_mut(asset) {
-                    *left = left.checked_sub(amount).unwrap_or_default();
-                }
-            };
-            spend(&mut budget, &withdrawal.asset, withdrawal.amount);
-            let gas = if withdrawal.asset == *native {
+            if !covered {
+                uncovered.push(queued.id);
+                continue;
+            }
+            let gas = gas_of(if is_native {
                 TRANSFER_GAS
             } else {
                 FALLBACK_TOKEN_GAS
-            };
-            spend(
-                &mut budget,
-                native,
-                Amount::from_u128(fees.max_fee_per_gas.saturating_mul(u128::from(gas))),
-            );
+            });
+            for (asset, amount) in [(queued.asset.as_str(), queued.amount), (native, gas)] {
+                if let Some(left) = budget.get_mut(asset) {
+                    *left = left.checked_sub(amount).unwrap_or_default();
+                }
+            }
+            chosen.push(queued.id);
+        }
+        self.store
+            .mark_waiting(&uncovered, crate::withdrawals::HOT_WALLET_SHORT)
+            .await?;
+        if !chosen.is_empty() {
+            let pending = self.client.pending_nonce(hot).await?;
+            self.store
+                .reserve_nonces(&hot.to_string(), pending, &chosen)
+                .await?;
         }
         Ok(())
     }
@@ -457,20 +479,24 @@ impl EthereumPayouts {
         .await;
     }
 
-    /// Builds and signs a row's transaction at `nonce`; with `previous`,
-    /// a replacement of it (same payment and gas limit, fees bumped).
+    /// Builds and signs a row's transaction at `nonce`; with `replacing`,
+    /// a replacement of its current attempt (same payment and gas limit,
+    /// fees bumped; an ether sweep pays the higher fee out of its value).
+    /// `None` when there is nothing to sign: the node says the transfer
+    /// fails, or a sweep's balance cannot pay the higher fee.
     async fn build(
         &self,
         payout: &Payout,
         nonce: u64,
         fees: Fees,
-        previous: Option<&Attempt>,
+        replacing: Option<Replacing<'_>>,
     ) -> Result<Option<SignedAttempt>> {
         let from = parse_address(
             payout.from_address.as_deref().unwrap_or_default(),
             "from_address",
         )?;
-        let payment = self.payment(payout)?;
+        let previous = replacing.map(|r| r.current);
+        let mut payment = self.payment(payout)?;
         let gas_limit = match previous.and_then(|a| a.gas_limit) {
             Some(gas) => gas,
             None => match self.gas_limit(from, &payment).await? {
@@ -488,6 +514,23 @@ impl EthereumPayouts {
                 (fee, tip)
             }
         };
+        let fee_limit = max_fee.saturating_mul(u128::from(gas_limit));
+        if let (Some(replacing), Payment::Ether { value, .. }) = (replacing, &mut payment)
+            && payout.kind == PayoutKind::Sweep
+        {
+            // A sweep empties its address: value plus the first attempt's
+            // fee limit is all there is (less, if fees rose between sizing
+            // and signing), so a higher fee comes out of the value, which
+            // leaves a replacement spending no more than the address holds.
+            let held = self.client.balance(from, BlockNumberOrTag::Latest).await?;
+            let budget = value
+                .saturating_add(replacing.first.fee_limit.as_u256())
+                .min(held);
+            match budget.checked_sub(U256::from(fee_limit)) {
+                Some(left) if !left.is_zero() => *value = left,
+                _ => return Ok(None),
+            }
+        }
         let key = match payout.from_key_index {
             Some(index) => KeyId::Deposit(index),
             None => KeyId::HotWallet,
@@ -513,7 +556,7 @@ impl EthereumPayouts {
         Ok(Some(SignedAttempt {
             tx_hash: signed.hash.to_string(),
             raw_tx: signed.raw,
-            fee_limit: Amount::from_u128(max_fee.saturating_mul(u128::from(gas_limit))),
+            fee_limit: Amount::from_u128(fee_limit),
             max_fee_per_gas: Some(Amount::from_u128(max_fee)),
             max_priority_fee_per_gas: Some(Amount::from_u128(unsigned.max_priority_fee_per_gas)),
             gas_limit: Some(gas_limit),
@@ -620,10 +663,16 @@ impl EthereumPayouts {
     async fn replace_stale(&self, round: &Round, rows: &[(Payout, Vec<Attempt>)]) {
         let Some(fees) = round.fees else { return };
         let after = self.config.replace_after_blocks;
+        let native = &self.config.native_asset;
         let stale = rows
             .iter()
             .filter(|(p, attempts)| {
+                // A token sweep's gas is exactly the top-up it got, so a
+                // dearer replacement could never be paid for; it waits for
+                // its fee to be met instead.
+                let token_sweep = p.kind == PayoutKind::Sweep && p.asset != *native;
                 p.status == WithdrawalStatus::Broadcast
+                    && !token_sweep
                     && current(p, attempts).is_some_and(|a| {
                         a.first_broadcast_height
                             .is_some_and(|first| round.head >= first.saturating_add(after))
@@ -688,10 +737,22 @@ impl EthereumPayouts {
             max_fee_per_gas: fees.max_fee_per_gas.min(cap),
             ..fees
         };
+        let Some(first) = claimed.attempts.first().cloned() else {
+            return Ok(());
+        };
+        let replacing = Replacing {
+            current: &current,
+            first: &first,
+        };
         let Some(attempt) = self
-            .build(&claimed.payout, nonce, capped, Some(&current))
+            .build(&claimed.payout, nonce, capped, Some(replacing))
             .await?
         else {
+            claimed
+                .set_waiting(
+                    "replacement due, but the sweep's balance cannot pay a higher fee; resending",
+                )
+                .await?;
             return Ok(());
         };
         let (payout, stored) = claimed.record_replacement(&attempt).await?;
@@ -873,13 +934,14 @@ impl EthereumPayouts {
         let tracked: Vec<&(Payout, Vec<Attempt>)> = rows
             .iter()
             .filter(|(p, a)| {
-                !a.is_empty()
-                    && matches!(
-                        p.status,
-                        WithdrawalStatus::Signed
-                            | WithdrawalStatus::Broadcast
-                            | WithdrawalStatus::Confirming
-                    )
+                p.status == WithdrawalStatus::Manual
+                    || (!a.is_empty()
+                        && matches!(
+                            p.status,
+                            WithdrawalStatus::Signed
+                                | WithdrawalStatus::Broadcast
+                                | WithdrawalStatus::Confirming
+                        ))
             })
             .collect();
         let mut hashes = Vec::new();
@@ -903,14 +965,24 @@ impl EthereumPayouts {
                 Some((a, *receipt))
             });
             match (payout.status, landed) {
-                (WithdrawalStatus::Signed | WithdrawalStatus::Broadcast, Some((attempt, receipt))) => {
-                    if let Some(claimed) = self
-                        .store
-                        .claim(payout.id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
-                        .await?
-                    {
+                (
+                    WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual,
+                    Some((attempt, receipt)),
+                ) => {
+                    let landable = [
+                        WithdrawalStatus::Signed,
+                        WithdrawalStatus::Broadcast,
+                        WithdrawalStatus::Manual,
+                    ];
+                    if let Some(claimed) = self.store.claim(payout.id, &landable).await? {
+                        if claimed.payout.status == WithdrawalStatus::Manual {
+                            tracing::warn!(id = payout.id, tx_hash = %attempt.tx_hash, "an attempt of a manual row landed; following it to completion");
+                        }
                         claimed.record_landed(&landing(attempt.id, &receipt)).await?;
                     }
+                }
+                (WithdrawalStatus::Manual, None) if payout.resolution.is_some() => {
+                    self.resolve(&payout, round).await?;
                 }
                 (WithdrawalStatus::Confirming, landed) => {
                     let Some(claimed) = self
@@ -958,6 +1030,41 @@ impl EthereumPayouts {
         Ok(())
     }
 
+    /// Applies an admin's resolution of a manual row once the chain proves
+    /// none of its attempts can land: none has a receipt (read this round)
+    /// and its nonce is used at a final height. Until then it waits, so a
+    /// release never refunds a payment still in some node's pool.
+    async fn resolve(&self, payout: &Payout, round: &Round) -> Result<()> {
+        let Some(reservation) = self.store.nonce_reservation(payout.id).await? else {
+            return Ok(());
+        };
+        let from = parse_address(
+            payout.from_address.as_deref().unwrap_or_default(),
+            "from_address",
+        )?;
+        let final_nonce = self
+            .client
+            .nonce_at(from, BlockNumberOrTag::Number(round.final_height))
+            .await?;
+        if final_nonce <= reservation.nonce {
+            tracing::info!(
+                id = payout.id,
+                nonce = reservation.nonce,
+                "resolution waits: the row's nonce is not used at a final height, so an attempt may still land"
+            );
+            return Ok(());
+        }
+        if let Some(claimed) = self
+            .store
+            .claim(payout.id, &[WithdrawalStatus::Manual])
+            .await?
+            && claimed.payout.resolution.is_some()
+        {
+            claimed.apply_resolution().await?;
+        }
+        Ok(())
+    }
+
     async fn gauges(&self) -> Result<()> {
         for kind in ["withdrawal", "sweep", "gas_top_up", "filler"] {
             for status in WithdrawalStatus::ALL {
@@ -976,6 +1083,50 @@ impl EthereumPayouts {
         metrics::gauge!(WITHDRAWALS_WAITING, "chain" => CHAIN.as_str()).set(waiting as f64);
         Ok(())
     }
+}
+
+/// The time each step of a round took, recorded as it ends.
+struct Steps {
+    last: std::time::Instant,
+    taken: Vec<(&'static str, Duration)>,
+}
+
+impl Steps {
+    fn start() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            taken: Vec::new(),
+        }
+    }
+
+    fn done(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        metrics::histogram!(PAYOUT_STEP_DURATION, "chain" => CHAIN.as_str(), "step" => step)
+            .record(took.as_secs_f64());
+        self.taken.push((step, took));
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, took)) in self.taken.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{step}={}ms", took.as_millis())?;
+        }
+        Ok(())
+    }
+}
+
+/// The attempts a replacement is built from.
+#[derive(Clone, Copy)]
+struct Replacing<'a> {
+    /// The attempt replaced: its fees are bumped, its gas limit kept.
+    current: &'a Attempt,
+    /// The row's first attempt: its value plus fee limit is what an ether
+    /// sweep may spend in all.
+    first: &'a Attempt,
 }
 
 fn current<'a>(payout: &Payout, attempts: &'a [Attempt]) -> Option<&'a Attempt> {

@@ -15,7 +15,8 @@ use super::rows::{
     ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, select_withdrawal,
 };
 use super::{
-    Attempt, Payout, PayoutKind, SignedAttempt, Tx, WithdrawalStatus, Withdrawals, count_transition,
+    Attempt, ManualResolution, Payout, PayoutKind, SignedAttempt, Tx, WithdrawalStatus,
+    Withdrawals, count_transition,
 };
 use crate::ledger::{
     AccountPurpose, AccountRef, Amount, EntryKind, HoldStatus, Leg, NewEntry, ReleaseHold,
@@ -97,8 +98,8 @@ impl Withdrawals {
     }
 
     /// The rows of `chain` the send loop works on (reserved through
-    /// confirming), oldest first, read without locks; `after` continues a
-    /// previous page.
+    /// confirming, and manual ones, whose receipts it keeps tracking),
+    /// oldest first, read without locks; `after` continues a previous page.
     pub async fn in_flight(
         &self,
         chain: chains::Chain,
@@ -107,7 +108,7 @@ impl Withdrawals {
     ) -> Result<Vec<Payout>> {
         let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
             "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals
-             WHERE chain = $1 AND status IN ('reserved', 'signed', 'broadcast', 'confirming') AND id > $2
+             WHERE chain = $1 AND status IN ('reserved', 'signed', 'broadcast', 'confirming', 'manual') AND id > $2
              ORDER BY id LIMIT $3"
         ))
         .bind(chain.as_str())
@@ -351,11 +352,12 @@ impl Claimed {
 
     /// One of the attempts is in a block: → confirming, with where it
     /// landed. (Also from signed: the process died between sending and
-    /// recording the send, and the chain says the bytes went out.)
+    /// recording the send, and the chain says the bytes went out; and from
+    /// manual: the chain settles what a person was asked to decide.)
     pub async fn record_landed(mut self, landing: &Landing) -> Result<Payout> {
         if !matches!(
             self.payout.status,
-            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual
         ) {
             return Err(self.refuse("landed"));
         }
@@ -377,8 +379,18 @@ impl Claimed {
         .bind(landing.fee_paid.to_string())
         .execute(&mut *self.tx)
         .await?;
+        if self.payout.status == WithdrawalStatus::Manual && self.payout.resolution.is_some() {
+            tracing::warn!(
+                id = self.payout.id,
+                "an attempt of a manual withdrawal landed; the admin's resolution is dropped"
+            );
+        }
+        // From manual, the chain answered what a person was asked: the
+        // question and any answer to it go.
         sqlx::query(
-            "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now()
+            "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now(),
+                 reason = CASE WHEN status = 'manual' THEN NULL ELSE reason END,
+                 resolution = NULL, resolution_by = NULL, resolution_reason = NULL
              WHERE id = $1",
         )
         .bind(self.payout.id)
@@ -386,6 +398,76 @@ impl Claimed {
         .await?;
         let payout = self.reread().await?;
         count_transition(WithdrawalStatus::Confirming);
+        Ok(payout)
+    }
+
+    /// Applies an admin's resolution of a manual withdrawal, once the
+    /// caller has proof from the chain that none of its attempts can land
+    /// (Ethereum: none has a receipt and its nonce is used at a final
+    /// height): release → failed, the
+    /// hold released; settle → completed, the hold settled as a landing
+    /// would (no network fee: none of Coffer's transactions paid one).
+    /// The reason kept is the admin's, after the loop's own.
+    pub async fn apply_resolution(mut self) -> Result<Payout> {
+        let (WithdrawalStatus::Manual, Some(resolution), Some(hold_id), Some(user)) = (
+            self.payout.status,
+            self.payout.resolution,
+            self.payout.hold_id,
+            self.payout.user,
+        ) else {
+            return Err(self.refuse("resolved"));
+        };
+        let id = self.payout.id;
+        let (by, reason): (uuid::Uuid, String) = sqlx::query_as(
+            "SELECT resolution_by, resolution_reason FROM withdrawals WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let metadata = serde_json::json!({
+            "withdrawal_id": id,
+            "resolution": resolution,
+            "resolved_by": by,
+            "reason": reason,
+        });
+        let ledger = self.store.ledger().clone();
+        let status = match resolution {
+            ManualResolution::Release => {
+                ledger
+                    .release_hold_in(
+                        &mut self.tx,
+                        &ReleaseHold {
+                            hold_id,
+                            kind: EntryKind::WithdrawalRelease,
+                            reference: format!("withdrawal:{id}:release"),
+                            metadata,
+                        },
+                    )
+                    .await?;
+                WithdrawalStatus::Failed
+            }
+            ManualResolution::Settle => {
+                let p = &self.payout;
+                let entry = settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?;
+                let prepared = ledger.prepare_in(&mut self.tx, &entry).await?;
+                ledger
+                    .finish_hold_in(&mut self.tx, hold_id, HoldStatus::Settled, &prepared)
+                    .await?;
+                WithdrawalStatus::Completed
+            }
+        };
+        sqlx::query(
+            "UPDATE withdrawals SET status = $2, finished_at = now(), updated_at = now(),
+                 reason = left(concat_ws('; ', reason, 'resolved by an admin: ' || resolution_reason), 1000)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *self.tx)
+        .await?;
+        let payout = self.reread().await?;
+        count_transition(status);
+        tracing::info!(id, ?resolution, "manual withdrawal resolved");
         Ok(payout)
     }
 
@@ -450,7 +532,14 @@ impl Claimed {
         let ledger = self.store.ledger().clone();
         if let Some(hold_id) = self.payout.hold_id {
             if success {
-                let entry = settle_entry(&self.payout, &metadata)?;
+                let (Some(user), PayoutKind::Withdrawal) = (self.payout.user, self.payout.kind)
+                else {
+                    return Err(Error::Corrupt(format!(
+                        "payout {id} has a hold but is no user's withdrawal"
+                    )));
+                };
+                let p = &self.payout;
+                let entry = settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?;
                 let prepared = ledger.prepare_in(&mut self.tx, &entry).await?;
                 ledger
                     .finish_hold_in(&mut self.tx, hold_id, HoldStatus::Settled, &prepared)
@@ -537,36 +626,30 @@ impl Claimed {
 
 /// Settling a withdrawal's hold: the amount leaves custody for the
 /// destination and the withdrawal fee goes to the fee account.
-fn settle_entry(payout: &Payout, metadata: &serde_json::Value) -> Result<NewEntry> {
-    let (Some(user), PayoutKind::Withdrawal) = (payout.user, payout.kind) else {
-        return Err(Error::Corrupt(format!(
-            "payout {} has a hold but is no user's withdrawal",
-            payout.id
-        )));
-    };
-    let total = payout
-        .amount
-        .checked_add(payout.fee)
-        .ok_or_else(|| Error::Corrupt(format!("withdrawal {} overflows", payout.id)))?;
+fn settle_entry(
+    id: i64,
+    user: uuid::Uuid,
+    asset: &str,
+    amount: Amount,
+    fee: Amount,
+    metadata: &serde_json::Value,
+) -> Result<NewEntry> {
+    let total = amount
+        .checked_add(fee)
+        .ok_or_else(|| Error::Corrupt(format!("withdrawal {id} overflows")))?;
     let mut legs = vec![
-        Leg::decrease(
-            AccountRef::user(user, &payout.asset, AccountPurpose::Held),
-            total,
-        ),
-        Leg::increase(
-            AccountRef::system(&payout.asset, AccountPurpose::Custody),
-            payout.amount,
-        ),
+        Leg::decrease(AccountRef::user(user, asset, AccountPurpose::Held), total),
+        Leg::increase(AccountRef::system(asset, AccountPurpose::Custody), amount),
     ];
-    if !payout.fee.is_zero() {
+    if !fee.is_zero() {
         legs.push(Leg::increase(
-            AccountRef::system(&payout.asset, AccountPurpose::Fees),
-            payout.fee,
+            AccountRef::system(asset, AccountPurpose::Fees),
+            fee,
         ));
     }
     Ok(NewEntry {
         kind: EntryKind::WithdrawalSettle,
-        reference: format!("withdrawal:{}:settle", payout.id),
+        reference: format!("withdrawal:{id}:settle"),
         metadata: metadata.clone(),
         legs,
     })

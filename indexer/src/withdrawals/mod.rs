@@ -15,7 +15,7 @@
 //! never speaks to a chain.
 //!
 //! One module per job: `types`, `rows` (reads and pages), `request`,
-//! `review` (approve, reject, cancel), `nonces`, `signing`.
+//! `review` (approve, reject, cancel, resolve manual), `nonces`, `signing`.
 
 mod claim;
 mod nonces;
@@ -31,7 +31,7 @@ use std::sync::Arc;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 pub use claim::{Claimed, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
-pub use nonces::HOT_WALLET_SHORT;
+pub use nonces::{HOT_WALLET_SHORT, Queued};
 pub use rows::MAX_PAGE_SIZE;
 pub use types::*;
 pub use workload::{PlanLock, StatusCount, SweepCandidate};
@@ -115,6 +115,7 @@ fn person_error(err: sqlx::Error, person: uuid::Uuid) -> Error {
                 "withdrawals_requested_by_fkey"
                     | "withdrawals_approved_by_fkey"
                     | "withdrawals_closed_by_fkey"
+                    | "withdrawals_resolution_by_fkey"
             )
         )
     {

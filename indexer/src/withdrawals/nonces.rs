@@ -1,7 +1,7 @@
-//! Ethereum nonce reservation: a worker claims the oldest approved
-//! withdrawal no other worker holds (`FOR UPDATE SKIP LOCKED`), reserves
-//! the sender's next nonce for it and moves it to reserved, in one
-//! transaction.
+//! Ethereum nonce reservation: a planner reads the oldest approved
+//! withdrawals, chooses those its budget covers, and reserves the
+//! sender's next nonces for them, taking each row it reserves with `FOR
+//! UPDATE SKIP LOCKED` and moving it to reserved, in one transaction.
 //!
 //! The next nonce is the larger of the node's pending nonce (the caller
 //! asks the node) and the highest reserved plus one, computed by the
@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use super::rows::{
-    RESERVATION_COLUMNS, ReservationRow, lock_payout, lock_withdrawal, stored_amount,
-    to_reservation,
+    RESERVATION_COLUMNS, ReservationRow, WITHDRAWAL_COLUMNS, WithdrawalRow, lock_payout,
+    stored_amount, to_reservation,
 };
 use super::{
     NonceReservation, OwnTransfer, Payout, PayoutKind, Withdrawal, WithdrawalStatus, Withdrawals,
@@ -56,81 +56,145 @@ impl Withdrawals {
 
     /// [`Self::reserve_nonce`] for the oldest approved withdrawal that
     /// `budget` (what the sender can still pay, per asset) covers; those
-    /// older ones it does not cover are marked as waiting for the hot
-    /// wallet and stay approved, still held.
+    /// among the oldest it does not cover are marked as waiting for the
+    /// hot wallet and stay approved, still held.
     pub async fn reserve_nonce_within(
         &self,
         from_address: &str,
         pending_nonce: u64,
         budget: Option<&BTreeMap<String, Amount>>,
     ) -> Result<Option<(Withdrawal, NonceReservation)>> {
+        let queue = self
+            .approved_queue(if budget.is_some() { 200 } else { 50 })
+            .await?;
+        let (covered, uncovered): (Vec<_>, Vec<_>) = queue.into_iter().partition(|queued| {
+            budget.is_none_or(|budget| {
+                budget
+                    .get(&queued.asset)
+                    .is_some_and(|have| *have >= queued.amount)
+            })
+        });
+        let uncovered: Vec<i64> = uncovered.iter().map(|q| q.id).collect();
+        self.mark_waiting(&uncovered, HOT_WALLET_SHORT).await?;
+        for queued in covered {
+            if let Some(reserved) = self
+                .reserve_nonces(from_address, pending_nonce, &[queued.id])
+                .await?
+                .pop()
+            {
+                return Ok(Some(reserved));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The oldest approved Ethereum withdrawals, read without locks: what
+    /// a planner budgets before [`Self::reserve_nonces`].
+    pub async fn approved_queue(&self, limit: i64) -> Result<Vec<Queued>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, asset, amount::text FROM withdrawals
+             WHERE chain = 'ethereum' AND status = 'approved' AND kind = 'withdrawal'
+             ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id, asset, amount)| {
+                Ok(Queued {
+                    id,
+                    asset,
+                    amount: stored_amount(&amount)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks the approved withdrawals `ids` as waiting for `reason`, except
+    /// those another worker holds.
+    pub async fn mark_waiting(&self, ids: &[i64], reason: &str) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE withdrawals SET waiting_reason = $2, updated_at = now()
+             WHERE id IN (SELECT id FROM withdrawals WHERE id = ANY($1) AND status = 'approved'
+                          AND waiting_reason IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(ids)
+        .bind(reason)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Reserves `from_address`'s next nonces (at least `pending_nonce`, the
+    /// node's pending transaction count) for the approved withdrawals
+    /// `ids`, in their order, and moves them to reserved, all in one
+    /// transaction. A row another worker holds, or no longer approved, is
+    /// skipped; what was reserved is returned.
+    pub async fn reserve_nonces(
+        &self,
+        from_address: &str,
+        pending_nonce: u64,
+        ids: &[i64],
+    ) -> Result<Vec<(Withdrawal, NonceReservation)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let from_address = normalize_address(from_address)?;
         let pending = i64::try_from(pending_nonce)
             .map_err(|_| Error::InvalidRequest("pending_nonce: too large".into()))?;
         let from_address = &from_address;
         let reserved = self
             .transaction(|mut tx| async move {
-                // The oldest approved rows, unlocked; each is then taken
-                // with SKIP LOCKED, so racing reservers never wait on one
-                // another and never take the same row.
-                let candidates: Vec<(i64, String, String)> = sqlx::query_as(
-                    "SELECT id, asset, amount::text FROM withdrawals
-                     WHERE chain = 'ethereum' AND status = 'approved' AND kind = 'withdrawal'
-                     ORDER BY id LIMIT $1",
+                // SKIP LOCKED: racing reservers never wait on one another
+                // and never take the same row.
+                let taken: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM withdrawals
+                     WHERE id = ANY($1) AND chain = 'ethereum' AND status = 'approved' AND kind = 'withdrawal'
+                     FOR UPDATE SKIP LOCKED",
                 )
-                .bind(if budget.is_some() { 200_i64 } else { 50 })
+                .bind(ids)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut chosen = None;
-                let mut uncovered = Vec::new();
-                for (id, asset, amount) in candidates {
-                    let amount = stored_amount(&amount)?;
-                    let covered = budget.is_none_or(|budget| {
-                        budget.get(&asset).is_some_and(|have| *have >= amount)
-                    });
-                    if !covered {
-                        uncovered.push(id);
-                        continue;
-                    }
-                    let taken: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM withdrawals WHERE id = $1 AND status = 'approved' FOR UPDATE SKIP LOCKED",
-                    )
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if taken.is_some() {
-                        chosen = Some(id);
-                        break;
-                    }
+                let mut taken: std::collections::HashSet<i64> = taken.into_iter().collect();
+                // In the caller's order, each once.
+                let in_order: Vec<i64> = ids.iter().copied().filter(|id| taken.remove(id)).collect();
+                let mut reservations = Vec::with_capacity(in_order.len());
+                for &id in &in_order {
+                    reservations.push(reserve(&mut tx, from_address, pending, id).await?);
                 }
-                sqlx::query(
-                    "UPDATE withdrawals SET waiting_reason = $2, updated_at = now()
-                     WHERE id IN (SELECT id FROM withdrawals WHERE id = ANY($1) AND status = 'approved'
-                                  AND waiting_reason IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED)",
-                )
-                .bind(&uncovered)
-                .bind(HOT_WALLET_SHORT)
-                .execute(&mut *tx)
-                .await?;
-                let Some(id) = chosen else {
-                    return Ok((tx, None));
-                };
-                let reservation = reserve(&mut tx, from_address, pending, id).await?;
-                sqlx::query(
+                let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
                     "UPDATE withdrawals SET status = 'reserved', from_address = $2, reserved_at = now(),
                          waiting_reason = NULL, updated_at = now()
-                     WHERE id = $1",
-                )
-                .bind(id)
+                     WHERE id = ANY($1) RETURNING {WITHDRAWAL_COLUMNS}"
+                ))
+                .bind(&in_order)
                 .bind(from_address)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-                let withdrawal = lock_withdrawal(&mut tx, id).await?;
-                Ok((tx, Some((withdrawal, reservation))))
+                let mut by_id: std::collections::HashMap<i64, WithdrawalRow> =
+                    rows.into_iter().map(|row| (row.id, row)).collect();
+                let mut reserved = Vec::with_capacity(in_order.len());
+                for reservation in reservations {
+                    let row = by_id.remove(&reservation.withdrawal_id).ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "withdrawal {} reserved but not updated",
+                            reservation.withdrawal_id
+                        ))
+                    })?;
+                    reserved.push((row.into_withdrawal()?, reservation));
+                }
+                Ok((tx, reserved))
             })
             .await?;
-        if reserved.is_some() {
-            count_transition(WithdrawalStatus::Reserved);
+        if !reserved.is_empty() {
+            metrics::counter!(
+                crate::metrics::WITHDRAWAL_TRANSITIONS,
+                "status" => WithdrawalStatus::Reserved.as_str()
+            )
+            .increment(reserved.len() as u64);
         }
         Ok(reserved)
     }
@@ -203,6 +267,14 @@ impl Withdrawals {
         count_transition(WithdrawalStatus::Reserved);
         Ok((payout, reservation))
     }
+}
+
+/// An approved withdrawal waiting for a nonce, as a planner budgets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub asset: String,
+    pub amount: Amount,
 }
 
 /// Why an approved withdrawal waits before its nonce is reserved.

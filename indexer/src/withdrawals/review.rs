@@ -1,15 +1,18 @@
-//! The transitions before signing that a person makes: approve, reject,
-//! cancel. Each locks the withdrawal's row first and checks its status
-//! there; reject and cancel release the hold in the same transaction, so
-//! the release happens exactly once, and a cancelled withdrawal that had
-//! reserved a nonce leaves it marked for a filler instead of a gap.
+//! The transitions a person makes: approve, reject and cancel before
+//! signing, and resolving a manual row after. Each locks the withdrawal's
+//! row first and checks its status there; reject and cancel release the
+//! hold in the same transaction, so the release happens exactly once, and
+//! a cancelled withdrawal that had reserved a nonce leaves it marked for a
+//! filler instead of a gap. A resolution is only recorded here; the payout
+//! loop applies it ([`super::Claimed::apply_resolution`]).
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{WITHDRAWAL_COLUMNS, WithdrawalRow, lock_withdrawal};
 use super::{
-    Withdrawal, WithdrawalStatus, Withdrawals, count_transition, person_error, validate_reason,
+    ManualResolution, Withdrawal, WithdrawalStatus, Withdrawals, count_transition, person_error,
+    validate_reason,
 };
 use crate::ledger::{EntryKind, ReleaseHold};
 use crate::metrics::WITHDRAWAL_NONCE_FILLERS;
@@ -121,6 +124,53 @@ impl Withdrawals {
             metrics::counter!(WITHDRAWAL_NONCE_FILLERS).increment(1);
         }
         Ok(cancelled)
+    }
+
+    /// Records an admin's resolution of a manual withdrawal: `Release`
+    /// when nothing reached the destination, `Settle` when it was paid.
+    /// The payout loop applies it (→ failed with the hold released, or
+    /// completed with it settled) while it holds the row, once the chain
+    /// proves none of its attempts can land; one that lands after all is
+    /// recorded instead and the request dropped, so a release never
+    /// refunds a payment that went out. The resolver must be neither requester nor
+    /// owner (that they are an admin is the caller's check), and says why;
+    /// one resolution per row.
+    pub async fn resolve_manual(
+        &self,
+        id: i64,
+        by: Uuid,
+        resolution: ManualResolution,
+        reason: &str,
+    ) -> Result<Withdrawal> {
+        let reason = validate_reason(Some(reason), true)?;
+        let reason = reason.as_deref();
+        let resolved = self
+            .transaction(|mut tx| async move {
+                let withdrawal = lock_withdrawal(&mut tx, id).await?;
+                if withdrawal.status != WithdrawalStatus::Manual {
+                    return Err(refuse(&withdrawal, "resolved"));
+                }
+                if withdrawal.resolution.is_some() {
+                    return Err(refuse(&withdrawal, "resolved twice"));
+                }
+                check_approver(&withdrawal, by)?;
+                let row: WithdrawalRow = sqlx::query_as(&format!(
+                    "UPDATE withdrawals SET resolution = $2, resolution_by = $3, resolution_reason = $4,
+                         updated_at = now()
+                     WHERE id = $1 RETURNING {WITHDRAWAL_COLUMNS}"
+                ))
+                .bind(id)
+                .bind(resolution)
+                .bind(by)
+                .bind(reason)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| person_error(e, by))?;
+                Ok((tx, row.into_withdrawal()?))
+            })
+            .await?;
+        tracing::warn!(id, ?resolution, %by, "manual withdrawal resolved by an admin; the payout loop applies it");
+        Ok(resolved)
     }
 
     /// Releases the withdrawal's hold and records its end, inside the

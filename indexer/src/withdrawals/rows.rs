@@ -6,8 +6,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Attempt, NoncePurpose, NonceReservation, Payout, PayoutKind, Withdrawal, WithdrawalFilter,
-    WithdrawalPage, WithdrawalStatus, Withdrawals,
+    Attempt, ManualResolution, NoncePurpose, NonceReservation, Payout, PayoutKind, Withdrawal,
+    WithdrawalFilter, WithdrawalPage, WithdrawalStatus, Withdrawals,
 };
 use crate::ledger::Amount;
 use crate::{Error, Result};
@@ -18,11 +18,11 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 pub(super) const WITHDRAWAL_COLUMNS: &str = "id, user_id, asset, chain, amount::text AS amount, fee::text AS fee, \
      destination, status, hold_id, requested_by, approved_by, closed_by, reason, from_address, \
      current_attempt_id, requested_at, approved_at, reserved_at, signed_at, finished_at, updated_at, request_hash, \
-     kind, from_key_index, waiting_reason, send_rejections";
+     kind, from_key_index, waiting_reason, send_rejections, resolution, resolution_by";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct WithdrawalRow {
-    id: i64,
+    pub(super) id: i64,
     user_id: Option<Uuid>,
     asset: String,
     chain: String,
@@ -48,6 +48,8 @@ pub(super) struct WithdrawalRow {
     from_key_index: Option<i64>,
     waiting_reason: Option<String>,
     send_rejections: i32,
+    resolution: Option<ManualResolution>,
+    resolution_by: Option<Uuid>,
 }
 
 pub(crate) fn stored_amount(text: &str) -> Result<Amount> {
@@ -82,6 +84,7 @@ impl WithdrawalRow {
             waiting_reason: self.waiting_reason,
             send_rejections: u32::try_from(self.send_rejections).unwrap_or(u32::MAX),
             requested_at: self.requested_at,
+            resolution: self.resolution,
         })
     }
 
@@ -115,6 +118,8 @@ impl WithdrawalRow {
             signed_at: self.signed_at,
             finished_at: self.finished_at,
             updated_at: self.updated_at,
+            resolution: self.resolution,
+            resolution_by: self.resolution_by,
         })
     }
 }

@@ -155,6 +155,8 @@ pub struct Payout {
     /// The node's refusals of the current attempt in a row.
     pub send_rejections: u32,
     pub requested_at: DateTime<Utc>,
+    /// An admin's pending resolution of a manual withdrawal.
+    pub resolution: Option<ManualResolution>,
 }
 
 /// One of Coffer's own transfers to create (see [`PayoutKind`]).
@@ -242,6 +244,21 @@ pub struct Withdrawal {
     pub signed_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// An admin's resolution of a manual withdrawal: pending while it is
+    /// manual, kept once the payout loop applied it.
+    pub resolution: Option<ManualResolution>,
+    pub resolution_by: Option<Uuid>,
+}
+
+/// What an admin found a manual withdrawal's outcome to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "manual_resolution", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ManualResolution {
+    /// Nothing reached the destination: → failed, the hold released.
+    Release,
+    /// The destination was paid: → completed, the hold settled.
+    Settle,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]

@@ -1,5 +1,5 @@
-//! `coffer.v1.WithdrawalService`: requests, reads and the reviews before
-//! signing, over `indexer::withdrawals::Withdrawals`, which enforces the
+//! `coffer.v1.WithdrawalService`: requests, reads, the reviews before
+//! signing and the resolution of manual rows, over `indexer::withdrawals::Withdrawals`, which enforces the
 //! states, the hold, the daily limit and the four-eyes rule. Here: who
 //! may call what, the destination's format (`destination`), and what a
 //! withdrawal looks like to a client (its transactions and confirmations).
@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use chains::Chain;
 use indexer::users::{Role, User};
 use indexer::withdrawals::{
-    NewWithdrawal, Withdrawal, WithdrawalFilter, WithdrawalPolicy, WithdrawalStatus, Withdrawals,
+    ManualResolution, NewWithdrawal, Withdrawal, WithdrawalFilter, WithdrawalPolicy,
+    WithdrawalStatus, Withdrawals,
 };
 use tonic::{Request, Response, Status};
 
@@ -160,6 +161,17 @@ impl WithdrawalApi {
             requested_at: Some(timestamp(withdrawal.requested_at)),
             approved_at: withdrawal.approved_at.map(timestamp),
             finished_at: withdrawal.finished_at.map(timestamp),
+            resolution: withdrawal
+                .resolution
+                .map_or(pb::ManualResolution::Unspecified, |r| match r {
+                    ManualResolution::Release => pb::ManualResolution::Release,
+                    ManualResolution::Settle => pb::ManualResolution::Settle,
+                })
+                .into(),
+            resolved_by: withdrawal
+                .resolution_by
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
         })
     }
 
@@ -381,6 +393,38 @@ impl WithdrawalService for WithdrawalApi {
             .await
             .map_err(ledger_status)?;
         self.one(rejected).await
+    }
+
+    async fn resolve_withdrawal(
+        &self,
+        request: Request<pb::ResolveWithdrawalRequest>,
+    ) -> Result<Response<pb::Withdrawal>, Status> {
+        let caller = self.shared.caller(&request).await?;
+        require_role(&caller, &[Role::Admin])?;
+        let body = request.into_inner();
+        let id = parse_id(&body.id)?;
+        let resolution = match pb::ManualResolution::try_from(body.resolution) {
+            Ok(pb::ManualResolution::Release) => ManualResolution::Release,
+            Ok(pb::ManualResolution::Settle) => ManualResolution::Settle,
+            Ok(pb::ManualResolution::Unspecified) => {
+                return Err(
+                    FieldError::new("resolution", "is required (RELEASE or SETTLE)").into(),
+                );
+            }
+            Err(_) => {
+                return Err(FieldError::new(
+                    "resolution",
+                    format!("unknown value {}", body.resolution),
+                )
+                .into());
+            }
+        };
+        let resolved = self
+            .store()?
+            .resolve_manual(id, caller.id, resolution, &body.reason)
+            .await
+            .map_err(ledger_status)?;
+        self.one(resolved).await
     }
 }
 

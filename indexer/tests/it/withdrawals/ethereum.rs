@@ -20,8 +20,8 @@ use indexer::devnet::deposits::{Running, deposit_keys, init_logs, users_with_add
 use indexer::ledger::{AccountPurpose, AccountRef, Amount, Asset, IdempotencyKey, Ledger};
 use indexer::payouts::ethereum::{EthereumPayoutConfig, EthereumPayouts};
 use indexer::withdrawals::{
-    AssetPolicy, NewWithdrawal, PayoutKind, Withdrawal, WithdrawalPolicy, WithdrawalStatus,
-    Withdrawals,
+    AssetPolicy, ManualResolution, NewWithdrawal, PayoutKind, Withdrawal, WithdrawalPolicy,
+    WithdrawalStatus, Withdrawals,
 };
 use uuid::Uuid;
 
@@ -280,46 +280,48 @@ impl Harness {
     /// pending.
     async fn assert_reconciled(&self) {
         self.settle_everything().await;
-        let head = BlockNumberOrTag::Latest;
         let mut assets = vec![("ETH".to_owned(), None)];
         if let Some(token) = &self.token {
             assets.push((TOKEN.to_owned(), Some(token.address)));
         }
         for (asset, contract) in assets {
-            let mut on_chain = U256::ZERO;
-            for address in self.coffer_addresses().await {
-                on_chain += match contract {
-                    None => self
-                        .anvil
-                        .client()
-                        .balance(address, head)
-                        .await
-                        .expect("balance"),
-                    Some(token) => self
-                        .anvil
-                        .client()
-                        .token_balance(token, address, head)
-                        .await
-                        .expect("token balance"),
-                };
-            }
-            let custody = self
-                .ledger
-                .account_balance(&AccountRef::system(&asset, AccountPurpose::Custody))
-                .await
-                .expect("custody");
-            let held = if on_chain.is_zero() {
-                "0".to_owned()
-            } else {
-                format!("-{on_chain}")
-            };
+            let (on_chain, custody) = self.chain_and_custody(&asset, contract).await;
             assert_eq!(
-                custody.to_string(),
-                held,
+                custody,
+                as_custody(on_chain),
                 "{asset}: custody against the chain"
             );
         }
         assert_invariants(self.db.pool()).await;
+    }
+
+    /// What Coffer's addresses hold of `asset` on chain (a token when
+    /// `contract` is set) and the ledger's custody account for it.
+    async fn chain_and_custody(&self, asset: &str, contract: Option<Address>) -> (U256, String) {
+        let head = BlockNumberOrTag::Latest;
+        let mut on_chain = U256::ZERO;
+        for address in self.coffer_addresses().await {
+            on_chain += match contract {
+                None => self
+                    .anvil
+                    .client()
+                    .balance(address, head)
+                    .await
+                    .expect("balance"),
+                Some(token) => self
+                    .anvil
+                    .client()
+                    .token_balance(token, address, head)
+                    .await
+                    .expect("token balance"),
+            };
+        }
+        let custody = self
+            .ledger
+            .account_balance(&AccountRef::system(asset, AccountPurpose::Custody))
+            .await
+            .expect("custody");
+        (on_chain, custody.to_string())
     }
 
     /// Mines and runs rounds until, two rounds running, no row is in
@@ -380,6 +382,16 @@ impl Harness {
 async fn anvil_height(anvil: &Anvil) -> u64 {
     use chains::HeadSource;
     anvil.client().head().await.expect("head").height
+}
+
+/// The custody balance that accounts for `on_chain` (custody is the
+/// ledger's side of what users are owed: negative).
+fn as_custody(on_chain: U256) -> String {
+    if on_chain.is_zero() {
+        "0".to_owned()
+    } else {
+        format!("-{on_chain}")
+    }
 }
 
 /// A fresh address outside Coffer.
@@ -1083,4 +1095,252 @@ async fn two_loops_planning_at_once_never_overspend_the_hot_wallet() {
         Amount::from_u256(eth(40) + U256::from(FEE)),
         "the waiting one is still held"
     );
+}
+
+/// Someone else signs with the hot wallet's key at a nonce a withdrawal
+/// holds: once that is final, no attempt of the withdrawal can land, but
+/// what happened is for a person to find out. It goes to manual, held and
+/// never rebuilt, until an admin other than its requester releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_taken_by_a_foreign_transaction_waits_in_manual_until_released() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    let withdrawal = h.request(user, "ETH", eth(4), to).await;
+    h.payouts.sign_pending().await.expect("sign");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Signed);
+    let [ours] = h.attempts(withdrawal.id).await.try_into().expect("one");
+    let nonce: i64 =
+        sqlx::query_scalar("SELECT nonce FROM eth_nonce_reservations WHERE withdrawal_id = $1")
+            .bind(withdrawal.id)
+            .fetch_one(h.db.pool())
+            .await
+            .expect("nonce");
+
+    let hot = h.payouts.hot_wallet();
+    let foreign = deposit_keys()
+        .sign_ethereum(
+            signer::KeyId::HotWallet,
+            &signer::ethereum::UnsignedTransaction {
+                chain_id: 31337,
+                nonce: u64::try_from(nonce).expect("nonce"),
+                max_fee_per_gas: 100_000_000_000,
+                max_priority_fee_per_gas: 2_000_000_000,
+                gas_limit: 21_000,
+                payment: signer::ethereum::Payment::Ether {
+                    to: hot,
+                    value: U256::ZERO,
+                },
+            },
+        )
+        .expect("sign");
+    let sent = h
+        .anvil
+        .client()
+        .send_raw_transaction(&foreign.raw)
+        .await
+        .expect("send");
+    assert!(
+        matches!(sent, chains::ethereum::SendOutcome::Accepted(_)),
+        "{sent:?}"
+    );
+    h.anvil.mine(CONFIRMATIONS + 1).await.expect("mine");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Manual)
+        .await;
+    let manual = h.store.get(withdrawal.id).await.expect("get").expect("row");
+    assert!(
+        manual
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("none of this row's attempts")),
+        "{manual:?}"
+    );
+    for _ in 0..3 {
+        h.payouts.round().await.expect("round");
+        h.anvil.mine(1).await.expect("mine");
+    }
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Manual);
+    let attempts = h.attempts(withdrawal.id).await;
+    assert_eq!(attempts.len(), 1, "never rebuilt: {attempts:?}");
+    assert_eq!(attempts[0].tx_hash, ours.tx_hash);
+    assert_eq!(h.eth_balance(to).await, U256::ZERO, "nothing paid");
+    let held = h.ledger.balance(user, "ETH").await.expect("balance").held;
+    assert_eq!(held, Amount::from_u256(eth(4) + U256::from(FEE)));
+
+    let refused = h
+        .store
+        .resolve_manual(withdrawal.id, user, ManualResolution::Release, "mine")
+        .await
+        .expect_err("the requester may not resolve");
+    assert!(
+        matches!(refused, indexer::Error::SelfApproval),
+        "{refused:?}"
+    );
+    let admin = indexer::users::Users::new(h.db.pool().clone())
+        .create("admin@example.com", "h", indexer::users::Role::Admin)
+        .await
+        .expect("admin");
+    let requested = h
+        .store
+        .resolve_manual(
+            withdrawal.id,
+            admin,
+            ManualResolution::Release,
+            "the nonce went to a self-transfer nobody here signed; nothing reached the destination",
+        )
+        .await
+        .expect("release");
+    assert_eq!(
+        requested.status,
+        WithdrawalStatus::Manual,
+        "the loop applies it"
+    );
+    assert_eq!(requested.resolution, Some(ManualResolution::Release));
+    assert_eq!(requested.resolution_by, Some(admin));
+    let again = h
+        .store
+        .resolve_manual(withdrawal.id, admin, ManualResolution::Settle, "twice")
+        .await
+        .expect_err("resolved once");
+    assert!(
+        matches!(again, indexer::Error::WithdrawalState { .. }),
+        "{again:?}"
+    );
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Failed)
+        .await;
+    let released = h.store.get(withdrawal.id).await.expect("get").expect("row");
+    assert!(
+        released.reason.as_deref().is_some_and(|r| r.contains("none of this row's attempts")
+            && r.ends_with("resolved by an admin: the nonce went to a self-transfer nobody here signed; nothing reached the destination")),
+        "{released:?}"
+    );
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(balance.held, Amount::ZERO);
+    assert_eq!(
+        balance.available,
+        Amount::from_u256(eth(20)),
+        "all of it back"
+    );
+
+    // Custody is short of the chain by exactly what the foreign
+    // transaction burnt: Coffer never signed it, so never booked it.
+    h.settle_everything().await;
+    let receipt = h
+        .anvil
+        .client()
+        .receipts(&[foreign.hash])
+        .await
+        .expect("receipt")
+        .pop()
+        .flatten()
+        .expect("foreign transaction landed");
+    let burnt = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    let (on_chain, custody) = h.chain_and_custody("ETH", None).await;
+    assert_eq!(custody, as_custody(on_chain + burnt));
+    assert_invariants(h.db.pool()).await;
+}
+
+/// A row sent to manual by a receipt the node did not serve in time keeps
+/// being tracked: when its own attempt lands, it completes by itself and
+/// pays once, even though an admin asked to release it meanwhile (the
+/// release would have refunded a payment that went out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_row_whose_attempt_lands_completes_despite_a_release() {
+    let h = Harness::new(false, |_| {}).await;
+    let (user, _) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.settle_everything().await;
+    let to = outside();
+    h.anvil.set_automine(false).await.expect("automine off");
+    let withdrawal = h.request(user, "ETH", eth(6), to).await;
+    h.payouts.round().await.expect("round");
+    assert_eq!(h.status(withdrawal.id).await, WithdrawalStatus::Broadcast);
+    h.store
+        .claim(withdrawal.id, &[WithdrawalStatus::Broadcast])
+        .await
+        .expect("claim")
+        .expect("free")
+        .to_manual("the node did not say what used the nonce")
+        .await
+        .expect("manual");
+    let admin = indexer::users::Users::new(h.db.pool().clone())
+        .create("admin@example.com", "h", indexer::users::Role::Admin)
+        .await
+        .expect("admin");
+    h.store
+        .resolve_manual(
+            withdrawal.id,
+            admin,
+            ManualResolution::Release,
+            "looks like nothing went out",
+        )
+        .await
+        .expect("release requested");
+    h.anvil.set_automine(true).await.expect("automine on");
+    h.drive_until_status(withdrawal.id, WithdrawalStatus::Completed)
+        .await;
+    assert_eq!(h.eth_balance(to).await, eth(6), "paid once");
+    let balance = h.ledger.balance(user, "ETH").await.expect("balance");
+    assert_eq!(balance.held, Amount::ZERO);
+    assert_eq!(
+        balance.available,
+        Amount::from_u256(eth(20) - eth(6) - U256::from(FEE)),
+        "settled, not released"
+    );
+    assert_eq!(h.attempts(withdrawal.id).await.len(), 1);
+    let done = h.store.get(withdrawal.id).await.expect("get").expect("row");
+    assert_eq!(done.resolution, None, "the release was dropped");
+    assert_eq!(done.reason, None, "the chain answered the question");
+    h.assert_reconciled().await;
+}
+
+/// A sweep priced out by a fee spike is replaced like a withdrawal, its
+/// higher fee paid out of the value swept: the address holds exactly what
+/// the first attempt could spend, so a replacement paying more in value
+/// plus gas would be refused for funds and never land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sweep_is_replaced_out_of_its_own_value() {
+    let h = Harness::new(false, |config| config.replace_after_blocks = 2).await;
+    let (user, address) = h.depositor(eth(20)).await;
+    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
+        .await;
+    h.anvil.set_automine(false).await.expect("automine off");
+    h.payouts.round().await.expect("round");
+    let sweep: i64 = sqlx::query_scalar("SELECT id FROM withdrawals WHERE kind = 'sweep'")
+        .fetch_one(h.db.pool())
+        .await
+        .expect("a sweep");
+    assert_eq!(h.status(sweep).await, WithdrawalStatus::Broadcast);
+    let [first] = h.attempts(sweep).await.try_into().expect("one");
+    let first_fee = first.max_fee_per_gas.expect("fee");
+    let high = 2 * first_fee.as_u256().to::<u128>() + 1;
+    for _ in 0..3 {
+        h.anvil.set_next_base_fee(high).await.expect("base fee");
+        h.anvil.mine(1).await.expect("mine");
+        h.payouts.round().await.expect("round");
+    }
+    let attempts = h.attempts(sweep).await;
+    assert!(attempts.len() >= 2, "replaced: {attempts:?}");
+    let last = attempts.last().expect("attempt");
+    assert!(last.fee_limit > first.fee_limit, "{attempts:?}");
+    h.anvil.set_automine(true).await.expect("automine on");
+    h.drive_until_status(sweep, WithdrawalStatus::Completed)
+        .await;
+    let landed: Vec<_> = h
+        .attempts(sweep)
+        .await
+        .into_iter()
+        .filter(|a| a.landed_block_hash.is_some())
+        .collect();
+    assert_eq!(landed.len(), 1, "one attempt landed");
+    let left = h.eth_balance(address).await;
+    assert!(
+        left < last.fee_limit.as_u256(),
+        "emptied but for unspent gas: {left}"
+    );
+    h.assert_reconciled().await;
 }

@@ -274,7 +274,11 @@ impl Daemon {
         }
         let limit = (AMOUNT * 1_000_000).to_string();
         for (key, value) in [
-            ("RUST_LOG", "warn".to_owned()),
+            // COFFER_BENCH_LOG=indexer::payouts=debug shows each round's steps.
+            (
+                "RUST_LOG",
+                std::env::var("COFFER_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            ),
             ("COFFER__DATABASE__URL", db.url()),
             ("COFFER__GRPC__LISTEN", grpc.to_string()),
             ("COFFER__METRICS__ENABLED", "false".into()),

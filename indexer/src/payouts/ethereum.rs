@@ -7,13 +7,15 @@
 //!    the rest wait (still held, marked so). Deposit addresses are swept.
 //! 2. **Sign**: each reserved row is built (EIP-1559, fees from
 //!    `eth_feeHistory`: max fee = 2 × base fee + tip, under the cap),
-//!    signed by `signer`, and its bytes and hash committed.
+//!    signed by `signer`, and the round's bytes and hashes committed in
+//!    one transaction before anything is sent.
 //! 3. **Replace**: an attempt unmined `replace_after_blocks` after its
 //!    first send is replaced under the same nonce with both fee fields
 //!    raised at least 10% (up to the cap); every attempt stays a candidate.
 //! 4. **Send**: committed bytes never sent, or not seen for
-//!    `rebroadcast_after_blocks`, are sent, and the node's answer
-//!    classified: accepted or already known → broadcast; underpriced →
+//!    `rebroadcast_after_blocks`, are sent (no row held, many at once),
+//!    and the node's answer classified: accepted or already known →
+//!    broadcast, recorded together; underpriced →
 //!    replace; insufficient funds → wait; nonce too low → the chain says
 //!    what landed; anything else → counted and shown with the row, and the
 //!    same bytes sent again (a refusal proves nothing, and setting the row
@@ -68,6 +70,9 @@ const PAGE: i64 = 500;
 /// The most approved withdrawals one round budgets and reserves, in one
 /// transaction.
 const PLAN_BATCH: i64 = 500;
+/// Calls to the node in flight at once for steps that hold no database
+/// connection meanwhile (builds, sends).
+const NODE_CONCURRENCY: usize = 32;
 
 /// The loop's settings; `api::config` starts from [`Default`].
 #[derive(Clone, Debug)]
@@ -429,6 +434,8 @@ impl EthereumPayouts {
             .collect())
     }
 
+    /// Runs `f` on each item, `concurrency` (the config's) at a time;
+    /// an item's error is logged and counted, never stopping the others.
     async fn for_each<'a, T, F, Fut>(
         &self,
         items: impl IntoIterator<Item = T>,
@@ -438,10 +445,24 @@ impl EthereumPayouts {
         F: Fn(T) -> Fut,
         Fut: Future<Output = Result<()>> + 'a,
     {
+        self.for_each_at(items, step, self.config.concurrency, f)
+            .await;
+    }
+
+    async fn for_each_at<'a, T, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        step: &'static str,
+        concurrency: usize,
+        f: F,
+    ) where
+        F: Fn(T) -> Fut,
+        Fut: Future<Output = Result<()>> + 'a,
+    {
         use futures::StreamExt;
         let results: Vec<Result<()>> = futures::stream::iter(items)
             .map(f)
-            .buffer_unordered(self.config.concurrency.max(1))
+            .buffer_unordered(concurrency.max(1))
             .collect()
             .await;
         for err in results.into_iter().filter_map(|r| r.err()) {
@@ -458,25 +479,54 @@ impl EthereumPayouts {
             .filter(|(p, _)| p.status == WithdrawalStatus::Reserved)
             .map(|(p, _)| p.clone())
             .collect::<Vec<_>>();
-        self.for_each(reserved, "sign", |payout| async move {
-            let payout = &payout;
-            let nonce = self
-                .store
-                .nonce_reservation(payout.id)
-                .await?
-                .ok_or_else(|| {
-                    Error::Corrupt(format!("row {} reserved without a nonce", payout.id))
-                })?
-                .nonce;
-            match self.build(payout, nonce, fees, None).await? {
-                Some(attempt) => {
-                    self.store.record_signed(payout.id, &attempt).await?;
-                }
-                None => self.unsendable(payout).await?,
+        if reserved.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = reserved.iter().map(|p| p.id).collect();
+        let nonces = match self.store.nonce_reservations_of(&ids).await {
+            Ok(nonces) => nonces,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading reserved nonces failed; retrying next round");
+                count_error("sign");
+                return;
             }
-            Ok(())
+        };
+        let signed = std::sync::Mutex::new(Vec::new());
+        // Builds ask the node (a gas estimate) and hold no database
+        // connection, so many run at once.
+        self.for_each_at(reserved, "sign", NODE_CONCURRENCY, |payout| {
+            let (signed, nonces) = (&signed, &nonces);
+            async move {
+                let payout = &payout;
+                let nonce = nonces
+                    .get(&payout.id)
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("row {} reserved without a nonce", payout.id))
+                    })?
+                    .nonce;
+                match self.build(payout, nonce, fees, None).await? {
+                    Some(attempt) => signed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((payout.id, attempt)),
+                    None => self.unsendable(payout).await?,
+                }
+                Ok(())
+            }
         })
         .await;
+        let signed = signed
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One commit for the round's signatures; if any row refuses, each
+        // is recorded on its own, so one bad row never holds the others.
+        if let Err(err) = self.store.record_signed_many(&signed).await {
+            tracing::warn!(error = %err, "recording signatures together failed; recording them one by one");
+            self.for_each(signed, "sign", |(id, attempt)| async move {
+                self.store.record_signed(id, &attempt).await.map(|_| ())
+            })
+            .await;
+        }
     }
 
     /// Builds and signs a row's transaction at `nonce`; with `replacing`,
@@ -782,9 +832,59 @@ impl EthereumPayouts {
                                 .is_none_or(|last| round.head >= last.saturating_add(every)))
                 })
             })
-            .map(|(p, _)| p.clone())
+            .filter_map(|(p, attempts)| Some((p.clone(), current(p, attempts)?.clone())))
             .collect::<Vec<_>>();
-        self.for_each(due, "send", |payout| async move {
+        // No row is held while its bytes go out: sending committed bytes
+        // again can only be answered "already known", so two loops racing
+        // here cost a duplicate send, never a second payment.
+        use futures::StreamExt;
+        let answered: Vec<(Payout, Attempt, chains::Result<SendOutcome>)> =
+            futures::stream::iter(due)
+                .map(|(payout, attempt)| async move {
+                    let answer = self.client.send_raw_transaction(&attempt.raw_tx).await;
+                    (payout, attempt, answer)
+                })
+                .buffer_unordered(NODE_CONCURRENCY)
+                .collect()
+                .await;
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for (payout, attempt, answer) in answered {
+            match answer {
+                Ok(outcome @ (SendOutcome::Accepted(_) | SendOutcome::AlreadyKnown)) => {
+                    count_send(if matches!(outcome, SendOutcome::AlreadyKnown) {
+                        "already_known"
+                    } else {
+                        "accepted"
+                    });
+                    accepted.push((payout.id, attempt.id));
+                }
+                Ok(outcome) => refused.push((payout, attempt, outcome)),
+                Err(err) => {
+                    // Nothing recorded: the same bytes go out next round.
+                    count_send("transport");
+                    tracing::warn!(id = payout.id, error = %err, "send failed; the same bytes are sent next round");
+                    count_error("send");
+                }
+            }
+        }
+        match self.store.record_sent_many(&accepted, round.head).await {
+            Ok(first_sends) => {
+                for first in first_sends {
+                    if first.kind == PayoutKind::Withdrawal {
+                        metrics::histogram!(WITHDRAWAL_TO_BROADCAST, "chain" => CHAIN.as_str())
+                            .record(seconds_since(first.requested_at));
+                    }
+                }
+            }
+            Err(err) => {
+                // The node has the bytes; the next round's sends are
+                // answered "already known" and recorded then.
+                tracing::warn!(error = %err, "recording accepted sends failed; retrying next round");
+                count_error("send");
+            }
+        }
+        self.for_each(refused, "send", |(payout, attempt, outcome)| async move {
             let Some(claimed) = self
                 .store
                 .claim(
@@ -795,42 +895,28 @@ impl EthereumPayouts {
             else {
                 return Ok(());
             };
-            self.send(claimed, round).await
+            // A replacement committed meanwhile is sent next round; this
+            // answer was about bytes the row no longer follows.
+            if claimed.current().map(|c| c.id) != Some(attempt.id) {
+                return Ok(());
+            }
+            self.refused(claimed, &attempt, outcome, round).await
         })
         .await;
     }
 
-    /// Sends the claimed row's current attempt's committed bytes and
-    /// records what the node said.
-    async fn send(&self, claimed: Claimed, round: &Round) -> Result<()> {
-        let Some(attempt) = claimed.current().cloned() else {
-            return Ok(());
-        };
-        let outcome = match self.client.send_raw_transaction(&attempt.raw_tx).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                count_send("transport");
-                // Dropping the claim keeps the row as it was: the same
-                // bytes go out again next round.
-                return Err(err.into());
-            }
-        };
+    /// What the node's refusal of the claimed row's current attempt means.
+    async fn refused(
+        &self,
+        claimed: Claimed,
+        attempt: &Attempt,
+        outcome: SendOutcome,
+        round: &Round,
+    ) -> Result<()> {
         let id = claimed.payout.id;
         match outcome {
-            SendOutcome::Accepted(_) | SendOutcome::AlreadyKnown => {
-                count_send(if matches!(outcome, SendOutcome::AlreadyKnown) {
-                    "already_known"
-                } else {
-                    "accepted"
-                });
-                let first = claimed.payout.status == WithdrawalStatus::Signed
-                    && claimed.attempts.iter().all(|a| a.broadcast_count == 0);
-                let payout = claimed.record_sent(round.head).await?;
-                if first && payout.kind == PayoutKind::Withdrawal {
-                    metrics::histogram!(WITHDRAWAL_TO_BROADCAST, "chain" => CHAIN.as_str())
-                        .record(seconds_since(payout.requested_at));
-                }
-            }
+            // Recorded together by `send_due`.
+            SendOutcome::Accepted(_) | SendOutcome::AlreadyKnown => {}
             SendOutcome::Underpriced => {
                 count_send("underpriced");
                 if let Some(fees) = round.fees {

@@ -41,6 +41,14 @@ pub fn bumped(previous: Amount) -> Amount {
     Amount::from_u256(raised.max(at_least_one_more))
 }
 
+/// A row whose bytes a node accepted for the first time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirstSend {
+    pub id: i64,
+    pub kind: PayoutKind,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// What a landed attempt left on chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Landing {
@@ -117,6 +125,78 @@ impl Withdrawals {
         .fetch_all(self.pool())
         .await?;
         rows.into_iter().map(WithdrawalRow::into_payout).collect()
+    }
+
+    /// A node accepted (or already had) each `(withdrawal, attempt)` sent
+    /// at chain height `height`: signed → broadcast, or another send of a
+    /// broadcast one, all in one transaction. A row that moved on meanwhile
+    /// (landed, replaced, ended) is left as it is. Returns the rows that
+    /// were sent for the first time.
+    pub async fn record_sent_many(
+        &self,
+        sent: &[(i64, i64)],
+        height: u64,
+    ) -> Result<Vec<FirstSend>> {
+        if sent.is_empty() {
+            return Ok(Vec::new());
+        }
+        let height = to_i64(height, "height")?;
+        let (ids, attempts): (Vec<i64>, Vec<i64>) = sent.iter().copied().unzip();
+        let (ids, attempts) = (&ids, &attempts);
+        let first: Vec<FirstSend> = self
+            .transaction(|mut tx| async move {
+                // Locked in id order, so two batches never deadlock.
+                let rows: Vec<(i64, WithdrawalStatus, PayoutKind, chrono::DateTime<chrono::Utc>)> =
+                    sqlx::query_as(
+                        "SELECT w.id, w.status, w.kind, w.requested_at
+                         FROM withdrawals w
+                         JOIN unnest($1::bigint[], $2::bigint[]) AS s (withdrawal_id, attempt_id)
+                           ON s.withdrawal_id = w.id AND s.attempt_id = w.current_attempt_id
+                         WHERE w.status IN ('signed', 'broadcast')
+                         ORDER BY w.id
+                         FOR UPDATE OF w",
+                    )
+                    .bind(ids)
+                    .bind(attempts)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let locked: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                sqlx::query(
+                    "UPDATE withdrawal_attempts a SET broadcast_count = a.broadcast_count + 1,
+                         broadcast_at = coalesce(a.broadcast_at, now()),
+                         first_broadcast_height = coalesce(a.first_broadcast_height, $2),
+                         last_broadcast_height = $2
+                     FROM withdrawals w
+                     WHERE w.id = ANY($1) AND a.id = w.current_attempt_id",
+                )
+                .bind(&locked)
+                .bind(height)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE withdrawals SET status = 'broadcast', send_rejections = 0, waiting_reason = NULL,
+                         updated_at = now()
+                     WHERE id = ANY($1)",
+                )
+                .bind(&locked)
+                .execute(&mut *tx)
+                .await?;
+                let first = rows
+                    .into_iter()
+                    .filter(|(_, status, _, _)| *status == WithdrawalStatus::Signed)
+                    .map(|(id, _, kind, requested_at)| FirstSend {
+                        id,
+                        kind,
+                        requested_at,
+                    })
+                    .collect();
+                Ok((tx, first))
+            })
+            .await?;
+        for _ in &first {
+            count_transition(WithdrawalStatus::Broadcast);
+        }
+        Ok(first)
     }
 
     /// Every attempt of the given rows, oldest first.
@@ -223,47 +303,6 @@ impl Claimed {
             .ok_or(Error::WithdrawalNotFound(self.payout.id))?;
         let payout = row.into_payout()?;
         self.tx.commit().await?;
-        Ok(payout)
-    }
-
-    /// A node accepted the current attempt (or already had it) at chain
-    /// height `height`: signed → broadcast, or another send of a broadcast
-    /// one.
-    pub async fn record_sent(mut self, height: u64) -> Result<Payout> {
-        let Some(attempt) = self.current().map(|a| a.id) else {
-            return Err(self.refuse("sent"));
-        };
-        if !matches!(
-            self.payout.status,
-            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast
-        ) {
-            return Err(self.refuse("sent"));
-        }
-        let height = to_i64(height, "height")?;
-        sqlx::query(
-            "UPDATE withdrawal_attempts SET broadcast_count = broadcast_count + 1,
-                 broadcast_at = coalesce(broadcast_at, now()),
-                 first_broadcast_height = coalesce(first_broadcast_height, $2),
-                 last_broadcast_height = $2
-             WHERE id = $1",
-        )
-        .bind(attempt)
-        .bind(height)
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query(
-            "UPDATE withdrawals SET status = 'broadcast', send_rejections = 0, waiting_reason = NULL,
-                 updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(self.payout.id)
-        .execute(&mut *self.tx)
-        .await?;
-        let first = self.payout.status == WithdrawalStatus::Signed;
-        let payout = self.reread().await?;
-        if first {
-            count_transition(WithdrawalStatus::Broadcast);
-        }
         Ok(payout)
     }
 

@@ -335,6 +335,22 @@ impl Withdrawals {
         row.map(to_reservation).transpose()
     }
 
+    /// The nonce reservations of the given rows, by row.
+    pub async fn nonce_reservations_of(
+        &self,
+        withdrawal_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, NonceReservation>> {
+        let rows: Vec<ReservationRow> = sqlx::query_as(&format!(
+            "SELECT {RESERVATION_COLUMNS} FROM eth_nonce_reservations WHERE withdrawal_id = ANY($1)"
+        ))
+        .bind(withdrawal_ids)
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|row| to_reservation(row).map(|r| (r.withdrawal_id, r)))
+            .collect()
+    }
+
     /// Reserved nonces of `from_address` whose withdrawal was cancelled and
     /// that a zero-value self-transfer must use, lowest first.
     pub async fn nonces_to_fill(&self, from_address: &str) -> Result<Vec<NonceReservation>> {

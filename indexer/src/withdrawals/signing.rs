@@ -107,6 +107,46 @@ impl Withdrawals {
     }
 }
 
+impl Withdrawals {
+    /// [`Self::record_signed`] for many reserved rows in one transaction
+    /// (one commit for a round's signatures); a row that is no longer
+    /// reserved is skipped. Returns how many were recorded. Any error
+    /// rolls all of them back, and the caller records them one by one.
+    pub async fn record_signed_many(&self, signed: &[(i64, SignedAttempt)]) -> Result<usize> {
+        if signed.is_empty() {
+            return Ok(0);
+        }
+        let recorded = self
+            .transaction(|mut tx| async move {
+                let mut recorded = 0;
+                for (id, attempt) in signed {
+                    let payout = lock_payout(&mut tx, *id).await?;
+                    validate_attempt(payout.chain, attempt)?;
+                    if payout.status != WithdrawalStatus::Reserved {
+                        continue;
+                    }
+                    let stored = insert_attempt(&mut tx, *id, payout.chain, attempt).await?;
+                    sqlx::query(
+                        "UPDATE withdrawals SET status = 'signed', current_attempt_id = $2, signed_at = now(),
+                             waiting_reason = NULL, updated_at = now()
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(stored.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    recorded += 1;
+                }
+                Ok((tx, recorded))
+            })
+            .await?;
+        for _ in 0..recorded {
+            count_transition(WithdrawalStatus::Signed);
+        }
+        Ok(recorded)
+    }
+}
+
 /// Inserts an attempt of row `id`, under the row's nonce reservation when
 /// it has one.
 pub(super) async fn insert_attempt(

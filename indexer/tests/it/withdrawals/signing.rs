@@ -164,3 +164,93 @@ async fn record_signed_refuses_what_cannot_be_signed() {
         .await;
     assert!(forced.is_err(), "withdrawals_signed_has_attempt");
 }
+
+/// A round's signatures commit together: a row cancelled meanwhile is
+/// skipped, one bad attempt rolls the whole batch back (the loop then
+/// records them one by one), and sends are recorded only for the attempt
+/// a row still follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_signatures_and_sends_skip_rows_that_moved_on() {
+    let setup = Setup::new().await;
+    let user = setup.funded_user(100_000_000).await;
+    let first = setup.request_eth(user, 10_000).await;
+    let second = setup.request_eth(user, 20_000).await;
+    let third = setup.request_eth(user, 30_000).await;
+    let reserved = setup
+        .withdrawals
+        .reserve_nonces(
+            super::HOT_WALLET,
+            0,
+            &[first.id, second.id, third.id, first.id],
+        )
+        .await
+        .expect("reserve");
+    let nonces: Vec<u64> = reserved.iter().map(|(_, r)| r.nonce).collect();
+    assert_eq!(nonces, [0, 1, 2], "consecutive, in order, each row once");
+    setup
+        .withdrawals
+        .cancel(third.id, user, None)
+        .await
+        .expect("cancel");
+
+    let mut bad = signed("bad");
+    bad.max_priority_fee_per_gas = Some(super::amount(1_000));
+    let refused = setup
+        .withdrawals
+        .record_signed_many(&[(first.id, signed("one")), (second.id, bad)])
+        .await
+        .expect_err("a bad attempt refuses the batch");
+    assert!(matches!(refused, Error::InvalidRequest(_)), "{refused:?}");
+    assert_eq!(
+        setup
+            .withdrawals
+            .get(first.id)
+            .await
+            .expect("get")
+            .expect("row")
+            .status,
+        WithdrawalStatus::Reserved,
+        "rolled back with the batch"
+    );
+
+    let recorded = setup
+        .withdrawals
+        .record_signed_many(&[
+            (first.id, signed("one")),
+            (second.id, signed("two")),
+            (third.id, signed("three")),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(recorded, 2, "the cancelled row is skipped");
+    let store = &setup.withdrawals;
+    let row = |id| async move { store.get(id).await.expect("get").expect("row") };
+    let one = row(first.id).await.current_attempt_id.expect("signed");
+    let two = row(second.id).await.current_attempt_id.expect("signed");
+
+    // The second row's attempt is no longer the one it follows: only the
+    // first's send is recorded, as its first.
+    let sent = setup
+        .withdrawals
+        .record_sent_many(&[(first.id, one), (second.id, two + 1_000)], 7)
+        .await
+        .expect("sent");
+    assert_eq!(sent.iter().map(|s| s.id).collect::<Vec<_>>(), [first.id]);
+    assert_eq!(row(first.id).await.status, WithdrawalStatus::Broadcast);
+    assert_eq!(row(second.id).await.status, WithdrawalStatus::Signed);
+    let again = setup
+        .withdrawals
+        .record_sent_many(&[(first.id, one)], 8)
+        .await
+        .expect("sent again");
+    assert!(again.is_empty(), "a resend is not a first send");
+    let attempts = setup
+        .withdrawals
+        .attempts(first.id)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts[0].broadcast_count, 2);
+    assert_eq!(attempts[0].first_broadcast_height, Some(7));
+    assert_eq!(attempts[0].last_broadcast_height, Some(8));
+    assert_invariants(setup.db.pool()).await;
+}

@@ -1043,13 +1043,27 @@ impl EthereumPayouts {
             }
         }
         let receipts = &receipts;
-        let tracked: Vec<(Payout, Vec<Attempt>)> = tracked.into_iter().cloned().collect();
-        self.for_each(tracked, "track", |(payout, attempts)| async move {
+        // Landings and finishes, the bulk of a busy round, commit together;
+        // the rest (reorgs, resolutions), or all of it if the batch
+        // refuses, go row by row.
+        let (batched, mut single): (Vec<_>, Vec<_>) =
+            tracked
+                .into_iter()
+                .cloned()
+                .partition(|(payout, attempts)| {
+                    match track_step(payout, attempts, receipts, round) {
+                        TrackStep::Land(..) | TrackStep::Finish => true,
+                        TrackStep::Unland | TrackStep::Resolve | TrackStep::Wait => false,
+                    }
+                });
+        if let Err(err) = self.track_batch(&batched, receipts, round).await {
+            tracing::warn!(error = %err, "recording landings together failed; recording them one by one");
+            count_error("track");
+            single.extend(batched);
+        }
+        self.for_each(single, "track", |(payout, attempts)| async move {
             let attempts = &attempts;
-            let landed = attempts.iter().find_map(|a| {
-                let receipt = receipts.get(&parse_hash(&a.tx_hash).ok()?)?;
-                Some((a, *receipt))
-            });
+            let landed = landed_attempt(attempts, receipts);
             match (payout.status, landed) {
                 (
                     WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual,
@@ -1116,6 +1130,58 @@ impl EthereumPayouts {
         Ok(())
     }
 
+    /// Records the landings and finishes among `rows` in one transaction,
+    /// each judged again on the row as claimed (another loop may have
+    /// moved it since the snapshot); a row another worker holds is left to
+    /// the next round.
+    async fn track_batch(
+        &self,
+        rows: &[(Payout, Vec<Attempt>)],
+        receipts: &HashMap<B256, TxReceipt>,
+        round: &Round,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = rows.iter().map(|(p, _)| p.id).collect();
+        let mut batch = self
+            .store
+            .claim_batch(
+                &ids,
+                &[
+                    WithdrawalStatus::Signed,
+                    WithdrawalStatus::Broadcast,
+                    WithdrawalStatus::Manual,
+                    WithdrawalStatus::Confirming,
+                ],
+            )
+            .await?;
+        let mut finished = Vec::new();
+        for (payout, attempts) in batch.rows.clone() {
+            match track_step(&payout, &attempts, receipts, round) {
+                TrackStep::Land(attempt_id, receipt) => {
+                    batch
+                        .record_landed(payout.id, &landing(attempt_id, &receipt))
+                        .await?;
+                }
+                TrackStep::Finish => {
+                    let status = batch.finish(payout.id, &self.config.native_asset).await?;
+                    finished.push((payout, status));
+                }
+                TrackStep::Unland | TrackStep::Resolve | TrackStep::Wait => {}
+            }
+        }
+        batch.commit().await?;
+        for (payout, status) in finished {
+            if payout.kind == PayoutKind::Withdrawal {
+                metrics::histogram!(WITHDRAWAL_TO_COMPLETION, "chain" => CHAIN.as_str())
+                    .record(seconds_since(payout.requested_at));
+            }
+            tracing::info!(id = payout.id, kind = payout.kind.as_str(), %status, "payout finished");
+        }
+        Ok(())
+    }
+
     /// Applies an admin's resolution of a manual row once the chain proves
     /// none of its attempts can land: none has a receipt (read this round)
     /// and its nonce is used at a final height. Until then it waits, so a
@@ -1168,6 +1234,67 @@ impl EthereumPayouts {
         metrics::gauge!(WITHDRAWALS_STUCK, "chain" => CHAIN.as_str()).set(stuck as f64);
         metrics::gauge!(WITHDRAWALS_WAITING, "chain" => CHAIN.as_str()).set(waiting as f64);
         Ok(())
+    }
+}
+
+/// What tracking does with a row, given this round's receipts.
+enum TrackStep {
+    /// One of its attempts is in a block (attempt id and receipt).
+    Land(i64, TxReceipt),
+    /// Its landed attempt is still there and final.
+    Finish,
+    /// Its landed attempt's block left the chain.
+    Unland,
+    /// A manual row with an admin's resolution and nothing landed.
+    Resolve,
+    Wait,
+}
+
+fn landed_attempt<'a>(
+    attempts: &'a [Attempt],
+    receipts: &HashMap<B256, TxReceipt>,
+) -> Option<(&'a Attempt, TxReceipt)> {
+    attempts.iter().find_map(|a| {
+        let receipt = receipts.get(&parse_hash(&a.tx_hash).ok()?)?;
+        Some((a, *receipt))
+    })
+}
+
+fn track_step(
+    payout: &Payout,
+    attempts: &[Attempt],
+    receipts: &HashMap<B256, TxReceipt>,
+    round: &Round,
+) -> TrackStep {
+    let landed = landed_attempt(attempts, receipts);
+    match (payout.status, landed) {
+        (
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual,
+            Some((attempt, receipt)),
+        ) => TrackStep::Land(attempt.id, receipt),
+        (WithdrawalStatus::Manual, None) if payout.resolution.is_some() => TrackStep::Resolve,
+        (WithdrawalStatus::Confirming, landed) => {
+            let recorded = attempts.iter().find(|a| a.landed_block_hash.is_some());
+            let still_there = match (recorded, landed) {
+                (Some(recorded), Some((attempt, receipt))) => {
+                    attempt.id == recorded.id
+                        && recorded.landed_block_hash.as_deref()
+                            == Some(receipt.block_hash.to_string().as_str())
+                }
+                _ => false,
+            };
+            if !still_there {
+                TrackStep::Unland
+            } else if recorded
+                .and_then(|r| r.landed_block_height)
+                .is_some_and(|h| h <= round.final_height)
+            {
+                TrackStep::Finish
+            } else {
+                TrackStep::Wait
+            }
+        }
+        _ => TrackStep::Wait,
     }
 }
 

@@ -11,6 +11,8 @@
 //! [`Claimed::record_replacement`]), so a send whose outcome is lost is
 //! only ever followed by a send of the same bytes.
 
+use sqlx::PgConnection;
+
 use super::rows::{
     ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, select_withdrawal,
 };
@@ -259,7 +261,114 @@ impl Withdrawals {
     }
 }
 
-async fn attempts_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<Vec<Attempt>> {
+/// Rows one worker holds together, in one transaction, for one step over
+/// many of them (one commit instead of one per row). Dropping it rolls
+/// every row back.
+pub struct ClaimedBatch {
+    tx: Tx,
+    store: Withdrawals,
+    /// The rows taken, with their attempts (oldest first).
+    pub rows: Vec<(Payout, Vec<Attempt>)>,
+    transitions: Vec<WithdrawalStatus>,
+}
+
+impl std::fmt::Debug for ClaimedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedBatch")
+            .field("rows", &self.rows.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Withdrawals {
+    /// Claims those of rows `ids` that are in one of `statuses` and that no
+    /// other worker holds (`FOR UPDATE SKIP LOCKED`, in id order).
+    pub async fn claim_batch(
+        &self,
+        ids: &[i64],
+        statuses: &[WithdrawalStatus],
+    ) -> Result<ClaimedBatch> {
+        let mut tx = self.pool().begin().await?;
+        let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
+            "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = ANY($1) AND status = ANY($2)
+             ORDER BY id FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(ids)
+        .bind(statuses)
+        .fetch_all(&mut *tx)
+        .await?;
+        let payouts = rows
+            .into_iter()
+            .map(WithdrawalRow::into_payout)
+            .collect::<Result<Vec<_>>>()?;
+        let taken: Vec<i64> = payouts.iter().map(|p| p.id).collect();
+        let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE withdrawal_id = ANY($1) ORDER BY id"
+        ))
+        .bind(&taken)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut attempts: std::collections::HashMap<i64, Vec<Attempt>> = Default::default();
+        for row in rows {
+            let attempt = row.into_attempt()?;
+            attempts
+                .entry(attempt.withdrawal_id)
+                .or_default()
+                .push(attempt);
+        }
+        let rows = payouts
+            .into_iter()
+            .map(|p| {
+                let a = attempts.remove(&p.id).unwrap_or_default();
+                (p, a)
+            })
+            .collect();
+        Ok(ClaimedBatch {
+            tx,
+            store: self.clone(),
+            rows,
+            transitions: Vec::new(),
+        })
+    }
+}
+
+impl ClaimedBatch {
+    fn row(&self, id: i64) -> Result<(Payout, Vec<Attempt>)> {
+        self.rows
+            .iter()
+            .find(|(p, _)| p.id == id)
+            .cloned()
+            .ok_or_else(|| Error::InvalidRequest(format!("id: row {id} is not in this batch")))
+    }
+
+    /// [`Claimed::record_landed`] for one row of the batch.
+    pub async fn record_landed(&mut self, id: i64, landing: &Landing) -> Result<()> {
+        let (payout, attempts) = self.row(id)?;
+        land(&mut self.tx, &payout, &attempts, landing).await?;
+        self.transitions.push(WithdrawalStatus::Confirming);
+        Ok(())
+    }
+
+    /// [`Claimed::finish`] for one row of the batch; the status it ends in.
+    pub async fn finish(&mut self, id: i64, native_asset: &str) -> Result<WithdrawalStatus> {
+        let (payout, attempts) = self.row(id)?;
+        let ledger = self.store.ledger().clone();
+        let status = finish_row(&mut self.tx, &ledger, &payout, &attempts, native_asset).await?;
+        self.transitions.push(status);
+        Ok(status)
+    }
+
+    /// Commits every row's writes at once.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        for status in self.transitions {
+            count_transition(status);
+        }
+        Ok(())
+    }
+}
+
+async fn attempts_in(tx: &mut PgConnection, id: i64) -> Result<Vec<Attempt>> {
     let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
         "SELECT {ATTEMPT_COLUMNS} FROM withdrawal_attempts WHERE withdrawal_id = $1 ORDER BY id"
     ))
@@ -394,47 +503,7 @@ impl Claimed {
     /// recording the send, and the chain says the bytes went out; and from
     /// manual: the chain settles what a person was asked to decide.)
     pub async fn record_landed(mut self, landing: &Landing) -> Result<Payout> {
-        if !matches!(
-            self.payout.status,
-            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual
-        ) {
-            return Err(self.refuse("landed"));
-        }
-        if !self.attempts.iter().any(|a| a.id == landing.attempt_id) {
-            return Err(Error::InvalidRequest(format!(
-                "attempt_id: {} is not an attempt of withdrawal {}",
-                landing.attempt_id, self.payout.id
-            )));
-        }
-        sqlx::query(
-            "UPDATE withdrawal_attempts SET landed_block_hash = $2, landed_block_height = $3,
-                 landed_success = $4, fee_paid = $5::numeric
-             WHERE id = $1",
-        )
-        .bind(landing.attempt_id)
-        .bind(&landing.block_hash)
-        .bind(to_i64(landing.block_height, "block_height")?)
-        .bind(landing.success)
-        .bind(landing.fee_paid.to_string())
-        .execute(&mut *self.tx)
-        .await?;
-        if self.payout.status == WithdrawalStatus::Manual && self.payout.resolution.is_some() {
-            tracing::warn!(
-                id = self.payout.id,
-                "an attempt of a manual withdrawal landed; the admin's resolution is dropped"
-            );
-        }
-        // From manual, the chain answered what a person was asked: the
-        // question and any answer to it go.
-        sqlx::query(
-            "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now(),
-                 reason = CASE WHEN status = 'manual' THEN NULL ELSE reason END,
-                 resolution = NULL, resolution_by = NULL, resolution_reason = NULL
-             WHERE id = $1",
-        )
-        .bind(self.payout.id)
-        .execute(&mut *self.tx)
-        .await?;
+        land(&mut self.tx, &self.payout, &self.attempts, landing).await?;
         let payout = self.reread().await?;
         count_transition(WithdrawalStatus::Confirming);
         Ok(payout)
@@ -545,92 +614,14 @@ impl Claimed {
     /// (held → custody, its fee → fees) or released; the gas is booked,
     /// custody → network fees, in `native_asset`, for every kind.
     pub async fn finish(mut self, native_asset: &str) -> Result<Payout> {
-        if self.payout.status != WithdrawalStatus::Confirming {
-            return Err(self.refuse("finished"));
-        }
-        let Some(landed) = self
-            .attempts
-            .iter()
-            .find(|a| a.landed_block_hash.is_some())
-            .cloned()
-        else {
-            return Err(Error::Corrupt(format!(
-                "withdrawal {} is confirming without a landed attempt",
-                self.payout.id
-            )));
-        };
-        let success = landed.landed_success.unwrap_or(false);
-        let id = self.payout.id;
-        let metadata = serde_json::json!({
-            "withdrawal_id": id,
-            "kind": self.payout.kind.as_str(),
-            "tx_hash": landed.tx_hash,
-            "block_hash": landed.landed_block_hash,
-            "block_height": landed.landed_block_height,
-        });
         let ledger = self.store.ledger().clone();
-        if let Some(hold_id) = self.payout.hold_id {
-            if success {
-                let (Some(user), PayoutKind::Withdrawal) = (self.payout.user, self.payout.kind)
-                else {
-                    return Err(Error::Corrupt(format!(
-                        "payout {id} has a hold but is no user's withdrawal"
-                    )));
-                };
-                let p = &self.payout;
-                let entry = settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?;
-                let prepared = ledger.prepare_in(&mut self.tx, &entry).await?;
-                ledger
-                    .finish_hold_in(&mut self.tx, hold_id, HoldStatus::Settled, &prepared)
-                    .await?;
-            } else {
-                ledger
-                    .release_hold_in(
-                        &mut self.tx,
-                        &ReleaseHold {
-                            hold_id,
-                            kind: EntryKind::WithdrawalRelease,
-                            reference: format!("withdrawal:{id}:release"),
-                            metadata: metadata.clone(),
-                        },
-                    )
-                    .await?;
-            }
-        }
-        let fee_paid = landed.fee_paid.unwrap_or_default();
-        if !fee_paid.is_zero() {
-            let entry = NewEntry {
-                kind: EntryKind::NetworkFee,
-                reference: format!("withdrawal:{id}:network_fee"),
-                metadata: metadata.clone(),
-                legs: vec![
-                    Leg::increase(
-                        AccountRef::system(native_asset, AccountPurpose::Custody),
-                        fee_paid,
-                    ),
-                    Leg::decrease(
-                        AccountRef::system(native_asset, AccountPurpose::NetworkFees),
-                        fee_paid,
-                    ),
-                ],
-            };
-            ledger.post_referenced_in(&mut self.tx, &[entry]).await?;
-        }
-        let status = if success {
-            WithdrawalStatus::Completed
-        } else {
-            WithdrawalStatus::Failed
-        };
-        sqlx::query(
-            "UPDATE withdrawals SET status = $2, finished_at = now(), updated_at = now(),
-                 reason = CASE WHEN $2 = 'failed'::withdrawal_status
-                     THEN 'the transaction reverted on chain (receipt status 0); its network fee is spent'
-                     ELSE reason END
-             WHERE id = $1",
+        let status = finish_row(
+            &mut self.tx,
+            &ledger,
+            &self.payout,
+            &self.attempts,
+            native_asset,
         )
-        .bind(id)
-        .bind(status)
-        .execute(&mut *self.tx)
         .await?;
         let payout = self.reread().await?;
         count_transition(status);
@@ -661,6 +652,161 @@ impl Claimed {
         count_transition(WithdrawalStatus::Manual);
         Ok(payout)
     }
+}
+
+/// [`Claimed::record_landed`]'s writes, on the claim's connection.
+async fn land(
+    conn: &mut PgConnection,
+    payout: &Payout,
+    attempts: &[Attempt],
+    landing: &Landing,
+) -> Result<()> {
+    if !matches!(
+        payout.status,
+        WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual
+    ) {
+        return Err(Error::WithdrawalState {
+            id: payout.id,
+            status: payout.status,
+            action: "landed",
+        });
+    }
+    if !attempts.iter().any(|a| a.id == landing.attempt_id) {
+        return Err(Error::InvalidRequest(format!(
+            "attempt_id: {} is not an attempt of withdrawal {}",
+            landing.attempt_id, payout.id
+        )));
+    }
+    sqlx::query(
+        "UPDATE withdrawal_attempts SET landed_block_hash = $2, landed_block_height = $3,
+             landed_success = $4, fee_paid = $5::numeric
+         WHERE id = $1",
+    )
+    .bind(landing.attempt_id)
+    .bind(&landing.block_hash)
+    .bind(to_i64(landing.block_height, "block_height")?)
+    .bind(landing.success)
+    .bind(landing.fee_paid.to_string())
+    .execute(&mut *conn)
+    .await?;
+    if payout.status == WithdrawalStatus::Manual && payout.resolution.is_some() {
+        tracing::warn!(
+            id = payout.id,
+            "an attempt of a manual withdrawal landed; the admin's resolution is dropped"
+        );
+    }
+    // From manual, the chain answered what a person was asked: the
+    // question and any answer to it go.
+    sqlx::query(
+        "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now(),
+             reason = CASE WHEN status = 'manual' THEN NULL ELSE reason END,
+             resolution = NULL, resolution_by = NULL, resolution_reason = NULL
+         WHERE id = $1",
+    )
+    .bind(payout.id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`Claimed::finish`]'s writes, on the claim's connection; the status
+/// it ended in.
+async fn finish_row(
+    conn: &mut PgConnection,
+    ledger: &crate::ledger::Ledger,
+    payout: &Payout,
+    attempts: &[Attempt],
+    native_asset: &str,
+) -> Result<WithdrawalStatus> {
+    if payout.status != WithdrawalStatus::Confirming {
+        return Err(Error::WithdrawalState {
+            id: payout.id,
+            status: payout.status,
+            action: "finished",
+        });
+    }
+    let Some(landed) = attempts
+        .iter()
+        .find(|a| a.landed_block_hash.is_some())
+        .cloned()
+    else {
+        return Err(Error::Corrupt(format!(
+            "withdrawal {} is confirming without a landed attempt",
+            payout.id
+        )));
+    };
+    let success = landed.landed_success.unwrap_or(false);
+    let id = payout.id;
+    let metadata = serde_json::json!({
+        "withdrawal_id": id,
+        "kind": payout.kind.as_str(),
+        "tx_hash": landed.tx_hash,
+        "block_hash": landed.landed_block_hash,
+        "block_height": landed.landed_block_height,
+    });
+    if let Some(hold_id) = payout.hold_id {
+        if success {
+            let (Some(user), PayoutKind::Withdrawal) = (payout.user, payout.kind) else {
+                return Err(Error::Corrupt(format!(
+                    "payout {id} has a hold but is no user's withdrawal"
+                )));
+            };
+            let p = payout;
+            let entry = settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?;
+            let prepared = ledger.prepare_in(&mut *conn, &entry).await?;
+            ledger
+                .finish_hold_in(&mut *conn, hold_id, HoldStatus::Settled, &prepared)
+                .await?;
+        } else {
+            ledger
+                .release_hold_in(
+                    &mut *conn,
+                    &ReleaseHold {
+                        hold_id,
+                        kind: EntryKind::WithdrawalRelease,
+                        reference: format!("withdrawal:{id}:release"),
+                        metadata: metadata.clone(),
+                    },
+                )
+                .await?;
+        }
+    }
+    let fee_paid = landed.fee_paid.unwrap_or_default();
+    if !fee_paid.is_zero() {
+        let entry = NewEntry {
+            kind: EntryKind::NetworkFee,
+            reference: format!("withdrawal:{id}:network_fee"),
+            metadata: metadata.clone(),
+            legs: vec![
+                Leg::increase(
+                    AccountRef::system(native_asset, AccountPurpose::Custody),
+                    fee_paid,
+                ),
+                Leg::decrease(
+                    AccountRef::system(native_asset, AccountPurpose::NetworkFees),
+                    fee_paid,
+                ),
+            ],
+        };
+        ledger.post_referenced_in(&mut *conn, &[entry]).await?;
+    }
+    let status = if success {
+        WithdrawalStatus::Completed
+    } else {
+        WithdrawalStatus::Failed
+    };
+    sqlx::query(
+            "UPDATE withdrawals SET status = $2, finished_at = now(), updated_at = now(),
+                 reason = CASE WHEN $2 = 'failed'::withdrawal_status
+                     THEN 'the transaction reverted on chain (receipt status 0); its network fee is spent'
+                     ELSE reason END
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    Ok(status)
 }
 
 /// Settling a withdrawal's hold: the amount leaves custody for the

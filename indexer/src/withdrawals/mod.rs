@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-pub use claim::{Claimed, FirstSend, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
+pub use claim::{Claimed, ClaimedBatch, FirstSend, Landing, REPLACEMENT_BUMP_PERCENT, bumped};
 pub use nonces::{HOT_WALLET_SHORT, Queued};
 pub use rows::MAX_PAGE_SIZE;
 pub use types::*;

@@ -100,6 +100,23 @@ fn assert_refused<T: std::fmt::Debug>(
     err
 }
 
+/// Claims row `id` in `status` as the payout loop would. A refused call's
+/// transaction rolls back as its connection goes back to the pool, so its
+/// row lock may outlive the reply briefly: this waits up to 2 s for it.
+async fn claim_when_free(
+    store: &indexer::withdrawals::Withdrawals,
+    id: i64,
+    status: indexer::withdrawals::WithdrawalStatus,
+) -> indexer::withdrawals::Claimed {
+    for _ in 0..100 {
+        if let Some(claimed) = store.claim(id, &[status]).await.expect("claim") {
+            return claimed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("row {id} still locked 2 s after the refused call");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_holds_amount_plus_fee_once_per_key() {
     let server = withdrawal_server().await;
@@ -1042,23 +1059,12 @@ async fn a_signed_withdrawal_shows_its_transactions_and_confirmations() {
     );
 
     // Landed at 100 with the watcher's head at 111: 12 confirmations.
-    // The refused cancel's transaction rolls back as its connection goes
-    // back to the pool, so its row lock may outlive the reply briefly.
-    let mut claimed = None;
-    for _ in 0..100 {
-        claimed = store
-            .claim(
-                reserved.id,
-                &[indexer::withdrawals::WithdrawalStatus::Signed],
-            )
-            .await
-            .expect("claim");
-        if claimed.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let claimed = claimed.expect("the row is free once the refused cancel rolled back");
+    let claimed = claim_when_free(
+        &store,
+        reserved.id,
+        indexer::withdrawals::WithdrawalStatus::Signed,
+    )
+    .await;
     let attempt_id = claimed.current().expect("an attempt").id;
     claimed
         .record_landed(&indexer::withdrawals::Landing {
@@ -1275,25 +1281,15 @@ async fn only_another_admin_resolves_a_manual_withdrawal() {
 
     // What the payout loop does once it found none of the row's
     // transactions landed.
-    let mut claimed = None;
-    for _ in 0..100 {
-        claimed = store
-            .claim(
-                reserved.id,
-                &[indexer::withdrawals::WithdrawalStatus::Manual],
-            )
-            .await
-            .expect("claim");
-        if claimed.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    claimed
-        .expect("the row is free once the refused call rolled back")
-        .apply_resolution()
-        .await
-        .expect("apply");
+    claim_when_free(
+        &store,
+        reserved.id,
+        indexer::withdrawals::WithdrawalStatus::Manual,
+    )
+    .await
+    .apply_resolution()
+    .await
+    .expect("apply");
     let settled = client
         .get_withdrawal(bearer(id_of(&made.id), &alice_token))
         .await

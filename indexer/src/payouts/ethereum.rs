@@ -986,27 +986,17 @@ impl EthereumPayouts {
         let Some(payout) = self.store.payout(id).await? else {
             return Ok(());
         };
-        let Some(reservation) = self.store.nonce_reservation(id).await? else {
+        let Some((nonce, from)) = self.nonce_used_at_final(&payout, round).await? else {
             return Ok(());
         };
-        let from = parse_address(
-            payout.from_address.as_deref().unwrap_or_default(),
-            "from_address",
-        )?;
-        let final_nonce = self
-            .client
-            .nonce_at(from, BlockNumberOrTag::Number(round.final_height))
-            .await?;
-        if final_nonce > reservation.nonce
-            && let Some(claimed) = self
-                .store
-                .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
-                .await?
+        if let Some(claimed) = self
+            .store
+            .claim(id, &[WithdrawalStatus::Signed, WithdrawalStatus::Broadcast])
+            .await?
         {
             claimed
                 .to_manual(&format!(
-                    "nonce {} of {} was used at a final height by a transaction that is none of this row's attempts",
-                    reservation.nonce, from
+                    "nonce {nonce} of {from} was used at a final height by a transaction that is none of this row's attempts"
                 ))
                 .await?;
         }
@@ -1062,13 +1052,8 @@ impl EthereumPayouts {
             single.extend(batched);
         }
         self.for_each(single, "track", |(payout, attempts)| async move {
-            let attempts = &attempts;
-            let landed = landed_attempt(attempts, receipts);
-            match (payout.status, landed) {
-                (
-                    WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual,
-                    Some((attempt, receipt)),
-                ) => {
+            match track_step(&payout, &attempts, receipts, round) {
+                TrackStep::Land(attempt_id, receipt) => {
                     let landable = [
                         WithdrawalStatus::Signed,
                         WithdrawalStatus::Broadcast,
@@ -1076,15 +1061,19 @@ impl EthereumPayouts {
                     ];
                     if let Some(claimed) = self.store.claim(payout.id, &landable).await? {
                         if claimed.payout.status == WithdrawalStatus::Manual {
-                            tracing::warn!(id = payout.id, tx_hash = %attempt.tx_hash, "an attempt of a manual row landed; following it to completion");
+                            tracing::warn!(
+                                id = payout.id,
+                                attempt_id,
+                                "an attempt of a manual row landed; following it to completion"
+                            );
                         }
-                        claimed.record_landed(&landing(attempt.id, &receipt)).await?;
+                        claimed
+                            .record_landed(&landing(attempt_id, &receipt))
+                            .await?;
                     }
                 }
-                (WithdrawalStatus::Manual, None) if payout.resolution.is_some() => {
-                    self.resolve(&payout, round).await?;
-                }
-                (WithdrawalStatus::Confirming, landed) => {
+                TrackStep::Resolve => self.resolve(&payout, round).await?,
+                TrackStep::Finish | TrackStep::Unland => {
                     let Some(claimed) = self
                         .store
                         .claim(payout.id, &[WithdrawalStatus::Confirming])
@@ -1094,35 +1083,22 @@ impl EthereumPayouts {
                     };
                     // Judged on the claimed row: another loop may have
                     // unlanded and landed it again since the snapshot.
-                    let recorded = claimed
-                        .attempts
-                        .iter()
-                        .find(|a| a.landed_block_hash.is_some())
-                        .cloned();
-                    let still_there = match (&recorded, landed) {
-                        (Some(recorded), Some((attempt, receipt))) => {
-                            attempt.id == recorded.id
-                                && recorded.landed_block_hash.as_deref()
-                                    == Some(receipt.block_hash.to_string().as_str())
+                    match track_step(&claimed.payout, &claimed.attempts, receipts, round) {
+                        TrackStep::Unland => {
+                            tracing::warn!(
+                                id = payout.id,
+                                "landed transaction left the canonical chain; back to broadcast"
+                            );
+                            claimed.record_unlanded().await?;
                         }
-                        _ => false,
-                    };
-                    if !still_there {
-                        tracing::warn!(id = payout.id, "landed transaction left the canonical chain; back to broadcast");
-                        claimed.record_unlanded().await?;
-                    } else if recorded
-                        .and_then(|r| r.landed_block_height)
-                        .is_some_and(|h| h <= round.final_height)
-                    {
-                        let done = claimed.finish(&self.config.native_asset).await?;
-                        if done.kind == PayoutKind::Withdrawal {
-                            metrics::histogram!(WITHDRAWAL_TO_COMPLETION, "chain" => CHAIN.as_str())
-                                .record(seconds_since(done.requested_at));
+                        TrackStep::Finish => {
+                            let done = claimed.finish(&self.config.native_asset).await?;
+                            finished(&done, done.status);
                         }
-                        tracing::info!(id = done.id, kind = done.kind.as_str(), status = %done.status, "payout finished");
+                        _ => {}
                     }
                 }
-                _ => {}
+                TrackStep::Wait => {}
             }
             Ok(())
         })
@@ -1156,7 +1132,7 @@ impl EthereumPayouts {
                 ],
             )
             .await?;
-        let mut finished = Vec::new();
+        let mut done = Vec::new();
         for (payout, attempts) in batch.rows.clone() {
             match track_step(&payout, &attempts, receipts, round) {
                 TrackStep::Land(attempt_id, receipt) => {
@@ -1166,29 +1142,28 @@ impl EthereumPayouts {
                 }
                 TrackStep::Finish => {
                     let status = batch.finish(payout.id, &self.config.native_asset).await?;
-                    finished.push((payout, status));
+                    done.push((payout, status));
                 }
                 TrackStep::Unland | TrackStep::Resolve | TrackStep::Wait => {}
             }
         }
         batch.commit().await?;
-        for (payout, status) in finished {
-            if payout.kind == PayoutKind::Withdrawal {
-                metrics::histogram!(WITHDRAWAL_TO_COMPLETION, "chain" => CHAIN.as_str())
-                    .record(seconds_since(payout.requested_at));
-            }
-            tracing::info!(id = payout.id, kind = payout.kind.as_str(), %status, "payout finished");
+        for (payout, status) in done {
+            finished(&payout, status);
         }
         Ok(())
     }
 
-    /// Applies an admin's resolution of a manual row once the chain proves
-    /// none of its attempts can land: none has a receipt (read this round)
-    /// and its nonce is used at a final height. Until then it waits, so a
-    /// release never refunds a payment still in some node's pool.
-    async fn resolve(&self, payout: &Payout, round: &Round) -> Result<()> {
+    /// The row's nonce and sender when the sender's nonce at the final
+    /// height is past it (something used it for good); `None` otherwise,
+    /// or when the row reserved none.
+    async fn nonce_used_at_final(
+        &self,
+        payout: &Payout,
+        round: &Round,
+    ) -> Result<Option<(u64, Address)>> {
         let Some(reservation) = self.store.nonce_reservation(payout.id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let from = parse_address(
             payout.from_address.as_deref().unwrap_or_default(),
@@ -1198,10 +1173,17 @@ impl EthereumPayouts {
             .client
             .nonce_at(from, BlockNumberOrTag::Number(round.final_height))
             .await?;
-        if final_nonce <= reservation.nonce {
+        Ok((final_nonce > reservation.nonce).then_some((reservation.nonce, from)))
+    }
+
+    /// Applies an admin's resolution of a manual row once the chain proves
+    /// none of its attempts can land: none has a receipt (read this round)
+    /// and its nonce is used at a final height. Until then it waits, so a
+    /// release never refunds a payment still in some node's pool.
+    async fn resolve(&self, payout: &Payout, round: &Round) -> Result<()> {
+        if self.nonce_used_at_final(payout, round).await?.is_none() {
             tracing::info!(
                 id = payout.id,
-                nonce = reservation.nonce,
                 "resolution waits: the row's nonce is not used at a final height, so an attempt may still land"
             );
             return Ok(());
@@ -1235,6 +1217,15 @@ impl EthereumPayouts {
         metrics::gauge!(WITHDRAWALS_WAITING, "chain" => CHAIN.as_str()).set(waiting as f64);
         Ok(())
     }
+}
+
+/// Counts and logs a payout that ended in `status`.
+fn finished(payout: &Payout, status: WithdrawalStatus) {
+    if payout.kind == PayoutKind::Withdrawal {
+        metrics::histogram!(WITHDRAWAL_TO_COMPLETION, "chain" => CHAIN.as_str())
+            .record(seconds_since(payout.requested_at));
+    }
+    tracing::info!(id = payout.id, kind = payout.kind.as_str(), %status, "payout finished");
 }
 
 /// What tracking does with a row, given this round's receipts.

@@ -191,6 +191,27 @@ impl Harness {
         (user, address)
     }
 
+    /// A user whose `wei` deposit is credited and swept into the hot
+    /// wallet, with nothing left in flight.
+    async fn settled_depositor(&self, wei: U256) -> Uuid {
+        let (user, _) = self.depositor(wei).await;
+        self.wait_available(user, "ETH", Amount::from_u256(wei))
+            .await;
+        self.settle_everything().await;
+        user
+    }
+
+    /// Mines `blocks` blocks, each with a base fee above twice `fee` (so
+    /// an attempt capped at `fee` cannot land), running a round after each.
+    async fn price_out(&self, fee: Amount, blocks: usize) {
+        let high = 2 * fee.as_u256().to::<u128>() + 1;
+        for _ in 0..blocks {
+            self.anvil.set_next_base_fee(high).await.expect("base fee");
+            self.anvil.mine(1).await.expect("mine");
+            self.payouts.round().await.expect("round");
+        }
+    }
+
     async fn available(&self, user: Uuid, asset: &str) -> Amount {
         self.ledger
             .balance(user, asset)
@@ -574,10 +595,7 @@ async fn a_crash_in_every_gap_pays_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_transaction_is_rebroadcast_unchanged() {
     let h = Harness::new(false, |config| config.replace_after_blocks = 1_000).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let to = outside();
     h.anvil.set_automine(false).await.expect("automine off");
     let withdrawal = h.request(user, "ETH", eth(4), to).await;
@@ -614,10 +632,7 @@ async fn a_dropped_transaction_is_rebroadcast_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_transaction_is_replaced_and_completes_once() {
     let h = Harness::new(false, |config| config.replace_after_blocks = 2).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let to = outside();
     h.anvil.set_automine(false).await.expect("automine off");
     let withdrawal = h.request(user, "ETH", eth(3), to).await;
@@ -625,12 +640,7 @@ async fn a_stuck_transaction_is_replaced_and_completes_once() {
     let [first] = h.attempts(withdrawal.id).await.try_into().expect("one");
     let first_fee = first.max_fee_per_gas.expect("fee");
     // Price it out: every block from now on has a base fee above its cap.
-    let high = 2 * first_fee.as_u256().to::<u128>() + 1;
-    for _ in 0..3 {
-        h.anvil.set_next_base_fee(high).await.expect("base fee");
-        h.anvil.mine(1).await.expect("mine");
-        h.payouts.round().await.expect("round");
-    }
+    h.price_out(first_fee, 3).await;
     let attempts = h.attempts(withdrawal.id).await;
     assert!(attempts.len() >= 2, "replaced: {attempts:?}");
     let nonces: std::collections::HashSet<_> =
@@ -743,10 +753,7 @@ async fn fifty_concurrent_withdrawals_use_consecutive_nonces_and_a_cancelled_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorged_withdrawal_goes_back_to_broadcast_and_completes_once() {
     let h = Harness::new(false, |config| config.confirmations = 4).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let to = outside();
     let withdrawal = h.request(user, "ETH", eth(6), to).await;
     h.drive_until_status(withdrawal.id, WithdrawalStatus::Confirming)
@@ -850,10 +857,7 @@ impl SwallowingRelay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_lost_after_the_node_took_it_pays_once() {
     let h = Harness::new(false, |_| {}).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let relay = SwallowingRelay::start(h.anvil.rpc_url());
     let cut_off = h.payouts_via(&relay.url);
     let to = outside();
@@ -983,10 +987,7 @@ async fn a_reverted_token_withdrawal_fails_releases_and_books_its_gas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_refused_before_signing_fails_and_its_nonce_is_filled() {
     let h = Harness::new(false, |_| {}).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     // A destination whose code reverts on any call: `PUSH0 PUSH0 REVERT`.
     let refuser = outside();
     h.anvil
@@ -1104,10 +1105,7 @@ async fn two_loops_planning_at_once_never_overspend_the_hot_wallet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_taken_by_a_foreign_transaction_waits_in_manual_until_released() {
     let h = Harness::new(false, |_| {}).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let to = outside();
     let withdrawal = h.request(user, "ETH", eth(4), to).await;
     h.payouts.sign_pending().await.expect("sign");
@@ -1250,10 +1248,7 @@ async fn a_nonce_taken_by_a_foreign_transaction_waits_in_manual_until_released()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manual_row_whose_attempt_lands_completes_despite_a_release() {
     let h = Harness::new(false, |_| {}).await;
-    let (user, _) = h.depositor(eth(20)).await;
-    h.wait_available(user, "ETH", Amount::from_u256(eth(20)))
-        .await;
-    h.settle_everything().await;
+    let user = h.settled_depositor(eth(20)).await;
     let to = outside();
     h.anvil.set_automine(false).await.expect("automine off");
     let withdrawal = h.request(user, "ETH", eth(6), to).await;
@@ -1317,12 +1312,7 @@ async fn a_stuck_sweep_is_replaced_out_of_its_own_value() {
     assert_eq!(h.status(sweep).await, WithdrawalStatus::Broadcast);
     let [first] = h.attempts(sweep).await.try_into().expect("one");
     let first_fee = first.max_fee_per_gas.expect("fee");
-    let high = 2 * first_fee.as_u256().to::<u128>() + 1;
-    for _ in 0..3 {
-        h.anvil.set_next_base_fee(high).await.expect("base fee");
-        h.anvil.mine(1).await.expect("mine");
-        h.payouts.round().await.expect("round");
-    }
+    h.price_out(first_fee, 3).await;
     let attempts = h.attempts(sweep).await;
     assert!(attempts.len() >= 2, "replaced: {attempts:?}");
     let last = attempts.last().expect("attempt");

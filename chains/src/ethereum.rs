@@ -25,7 +25,7 @@ use crate::error::excerpt;
 use crate::{Chain, ChainHead, Error, HeadSource, Result};
 
 mod send;
-pub use send::{FeeSuggestion, GasEstimate, SendOutcome, TxReceipt, classify_send_error};
+pub use send::{FeeSuggestion, GasCall, GasEstimate, SendOutcome, TxReceipt, classify_send_error};
 
 const CHAIN: Chain = Chain::Ethereum;
 

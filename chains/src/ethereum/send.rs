@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, Bytes, U64, U256};
-use alloy::transports::RpcError;
+use alloy::transports::{RpcError, TransportErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::{CHAIN, EthereumClient, classify, decode, observe_rpc};
@@ -120,6 +120,31 @@ pub fn classify_send_error(code: i64, message: &str) -> SendOutcome {
             "{} (JSON-RPC error {code})",
             redact_urls(excerpt(message))
         ))
+    }
+}
+
+/// One transfer to estimate in [`EthereumClient::estimate_gas_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GasCall {
+    pub from: Address,
+    pub to: Address,
+    pub value: U256,
+    pub data: Vec<u8>,
+}
+
+/// The node's answer to one `eth_estimateGas`: a refusal it replied with
+/// (a revert, a balance too small) is [`GasEstimate::Fails`]; no reply at
+/// all is an error.
+fn gas_estimate(
+    reply: std::result::Result<U64, RpcError<TransportErrorKind>>,
+) -> Result<GasEstimate> {
+    match reply {
+        Ok(gas) => Ok(GasEstimate::Gas(gas.to())),
+        Err(RpcError::ErrorResp(payload)) => {
+            let reply = format!("{} (code {})", payload.message, payload.code);
+            Ok(GasEstimate::Fails(redact_urls(excerpt(&reply))))
+        }
+        Err(other) => Err(classify("eth_estimateGas", other)),
     }
 }
 
@@ -269,18 +294,42 @@ impl EthereumClient {
             value: Some(value),
             data: Bytes::copy_from_slice(data),
         };
-        let estimate = match self.rpc.request::<_, U64>(METHOD, (call,)).await {
-            Ok(gas) => GasEstimate::Gas(gas.to()),
-            // The node answered: the call fails (a revert, a balance too
-            // small). Only a reply says so; no reply is an error.
-            Err(RpcError::ErrorResp(payload)) => {
-                let reply = format!("{} (code {})", payload.message, payload.code);
-                GasEstimate::Fails(redact_urls(excerpt(&reply)))
-            }
-            Err(other) => return Err(classify(METHOD, other)),
-        };
+        let estimate = gas_estimate(self.rpc.request::<_, U64>(METHOD, (call,)).await)?;
         observe_rpc(METHOD, started);
         Ok(estimate)
+    }
+
+    /// [`Self::estimate_gas`] for each of `calls`, in order, from one
+    /// JSON-RPC batch: one call's refusal is its own answer, never the
+    /// others'.
+    pub async fn estimate_gas_many(&self, calls: &[GasCall]) -> Result<Vec<GasEstimate>> {
+        const METHOD: &str = "eth_estimateGas";
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let mut batch = self.rpc.new_batch();
+        let mut waiters = Vec::with_capacity(calls.len());
+        for call in calls {
+            let request = CallRequest {
+                from: Some(call.from),
+                to: call.to,
+                value: Some(call.value),
+                data: Bytes::copy_from_slice(&call.data),
+            };
+            waiters.push(
+                batch
+                    .add_call::<_, U64>(METHOD, &(request,))
+                    .map_err(|e| Error::transport(CHAIN, METHOD, e))?,
+            );
+        }
+        batch.send().await.map_err(|e| classify(METHOD, e))?;
+        let mut estimates = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            estimates.push(gas_estimate(waiter.await)?);
+        }
+        observe_rpc(METHOD, started);
+        Ok(estimates)
     }
 
     /// Broadcasts signed EIP-2718 bytes. The node's refusals are outcomes

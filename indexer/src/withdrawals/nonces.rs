@@ -161,8 +161,12 @@ impl Withdrawals {
                 let mut taken: std::collections::HashSet<i64> = taken.into_iter().collect();
                 // In the caller's order, each once.
                 let in_order: Vec<i64> = ids.iter().copied().filter(|id| taken.remove(id)).collect();
-                let mut reservations = Vec::with_capacity(in_order.len());
-                for &id in &in_order {
+                let mut reservations = reserve_consecutive(&mut tx, from_address, pending, &in_order).await?;
+                // A nonce another reserver took between the read of the
+                // highest and the insert is skipped; those rows go one by one.
+                let placed: std::collections::HashSet<i64> =
+                    reservations.iter().map(|r| r.withdrawal_id).collect();
+                for &id in in_order.iter().filter(|id| !placed.contains(id)) {
                     reservations.push(reserve(&mut tx, from_address, pending, id).await?);
                 }
                 let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
@@ -280,6 +284,41 @@ pub struct Queued {
 /// Why an approved withdrawal waits before its nonce is reserved.
 pub const HOT_WALLET_SHORT: &str =
     "waiting for the hot wallet: its balance cannot cover this withdrawal yet (sweeps refill it)";
+
+/// Reserves the sender's next nonces for `ids`, consecutive and in their
+/// order, in one statement; a row whose nonce was taken meanwhile is left
+/// out of the result (the caller reserves it on its own).
+async fn reserve_consecutive(
+    tx: &mut sqlx::PgConnection,
+    from_address: &str,
+    pending: i64,
+    ids: &[i64],
+) -> Result<Vec<NonceReservation>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<ReservationRow> = sqlx::query_as(&format!(
+        "INSERT INTO eth_nonce_reservations (chain, from_address, nonce, withdrawal_id)
+         SELECT 'ethereum', $1, next.nonce + queued.n - 1, queued.id
+         FROM (SELECT greatest($2, coalesce(max(nonce) + 1, 0)) AS nonce
+               FROM eth_nonce_reservations WHERE chain = 'ethereum' AND from_address = $1) next,
+              unnest($3::bigint[]) WITH ORDINALITY AS queued(id, n)
+         ORDER BY queued.n
+         ON CONFLICT ON CONSTRAINT eth_nonce_reservations_unique DO NOTHING
+         RETURNING {RESERVATION_COLUMNS}"
+    ))
+    .bind(from_address)
+    .bind(pending)
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut reservations = rows
+        .into_iter()
+        .map(to_reservation)
+        .collect::<Result<Vec<_>>>()?;
+    reservations.sort_by_key(|r| r.nonce);
+    Ok(reservations)
+}
 
 /// Inserts the next free nonce of `from_address` for `withdrawal_id`.
 async fn reserve(

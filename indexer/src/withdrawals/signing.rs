@@ -118,26 +118,41 @@ impl Withdrawals {
         }
         let recorded = self
             .transaction(|mut tx| async move {
-                let mut recorded = 0;
-                for (id, attempt) in signed {
-                    let payout = lock_payout(&mut tx, *id).await?;
-                    validate_attempt(payout.chain, attempt)?;
-                    if payout.status != WithdrawalStatus::Reserved {
-                        continue;
-                    }
-                    let stored = insert_attempt(&mut tx, *id, payout.chain, attempt).await?;
-                    sqlx::query(
-                        "UPDATE withdrawals SET status = 'signed', current_attempt_id = $2, signed_at = now(),
-                             waiting_reason = NULL, updated_at = now()
-                         WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(stored.id)
-                    .execute(&mut *tx)
-                    .await?;
-                    recorded += 1;
+                let ids: Vec<i64> = signed.iter().map(|(id, _)| *id).collect();
+                let rows: Vec<WithdrawalRow> = sqlx::query_as(&format!(
+                    "SELECT {WITHDRAWAL_COLUMNS} FROM withdrawals WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+                ))
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut payouts = std::collections::HashMap::with_capacity(rows.len());
+                for row in rows {
+                    let payout = row.into_payout()?;
+                    payouts.insert(payout.id, payout);
                 }
-                Ok((tx, recorded))
+                let mut fresh = Vec::with_capacity(signed.len());
+                for (id, attempt) in signed {
+                    let payout = payouts.get(id).ok_or(Error::WithdrawalNotFound(*id))?;
+                    validate_attempt(payout.chain, attempt)?;
+                    // A row that moved on since it was read is left as it is.
+                    if payout.status == WithdrawalStatus::Reserved {
+                        fresh.push((payout.chain, *id, attempt));
+                    }
+                }
+                let attempts = insert_attempts(&mut tx, &fresh).await?;
+                let (rows, attempt_ids): (Vec<i64>, Vec<i64>) =
+                    attempts.iter().map(|a| (a.withdrawal_id, a.id)).unzip();
+                sqlx::query(
+                    "UPDATE withdrawals w SET status = 'signed', current_attempt_id = s.attempt_id,
+                         signed_at = now(), waiting_reason = NULL, updated_at = now()
+                     FROM unnest($1::bigint[], $2::bigint[]) AS s(id, attempt_id)
+                     WHERE w.id = s.id",
+                )
+                .bind(&rows)
+                .bind(&attempt_ids)
+                .execute(&mut *tx)
+                .await?;
+                Ok((tx, attempts.len()))
             })
             .await?;
         for _ in 0..recorded {
@@ -155,25 +170,66 @@ pub(super) async fn insert_attempt(
     chain: chains::Chain,
     attempt: &SignedAttempt,
 ) -> Result<Attempt> {
+    insert_attempts(tx, &[(chain, id, attempt)])
+        .await?
+        .pop()
+        .ok_or_else(|| Error::Corrupt(format!("attempt of row {id} not inserted")))
+}
+
+/// [`insert_attempt`] for each `(chain, row, attempt)`, in one statement;
+/// the stored attempts in the same order.
+async fn insert_attempts(
+    tx: &mut PgConnection,
+    attempts: &[(chains::Chain, i64, &SignedAttempt)],
+) -> Result<Vec<Attempt>> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
     let amount = |a: Option<crate::ledger::Amount>| a.map(|a| a.to_string());
-    let stored: AttemptRow = sqlx::query_as(&format!(
+    let mut columns = AttemptColumns::default();
+    for (chain, id, attempt) in attempts {
+        columns.ids.push(*id);
+        columns.chains.push(chain.as_str());
+        columns.hashes.push(attempt.tx_hash.as_str());
+        columns.raws.push(attempt.raw_tx.as_slice());
+        columns.fee_limits.push(attempt.fee_limit.to_string());
+        columns.max_fees.push(amount(attempt.max_fee_per_gas));
+        columns.tips.push(amount(attempt.max_priority_fee_per_gas));
+        columns.gas_limits.push(
+            attempt
+                .gas_limit
+                .map(|g| to_i64(g, "gas_limit"))
+                .transpose()?,
+        );
+        columns.valid_until.push(
+            attempt
+                .valid_until_height
+                .map(|h| to_i64(h, "valid_until_height"))
+                .transpose()?,
+        );
+    }
+    let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
         "INSERT INTO withdrawal_attempts (withdrawal_id, chain, tx_hash, raw_tx, nonce_reservation_id,
              fee_limit, max_fee_per_gas, max_priority_fee_per_gas, gas_limit, valid_until_height)
-         VALUES ($1, $2, $3, $4,
-                 (SELECT id FROM eth_nonce_reservations WHERE withdrawal_id = $1),
-                 $5::numeric, $6::numeric, $7::numeric, $8, $9)
+         SELECT a.id, a.chain, a.hash, a.raw, r.id, a.fee_limit::numeric, a.max_fee::numeric,
+                a.tip::numeric, a.gas, a.valid_until
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::text[],
+                     $7::text[], $8::bigint[], $9::bigint[])
+              WITH ORDINALITY AS a(id, chain, hash, raw, fee_limit, max_fee, tip, gas, valid_until, n)
+         LEFT JOIN eth_nonce_reservations r ON r.withdrawal_id = a.id
+         ORDER BY a.n
          RETURNING {ATTEMPT_COLUMNS}"
     ))
-    .bind(id)
-    .bind(chain.as_str())
-    .bind(&attempt.tx_hash)
-    .bind(&attempt.raw_tx)
-    .bind(attempt.fee_limit.to_string())
-    .bind(amount(attempt.max_fee_per_gas))
-    .bind(amount(attempt.max_priority_fee_per_gas))
-    .bind(attempt.gas_limit.map(|g| g as i64))
-    .bind(attempt.valid_until_height.map(|h| h as i64))
-    .fetch_one(&mut *tx)
+    .bind(&columns.ids)
+    .bind(&columns.chains)
+    .bind(&columns.hashes)
+    .bind(&columns.raws)
+    .bind(&columns.fee_limits)
+    .bind(&columns.max_fees)
+    .bind(&columns.tips)
+    .bind(&columns.gas_limits)
+    .bind(&columns.valid_until)
+    .fetch_all(&mut *tx)
     .await
     .map_err(|e| match &e {
         sqlx::Error::Database(db) if db.constraint() == Some("withdrawal_attempts_hash_unique") => {
@@ -181,5 +237,41 @@ pub(super) async fn insert_attempt(
         }
         _ => Error::Database(e),
     })?;
-    stored.into_attempt()
+    let mut stored = rows
+        .into_iter()
+        .map(AttemptRow::into_attempt)
+        .collect::<Result<Vec<_>>>()?;
+    // RETURNING keeps no promised order; the callers' is by row.
+    let order: std::collections::HashMap<i64, usize> = attempts
+        .iter()
+        .enumerate()
+        .map(|(n, (_, id, _))| (*id, n))
+        .collect();
+    stored.sort_by_key(|a| order.get(&a.withdrawal_id).copied());
+    if stored.len() != attempts.len() {
+        return Err(Error::Corrupt(format!(
+            "inserted {} of {} attempts",
+            stored.len(),
+            attempts.len()
+        )));
+    }
+    Ok(stored)
+}
+
+/// [`insert_attempts`]' parameters, one array per column.
+#[derive(Default)]
+struct AttemptColumns<'a> {
+    ids: Vec<i64>,
+    chains: Vec<&'a str>,
+    hashes: Vec<&'a str>,
+    raws: Vec<&'a [u8]>,
+    fee_limits: Vec<String>,
+    max_fees: Vec<Option<String>>,
+    tips: Vec<Option<String>>,
+    gas_limits: Vec<Option<i64>>,
+    valid_until: Vec<Option<i64>>,
+}
+
+fn to_i64(value: u64, field: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| invalid(&format!("{field}: too large")))
 }

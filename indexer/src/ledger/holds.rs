@@ -269,6 +269,87 @@ impl Ledger {
             ..hold
         })
     }
+
+    /// [`Self::finish_hold_in`] for many holds in three statements: each
+    /// `(hold, status, entry)` finishes its hold with its entry (settle
+    /// entries as given; a release's legs are built here from the hold).
+    /// If any hold is missing or no longer held, nothing is written and
+    /// the error names it, so the caller can fall back to one at a time.
+    pub(crate) async fn finish_holds_in(
+        &self,
+        conn: &mut PgConnection,
+        finishes: &[HoldFinish],
+    ) -> Result<Vec<Hold>> {
+        if finishes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = finishes.iter().map(|f| f.hold_id).collect();
+        let rows: Vec<HoldRow> = sqlx::query_as(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut holds: std::collections::HashMap<i64, Hold> = rows
+            .into_iter()
+            .map(|row| to_hold(row).map(|h| (h.id, h)))
+            .collect::<Result<_>>()?;
+        let mut entries = Vec::with_capacity(finishes.len());
+        for finish in finishes {
+            let hold = holds
+                .get(&finish.hold_id)
+                .ok_or(Error::HoldNotFound(finish.hold_id))?;
+            if hold.status != HoldStatus::Held {
+                return Err(Error::HoldFinalized {
+                    id: hold.id,
+                    status: hold.status,
+                });
+            }
+            entries.push(match finish.status {
+                HoldStatus::Released => NewEntry {
+                    legs: Hold::release_legs(hold.owner, &hold.asset, hold.amount),
+                    ..finish.entry.clone()
+                },
+                _ => finish.entry.clone(),
+            });
+        }
+        let posted = self.post_referenced_in(conn, &entries).await?;
+        let statuses: Vec<HoldStatus> = finishes.iter().map(|f| f.status).collect();
+        sqlx::query(
+            "UPDATE holds SET status = f.status, final_entry_id = f.entry_id, finalized_at = now()
+             FROM unnest($1::bigint[], $2::hold_status[], $3::bigint[]) AS f(id, status, entry_id)
+             WHERE holds.id = f.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&posted)
+        .execute(&mut *conn)
+        .await?;
+        finishes
+            .iter()
+            .zip(posted)
+            .map(|(finish, entry_id)| {
+                let hold = holds.remove(&finish.hold_id).ok_or_else(|| {
+                    Error::Corrupt(format!("hold {} finished twice", finish.hold_id))
+                })?;
+                Ok(Hold {
+                    status: finish.status,
+                    final_entry_id: Some(entry_id),
+                    ..hold
+                })
+            })
+            .collect()
+    }
+}
+
+/// One hold of a batch [`Ledger::finish_holds_in`] finishes: settled with
+/// `entry`, or released (then `entry` gives kind, reference and metadata,
+/// and its legs are the hold's release legs).
+#[derive(Clone, Debug)]
+pub(crate) struct HoldFinish {
+    pub hold_id: i64,
+    pub status: HoldStatus,
+    pub entry: NewEntry,
 }
 
 impl Hold {

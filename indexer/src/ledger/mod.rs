@@ -35,6 +35,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 pub use amount::{Amount, AmountError, SignedAmount};
+pub(crate) use holds::HoldFinish;
 pub(crate) use idempotency::Claim;
 pub(crate) use retry::retry_transient;
 pub use types::*;

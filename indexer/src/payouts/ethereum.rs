@@ -40,7 +40,9 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use chains::Chain;
-use chains::ethereum::{BlockNumberOrTag, EthereumClient, GasEstimate, SendOutcome, TxReceipt};
+use chains::ethereum::{
+    BlockNumberOrTag, EthereumClient, GasCall, GasEstimate, SendOutcome, TxReceipt,
+};
 use signer::ethereum::{Payment, UnsignedTransaction};
 use signer::{DepositKeys, KeyId};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,8 @@ const PLAN_BATCH: i64 = 500;
 /// Calls to the node in flight at once for steps that hold no database
 /// connection meanwhile (builds, sends).
 const NODE_CONCURRENCY: usize = 32;
+/// Gas estimates asked of the node in one JSON-RPC batch.
+const ESTIMATE_BATCH: usize = 200;
 
 /// The loop's settings; `api::config` starts from [`Default`].
 #[derive(Clone, Debug)]
@@ -491,11 +495,19 @@ impl EthereumPayouts {
                 return;
             }
         };
+        let limits = match self.gas_limits(&reserved).await {
+            Ok(limits) => limits,
+            Err(err) => {
+                tracing::warn!(error = %err, "gas estimates failed; retrying next round");
+                count_error("sign");
+                return;
+            }
+        };
         let signed = std::sync::Mutex::new(Vec::new());
-        // Builds ask the node (a gas estimate) and hold no database
-        // connection, so many run at once.
+        // Builds hold no database connection; a row left without an
+        // estimate asks the node on its own.
         self.for_each_at(reserved, "sign", NODE_CONCURRENCY, |payout| {
-            let (signed, nonces) = (&signed, &nonces);
+            let (signed, nonces, limits) = (&signed, &nonces, &limits);
             async move {
                 let payout = &payout;
                 let nonce = nonces
@@ -504,7 +516,12 @@ impl EthereumPayouts {
                         Error::Corrupt(format!("row {} reserved without a nonce", payout.id))
                     })?
                     .nonce;
-                match self.build(payout, nonce, fees, None).await? {
+                let built = match limits.get(&payout.id) {
+                    Some(Some(gas)) => self.build_with_gas(payout, nonce, fees, None, *gas).await?,
+                    Some(None) => None,
+                    None => self.build(payout, nonce, fees, None).await?,
+                };
+                match built {
                     Some(attempt) => signed
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -545,15 +562,33 @@ impl EthereumPayouts {
             payout.from_address.as_deref().unwrap_or_default(),
             "from_address",
         )?;
-        let previous = replacing.map(|r| r.current);
-        let mut payment = self.payment(payout)?;
-        let gas_limit = match previous.and_then(|a| a.gas_limit) {
+        let payment = self.payment(payout)?;
+        let gas_limit = match replacing.and_then(|r| r.current.gas_limit) {
             Some(gas) => gas,
             None => match self.gas_limit(from, &payment).await? {
                 Some(gas) => gas,
                 None => return Ok(None),
             },
         };
+        self.build_with_gas(payout, nonce, fees, replacing, gas_limit)
+            .await
+    }
+
+    /// [`Self::build`] with the gas limit known.
+    async fn build_with_gas(
+        &self,
+        payout: &Payout,
+        nonce: u64,
+        fees: Fees,
+        replacing: Option<Replacing<'_>>,
+        gas_limit: u64,
+    ) -> Result<Option<SignedAttempt>> {
+        let from = parse_address(
+            payout.from_address.as_deref().unwrap_or_default(),
+            "from_address",
+        )?;
+        let previous = replacing.map(|r| r.current);
+        let mut payment = self.payment(payout)?;
         let (max_fee, tip) = match previous {
             None => (fees.max_fee_per_gas, fees.max_priority_fee_per_gas),
             Some(previous) => {
@@ -688,24 +723,40 @@ impl EthereumPayouts {
     /// when the node answers that the transfer fails (a destination that
     /// reverts, a token that refuses).
     async fn gas_limit(&self, from: Address, payment: &Payment) -> Result<Option<u64>> {
-        let (to, value, data) = match payment {
-            Payment::Ether { to, value } => (*to, *value, Vec::new()),
-            Payment::Erc20 {
-                token,
-                recipient,
-                amount,
-            } => (*token, U256::ZERO, erc20_transfer(*recipient, *amount)),
-        };
-        Ok(
-            match self.client.estimate_gas(from, to, value, &data).await? {
-                GasEstimate::Gas(TRANSFER_GAS) if data.is_empty() => Some(TRANSFER_GAS),
-                GasEstimate::Gas(estimate) => Some(estimate.saturating_mul(6) / 5),
-                GasEstimate::Fails(reason) => {
-                    tracing::info!(%reason, "the node says the transfer would fail");
-                    None
-                }
-            },
-        )
+        let call = gas_call(from, payment);
+        let estimate = self
+            .client
+            .estimate_gas(call.from, call.to, call.value, &call.data)
+            .await?;
+        Ok(gas_limit_of(&call, estimate))
+    }
+
+    /// [`Self::gas_limit`] of each row's first attempt, asked of the node
+    /// in batches; a row whose payment cannot be built is left out (its
+    /// build reports why).
+    async fn gas_limits(&self, rows: &[Payout]) -> Result<HashMap<i64, Option<u64>>> {
+        let mut calls = Vec::with_capacity(rows.len());
+        for payout in rows {
+            let Ok(from) = parse_address(
+                payout.from_address.as_deref().unwrap_or_default(),
+                "from_address",
+            ) else {
+                continue;
+            };
+            let Ok(payment) = self.payment(payout) else {
+                continue;
+            };
+            calls.push((payout.id, gas_call(from, &payment)));
+        }
+        let mut limits = HashMap::with_capacity(calls.len());
+        for chunk in calls.chunks(ESTIMATE_BATCH) {
+            let batch: Vec<GasCall> = chunk.iter().map(|(_, call)| call.clone()).collect();
+            let estimates = self.client.estimate_gas_many(&batch).await?;
+            for ((id, call), estimate) in chunk.iter().zip(estimates) {
+                limits.insert(*id, gas_limit_of(call, estimate));
+            }
+        }
+        Ok(limits)
     }
 
     /// Replaces each attempt unmined `replace_after_blocks` after its
@@ -1132,24 +1183,22 @@ impl EthereumPayouts {
                 ],
             )
             .await?;
-        let mut done = Vec::new();
-        for (payout, attempts) in batch.rows.clone() {
-            match track_step(&payout, &attempts, receipts, round) {
+        let (mut landings, mut finishing) = (Vec::new(), Vec::new());
+        for (payout, attempts) in &batch.rows {
+            match track_step(payout, attempts, receipts, round) {
                 TrackStep::Land(attempt_id, receipt) => {
-                    batch
-                        .record_landed(payout.id, &landing(attempt_id, &receipt))
-                        .await?;
+                    landings.push((payout.id, landing(attempt_id, &receipt)));
                 }
-                TrackStep::Finish => {
-                    let status = batch.finish(payout.id, &self.config.native_asset).await?;
-                    done.push((payout, status));
-                }
+                TrackStep::Finish => finishing.push(payout.clone()),
                 TrackStep::Unland | TrackStep::Resolve | TrackStep::Wait => {}
             }
         }
+        batch.record_landed(&landings).await?;
+        let ids: Vec<i64> = finishing.iter().map(|p| p.id).collect();
+        let statuses = batch.finish(&ids, &self.config.native_asset).await?;
         batch.commit().await?;
-        for (payout, status) in done {
-            finished(&payout, status);
+        for (payout, status) in finishing.iter().zip(statuses) {
+            finished(payout, status);
         }
         Ok(())
     }
@@ -1347,6 +1396,38 @@ fn landing(attempt_id: i64, receipt: &TxReceipt) -> Landing {
         fee_paid: Amount::from_u128(
             u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price),
         ),
+    }
+}
+
+/// What to estimate for `from` making `payment`.
+fn gas_call(from: Address, payment: &Payment) -> GasCall {
+    let (to, value, data) = match payment {
+        Payment::Ether { to, value } => (*to, *value, Vec::new()),
+        Payment::Erc20 {
+            token,
+            recipient,
+            amount,
+        } => (*token, U256::ZERO, erc20_transfer(*recipient, *amount)),
+    };
+    GasCall {
+        from,
+        to,
+        value,
+        data,
+    }
+}
+
+/// The gas limit to sign with for the node's `estimate` of `call`: a plain
+/// transfer's exact 21,000, anything else with a fifth more as margin;
+/// `None` when the node says the transfer fails.
+fn gas_limit_of(call: &GasCall, estimate: GasEstimate) -> Option<u64> {
+    match estimate {
+        GasEstimate::Gas(TRANSFER_GAS) if call.data.is_empty() => Some(TRANSFER_GAS),
+        GasEstimate::Gas(estimate) => Some(estimate.saturating_mul(6) / 5),
+        GasEstimate::Fails(reason) => {
+            tracing::info!(%reason, "the node says the transfer would fail");
+            None
+        }
     }
 }
 

@@ -21,7 +21,8 @@ use super::{
     Withdrawals, count_transition,
 };
 use crate::ledger::{
-    AccountPurpose, AccountRef, Amount, EntryKind, HoldStatus, Leg, NewEntry, ReleaseHold,
+    AccountPurpose, AccountRef, Amount, EntryKind, HoldFinish, HoldStatus, Leg, NewEntry,
+    ReleaseHold,
 };
 use crate::{Error, Result};
 
@@ -341,21 +342,39 @@ impl ClaimedBatch {
             .ok_or_else(|| Error::InvalidRequest(format!("id: row {id} is not in this batch")))
     }
 
-    /// [`Claimed::record_landed`] for one row of the batch.
-    pub async fn record_landed(&mut self, id: i64, landing: &Landing) -> Result<()> {
-        let (payout, attempts) = self.row(id)?;
-        land(&mut self.tx, &payout, &attempts, landing).await?;
-        self.transitions.push(WithdrawalStatus::Confirming);
+    /// [`Claimed::record_landed`] for rows of the batch, each with its
+    /// landing, in two statements.
+    pub async fn record_landed(&mut self, landings: &[(i64, Landing)]) -> Result<()> {
+        let rows = landings
+            .iter()
+            .map(|(id, landing)| {
+                self.row(*id)
+                    .map(|(payout, attempts)| (payout, attempts, landing))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<_> = rows.iter().map(|(p, a, l)| (p, a.as_slice(), *l)).collect();
+        land(&mut self.tx, &refs).await?;
+        self.transitions
+            .extend(refs.iter().map(|_| WithdrawalStatus::Confirming));
         Ok(())
     }
 
-    /// [`Claimed::finish`] for one row of the batch; the status it ends in.
-    pub async fn finish(&mut self, id: i64, native_asset: &str) -> Result<WithdrawalStatus> {
-        let (payout, attempts) = self.row(id)?;
+    /// [`Claimed::finish`] for rows `ids` of the batch, in a fixed number
+    /// of statements; the status each ends in, in order.
+    pub async fn finish(
+        &mut self,
+        ids: &[i64],
+        native_asset: &str,
+    ) -> Result<Vec<WithdrawalStatus>> {
+        let rows = ids
+            .iter()
+            .map(|id| self.row(*id))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<_> = rows.iter().map(|(p, a)| (p, a.as_slice())).collect();
         let ledger = self.store.ledger().clone();
-        let status = finish_row(&mut self.tx, &ledger, &payout, &attempts, native_asset).await?;
-        self.transitions.push(status);
-        Ok(status)
+        let statuses = finish_rows(&mut self.tx, &ledger, &refs, native_asset).await?;
+        self.transitions.extend(statuses.iter().copied());
+        Ok(statuses)
     }
 
     /// Commits every row's writes at once.
@@ -503,7 +522,7 @@ impl Claimed {
     /// recording the send, and the chain says the bytes went out; and from
     /// manual: the chain settles what a person was asked to decide.)
     pub async fn record_landed(mut self, landing: &Landing) -> Result<Payout> {
-        land(&mut self.tx, &self.payout, &self.attempts, landing).await?;
+        land(&mut self.tx, &[(&self.payout, &self.attempts, landing)]).await?;
         let payout = self.reread().await?;
         count_transition(WithdrawalStatus::Confirming);
         Ok(payout)
@@ -615,16 +634,15 @@ impl Claimed {
     /// custody → network fees, in `native_asset`, for every kind.
     pub async fn finish(mut self, native_asset: &str) -> Result<Payout> {
         let ledger = self.store.ledger().clone();
-        let status = finish_row(
+        let statuses = finish_rows(
             &mut self.tx,
             &ledger,
-            &self.payout,
-            &self.attempts,
+            &[(&self.payout, &self.attempts)],
             native_asset,
         )
         .await?;
         let payout = self.reread().await?;
-        count_transition(status);
+        statuses.into_iter().for_each(count_transition);
         Ok(payout)
     }
 
@@ -654,159 +672,181 @@ impl Claimed {
     }
 }
 
-/// [`Claimed::record_landed`]'s writes, on the claim's connection.
-async fn land(
-    conn: &mut PgConnection,
-    payout: &Payout,
-    attempts: &[Attempt],
-    landing: &Landing,
-) -> Result<()> {
-    if !matches!(
-        payout.status,
-        WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual
-    ) {
-        return Err(Error::WithdrawalState {
-            id: payout.id,
-            status: payout.status,
-            action: "landed",
-        });
+/// [`Claimed::record_landed`]'s writes for each `(row, its attempts, landing)`,
+/// on the claim's connection: two statements however many rows.
+async fn land(conn: &mut PgConnection, rows: &[(&Payout, &[Attempt], &Landing)]) -> Result<()> {
+    let mut attempt_ids = Vec::with_capacity(rows.len());
+    let mut hashes = Vec::with_capacity(rows.len());
+    let mut heights = Vec::with_capacity(rows.len());
+    let mut successes = Vec::with_capacity(rows.len());
+    let mut fees = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for (payout, attempts, landing) in rows {
+        if !matches!(
+            payout.status,
+            WithdrawalStatus::Signed | WithdrawalStatus::Broadcast | WithdrawalStatus::Manual
+        ) {
+            return Err(Error::WithdrawalState {
+                id: payout.id,
+                status: payout.status,
+                action: "landed",
+            });
+        }
+        if !attempts.iter().any(|a| a.id == landing.attempt_id) {
+            return Err(Error::InvalidRequest(format!(
+                "attempt_id: {} is not an attempt of withdrawal {}",
+                landing.attempt_id, payout.id
+            )));
+        }
+        if payout.status == WithdrawalStatus::Manual && payout.resolution.is_some() {
+            tracing::warn!(
+                id = payout.id,
+                "an attempt of a manual withdrawal landed; the admin's resolution is dropped"
+            );
+        }
+        attempt_ids.push(landing.attempt_id);
+        hashes.push(landing.block_hash.as_str());
+        heights.push(to_i64(landing.block_height, "block_height")?);
+        successes.push(landing.success);
+        fees.push(landing.fee_paid.to_string());
+        ids.push(payout.id);
     }
-    if !attempts.iter().any(|a| a.id == landing.attempt_id) {
-        return Err(Error::InvalidRequest(format!(
-            "attempt_id: {} is not an attempt of withdrawal {}",
-            landing.attempt_id, payout.id
-        )));
+    if ids.is_empty() {
+        return Ok(());
     }
     sqlx::query(
-        "UPDATE withdrawal_attempts SET landed_block_hash = $2, landed_block_height = $3,
-             landed_success = $4, fee_paid = $5::numeric
-         WHERE id = $1",
+        "UPDATE withdrawal_attempts a SET landed_block_hash = l.hash, landed_block_height = l.height,
+             landed_success = l.success, fee_paid = l.fee::numeric
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[], $5::text[])
+             AS l(id, hash, height, success, fee)
+         WHERE a.id = l.id",
     )
-    .bind(landing.attempt_id)
-    .bind(&landing.block_hash)
-    .bind(to_i64(landing.block_height, "block_height")?)
-    .bind(landing.success)
-    .bind(landing.fee_paid.to_string())
+    .bind(&attempt_ids)
+    .bind(&hashes)
+    .bind(&heights)
+    .bind(&successes)
+    .bind(&fees)
     .execute(&mut *conn)
     .await?;
-    if payout.status == WithdrawalStatus::Manual && payout.resolution.is_some() {
-        tracing::warn!(
-            id = payout.id,
-            "an attempt of a manual withdrawal landed; the admin's resolution is dropped"
-        );
-    }
     // From manual, the chain answered what a person was asked: the
     // question and any answer to it go.
     sqlx::query(
         "UPDATE withdrawals SET status = 'confirming', waiting_reason = NULL, updated_at = now(),
              reason = CASE WHEN status = 'manual' THEN NULL ELSE reason END,
              resolution = NULL, resolution_by = NULL, resolution_reason = NULL
-         WHERE id = $1",
+         WHERE id = ANY($1)",
     )
-    .bind(payout.id)
+    .bind(&ids)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// [`Claimed::finish`]'s writes, on the claim's connection; the status
-/// it ended in.
-async fn finish_row(
+/// [`Claimed::finish`]'s writes for each `(row, its attempts)`, on the
+/// claim's connection, in a fixed number of statements however many
+/// rows; the status each ended in, in order.
+async fn finish_rows(
     conn: &mut PgConnection,
     ledger: &crate::ledger::Ledger,
-    payout: &Payout,
-    attempts: &[Attempt],
+    rows: &[(&Payout, &[Attempt])],
     native_asset: &str,
-) -> Result<WithdrawalStatus> {
-    if payout.status != WithdrawalStatus::Confirming {
-        return Err(Error::WithdrawalState {
-            id: payout.id,
-            status: payout.status,
-            action: "finished",
+) -> Result<Vec<WithdrawalStatus>> {
+    let mut holds = Vec::new();
+    let mut fee_entries = Vec::new();
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::with_capacity(rows.len());
+    for (payout, attempts) in rows {
+        if payout.status != WithdrawalStatus::Confirming {
+            return Err(Error::WithdrawalState {
+                id: payout.id,
+                status: payout.status,
+                action: "finished",
+            });
+        }
+        let Some(landed) = attempts.iter().find(|a| a.landed_block_hash.is_some()) else {
+            return Err(Error::Corrupt(format!(
+                "withdrawal {} is confirming without a landed attempt",
+                payout.id
+            )));
+        };
+        let success = landed.landed_success.unwrap_or(false);
+        let id = payout.id;
+        let metadata = serde_json::json!({
+            "withdrawal_id": id,
+            "kind": payout.kind.as_str(),
+            "tx_hash": landed.tx_hash,
+            "block_hash": landed.landed_block_hash,
+            "block_height": landed.landed_block_height,
         });
-    }
-    let Some(landed) = attempts
-        .iter()
-        .find(|a| a.landed_block_hash.is_some())
-        .cloned()
-    else {
-        return Err(Error::Corrupt(format!(
-            "withdrawal {} is confirming without a landed attempt",
-            payout.id
-        )));
-    };
-    let success = landed.landed_success.unwrap_or(false);
-    let id = payout.id;
-    let metadata = serde_json::json!({
-        "withdrawal_id": id,
-        "kind": payout.kind.as_str(),
-        "tx_hash": landed.tx_hash,
-        "block_hash": landed.landed_block_hash,
-        "block_height": landed.landed_block_height,
-    });
-    if let Some(hold_id) = payout.hold_id {
-        if success {
-            let (Some(user), PayoutKind::Withdrawal) = (payout.user, payout.kind) else {
-                return Err(Error::Corrupt(format!(
-                    "payout {id} has a hold but is no user's withdrawal"
-                )));
-            };
-            let p = payout;
-            let entry = settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?;
-            let prepared = ledger.prepare_in(&mut *conn, &entry).await?;
-            ledger
-                .finish_hold_in(&mut *conn, hold_id, HoldStatus::Settled, &prepared)
-                .await?;
-        } else {
-            ledger
-                .release_hold_in(
-                    &mut *conn,
-                    &ReleaseHold {
-                        hold_id,
+        if let Some(hold_id) = payout.hold_id {
+            holds.push(if success {
+                let (Some(user), PayoutKind::Withdrawal) = (payout.user, payout.kind) else {
+                    return Err(Error::Corrupt(format!(
+                        "payout {id} has a hold but is no user's withdrawal"
+                    )));
+                };
+                let p = payout;
+                HoldFinish {
+                    hold_id,
+                    status: HoldStatus::Settled,
+                    entry: settle_entry(id, user, &p.asset, p.amount, p.fee, &metadata)?,
+                }
+            } else {
+                HoldFinish {
+                    hold_id,
+                    status: HoldStatus::Released,
+                    entry: NewEntry {
                         kind: EntryKind::WithdrawalRelease,
                         reference: format!("withdrawal:{id}:release"),
                         metadata: metadata.clone(),
+                        legs: Vec::new(),
                     },
-                )
-                .await?;
+                }
+            });
         }
+        let fee_paid = landed.fee_paid.unwrap_or_default();
+        if !fee_paid.is_zero() {
+            fee_entries.push(NewEntry {
+                kind: EntryKind::NetworkFee,
+                reference: format!("withdrawal:{id}:network_fee"),
+                metadata,
+                legs: vec![
+                    Leg::increase(
+                        AccountRef::system(native_asset, AccountPurpose::Custody),
+                        fee_paid,
+                    ),
+                    Leg::decrease(
+                        AccountRef::system(native_asset, AccountPurpose::NetworkFees),
+                        fee_paid,
+                    ),
+                ],
+            });
+        }
+        ids.push(id);
+        statuses.push(if success {
+            WithdrawalStatus::Completed
+        } else {
+            WithdrawalStatus::Failed
+        });
     }
-    let fee_paid = landed.fee_paid.unwrap_or_default();
-    if !fee_paid.is_zero() {
-        let entry = NewEntry {
-            kind: EntryKind::NetworkFee,
-            reference: format!("withdrawal:{id}:network_fee"),
-            metadata: metadata.clone(),
-            legs: vec![
-                Leg::increase(
-                    AccountRef::system(native_asset, AccountPurpose::Custody),
-                    fee_paid,
-                ),
-                Leg::decrease(
-                    AccountRef::system(native_asset, AccountPurpose::NetworkFees),
-                    fee_paid,
-                ),
-            ],
-        };
-        ledger.post_referenced_in(&mut *conn, &[entry]).await?;
+    if ids.is_empty() {
+        return Ok(statuses);
     }
-    let status = if success {
-        WithdrawalStatus::Completed
-    } else {
-        WithdrawalStatus::Failed
-    };
+    ledger.finish_holds_in(&mut *conn, &holds).await?;
+    ledger.post_referenced_in(&mut *conn, &fee_entries).await?;
     sqlx::query(
-            "UPDATE withdrawals SET status = $2, finished_at = now(), updated_at = now(),
-                 reason = CASE WHEN $2 = 'failed'::withdrawal_status
-                     THEN 'the transaction reverted on chain (receipt status 0); its network fee is spent'
-                     ELSE reason END
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status)
-        .execute(&mut *conn)
-        .await?;
-    Ok(status)
+        "UPDATE withdrawals w SET status = f.status, finished_at = now(), updated_at = now(),
+             reason = CASE WHEN f.status = 'failed'::withdrawal_status
+                 THEN 'the transaction reverted on chain (receipt status 0); its network fee is spent'
+                 ELSE w.reason END
+         FROM unnest($1::bigint[], $2::withdrawal_status[]) AS f(id, status)
+         WHERE w.id = f.id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .execute(&mut *conn)
+    .await?;
+    Ok(statuses)
 }
 
 /// Settling a withdrawal's hold: the amount leaves custody for the

@@ -353,6 +353,41 @@ impl EthereumClient {
         Ok(outcome)
     }
 
+    /// [`Self::send_raw_transaction`] for each of `raws`, in order, in one
+    /// JSON-RPC batch: each refusal is that transaction's own outcome; a
+    /// call the node answered with something unreadable is that call's
+    /// error; no answer at all fails the whole batch (the caller sends the
+    /// same bytes again).
+    pub async fn send_raw_transactions(&self, raws: &[&[u8]]) -> Result<Vec<Result<SendOutcome>>> {
+        const METHOD: &str = "eth_sendRawTransaction";
+        if raws.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let mut batch = self.rpc.new_batch();
+        let mut waiters = Vec::with_capacity(raws.len());
+        for raw in raws {
+            waiters.push(
+                batch
+                    .add_call::<_, B256>(METHOD, &(Bytes::copy_from_slice(raw),))
+                    .map_err(|e| Error::transport(CHAIN, METHOD, e))?,
+            );
+        }
+        batch.send().await.map_err(|e| classify(METHOD, e))?;
+        let mut outcomes = Vec::with_capacity(waiters.len());
+        for waiter in waiters {
+            outcomes.push(match waiter.await {
+                Ok(hash) => Ok(SendOutcome::Accepted(hash)),
+                Err(RpcError::ErrorResp(payload)) => {
+                    Ok(classify_send_error(payload.code, &payload.message))
+                }
+                Err(other) => Err(classify(METHOD, other)),
+            });
+        }
+        observe_rpc(METHOD, started);
+        Ok(outcomes)
+    }
+
     /// The receipt of each of `hashes`, in order, `None` for a transaction
     /// the node has not mined, from one batch of `eth_getTransactionReceipt`.
     pub async fn receipts(&self, hashes: &[B256]) -> Result<Vec<Option<TxReceipt>>> {

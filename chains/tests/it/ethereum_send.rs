@@ -252,3 +252,79 @@ async fn broadcast_outcomes_receipts_and_fees_on_anvil() {
         .expect_err("no contract there");
     assert_eq!(not_a_token.kind(), "malformed", "{not_a_token}");
 }
+
+/// One JSON-RPC batch of sends and of estimates: every call gets its own
+/// answer, in order, and one refusal never stands for the others.
+#[tokio::test]
+async fn batched_sends_and_estimates_answer_each_call_on_anvil() {
+    use chains::ethereum::{GasCall, GasEstimate};
+
+    let node = Anvil::spawn().await.expect("start anvil");
+    let client = node.client();
+    let sender = Sender::new(0x33, client).await;
+    let from = sender.address();
+    let to = Address::repeat_byte(0x43);
+    node.set_balance(from, U256::from(10u64).pow(U256::from(18)))
+        .await
+        .expect("fund sender");
+    let refuser = Address::repeat_byte(0x5e);
+    node.request("anvil_setCode", serde_json::json!([refuser, "0x5f5ffd"]))
+        .await
+        .expect("code");
+    let call = |to: Address| GasCall {
+        from,
+        to,
+        value: U256::ZERO,
+        data: Vec::new(),
+    };
+    let estimates = client
+        .estimate_gas_many(&[call(to), call(refuser), call(to)])
+        .await
+        .expect("estimates");
+    assert_eq!(estimates.len(), 3);
+    assert_eq!(estimates[0], GasEstimate::Gas(21_000));
+    assert!(
+        matches!(estimates[1], GasEstimate::Fails(_)),
+        "{estimates:?}"
+    );
+    assert_eq!(estimates[2], GasEstimate::Gas(21_000));
+    assert!(
+        client
+            .estimate_gas_many(&[])
+            .await
+            .expect("none")
+            .is_empty()
+    );
+
+    let fees = client.fee_suggestion(10, 50.0).await.expect("fee history");
+    let max_fee = 2 * fees.base_fee_per_gas + GWEI;
+    node.set_automine(false).await.expect("automine off");
+    let first = sender.transfer(to, 1, 0, GWEI, max_fee);
+    let second = sender.transfer(to, 2, 1, GWEI, max_fee);
+    let garbage = [0x02, 0xde, 0xad];
+    let outcomes = client
+        .send_raw_transactions(&[&first, &garbage, &second, &first])
+        .await
+        .expect("batch");
+    let outcomes: Vec<SendOutcome> = outcomes.into_iter().map(|o| o.expect("answered")).collect();
+    assert_eq!(outcomes[0], SendOutcome::Accepted(keccak256(&first)));
+    assert!(
+        matches!(outcomes[1], SendOutcome::Rejected(_)),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], SendOutcome::Accepted(keccak256(&second)));
+    assert_eq!(
+        outcomes[3],
+        SendOutcome::AlreadyKnown,
+        "the same bytes twice in one batch"
+    );
+    assert!(
+        client
+            .send_raw_transactions(&[])
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    node.mine(1).await.expect("mine");
+    assert_eq!(client.pending_nonce(from).await.expect("nonce"), 2);
+}

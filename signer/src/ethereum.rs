@@ -11,8 +11,8 @@ use bitcoin::key::Secp256k1;
 use zeroize::Zeroizing;
 
 pub use alloy_primitives::{Address, B256, U256};
-pub(crate) use transaction::sign;
 pub use transaction::{Payment, SignedTransaction, UnsignedTransaction};
+pub(crate) use transaction::{sign, sign_with};
 
 use crate::{Error, HdSeed, KeyId, Result};
 

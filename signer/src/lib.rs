@@ -62,6 +62,11 @@ pub struct DepositKeys {
     seed: HdSeed,
     bitcoin_network: ::bitcoin::Network,
     bitcoin_account: ::bitcoin::bip32::Xpub,
+    /// The Ethereum hot wallet's key, derived at its first signature and
+    /// wiped on drop: the payout loop signs hundreds a round with it, and
+    /// deriving each time cost more than the signature. It exposes nothing
+    /// the seed beside it does not.
+    ethereum_hot: std::sync::OnceLock<alloy_signer_local::PrivateKeySigner>,
 }
 
 impl std::fmt::Debug for DepositKeys {
@@ -86,6 +91,7 @@ impl DepositKeys {
             seed,
             bitcoin_network,
             bitcoin_account,
+            ethereum_hot: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,7 +154,19 @@ impl DepositKeys {
         key: KeyId,
         tx: &ethereum::UnsignedTransaction,
     ) -> Result<ethereum::SignedTransaction> {
-        ethereum::sign(&self.seed, key, tx)
+        match key {
+            KeyId::HotWallet => {
+                let signer = match self.ethereum_hot.get() {
+                    Some(signer) => signer,
+                    None => {
+                        let derived = ethereum::signing_key(&self.seed, key)?;
+                        self.ethereum_hot.get_or_init(|| derived)
+                    }
+                };
+                ethereum::sign_with(signer, tx)
+            }
+            KeyId::Deposit(_) => ethereum::sign(&self.seed, key, tx),
+        }
     }
 }
 

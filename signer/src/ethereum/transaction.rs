@@ -6,6 +6,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, sol};
 
 use crate::{Error, HdSeed, KeyId, Result};
@@ -164,8 +165,15 @@ pub(crate) fn sign(
     key: KeyId,
     tx: &UnsignedTransaction,
 ) -> Result<SignedTransaction> {
+    sign_with(&super::signing_key(seed, key)?, tx)
+}
+
+/// [`sign`] with a key already derived.
+pub(crate) fn sign_with(
+    signer: &PrivateKeySigner,
+    tx: &UnsignedTransaction,
+) -> Result<SignedTransaction> {
     let unsigned = tx.build()?;
-    let signer = super::signing_key(seed, key)?;
     let signature = signer
         .sign_hash_sync(&unsigned.signature_hash())
         .map_err(|e| Error::Signing(e.to_string()))?;

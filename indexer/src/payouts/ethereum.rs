@@ -77,6 +77,9 @@ const PLAN_BATCH: i64 = 500;
 const NODE_CONCURRENCY: usize = 32;
 /// Gas estimates asked of the node in one JSON-RPC batch.
 const ESTIMATE_BATCH: usize = 200;
+/// Signed transactions sent in one JSON-RPC batch, and batches in flight.
+const SEND_BATCH: usize = 100;
+const SEND_BATCHES_IN_FLIGHT: usize = 4;
 
 /// The loop's settings; `api::config` starts from [`Default`].
 #[derive(Clone, Debug)]
@@ -888,14 +891,38 @@ impl EthereumPayouts {
         // No row is held while its bytes go out: sending committed bytes
         // again can only be answered "already known", so two loops racing
         // here cost a duplicate send, never a second payment.
+        // In batches, each sender's in reservation (so nonce) order, so the
+        // node rarely holds a transaction waiting for the one before it.
+        let mut due = due;
+        due.sort_by(|(a, x), (b, y)| {
+            (&a.from_address, x.nonce_reservation_id)
+                .cmp(&(&b.from_address, y.nonce_reservation_id))
+        });
         use futures::StreamExt;
         let answered: Vec<(Payout, Attempt, chains::Result<SendOutcome>)> =
-            futures::stream::iter(due)
-                .map(|(payout, attempt)| async move {
-                    let answer = self.client.send_raw_transaction(&attempt.raw_tx).await;
-                    (payout, attempt, answer)
+            futures::stream::iter(due.chunks(SEND_BATCH).map(<[_]>::to_vec))
+                .map(|chunk| async move {
+                    let raws: Vec<&[u8]> = chunk.iter().map(|(_, a)| a.raw_tx.as_slice()).collect();
+                    match self.client.send_raw_transactions(&raws).await {
+                        Ok(answers) => chunk
+                            .iter()
+                            .cloned()
+                            .zip(answers)
+                            .map(|((payout, attempt), answer)| (payout, attempt, answer))
+                            .collect::<Vec<_>>(),
+                        Err(err) => {
+                            // Nothing recorded: the same bytes go out next round.
+                            for _ in &chunk {
+                                count_send("transport");
+                            }
+                            tracing::warn!(rows = chunk.len(), error = %err, "a batch of sends failed; the same bytes are sent next round");
+                            count_error("send");
+                            Vec::new()
+                        }
+                    }
                 })
-                .buffer_unordered(NODE_CONCURRENCY)
+                .buffered(SEND_BATCHES_IN_FLIGHT)
+                .flat_map(futures::stream::iter)
                 .collect()
                 .await;
         let mut accepted = Vec::new();

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::ledger::{Amount, EntryKind, IdempotencyKey, PlaceHold};
 use crate::metrics::WITHDRAWALS_REFUSED;
-use crate::users::lock_active_user;
 use crate::{Error, Result};
 
 /// What a request is compared by under its key.
@@ -80,19 +79,49 @@ async fn under_key(
     }
 }
 
+/// Locks the user's row against being disabled and takes `limit_lock`, in
+/// one round trip; refuses a user who is missing or disabled. (The
+/// advisory lock is taken as the row is read, before its row lock.)
+async fn lock_user_and_limit(
+    tx: &mut PgConnection,
+    user: uuid::Uuid,
+    limit_lock: &str,
+) -> Result<()> {
+    let disabled: Option<bool> = sqlx::query_scalar(
+        "SELECT disabled_at IS NOT NULL FROM users
+         WHERE id = $1 AND pg_advisory_xact_lock(hashtextextended($2, 0)) IS NOT NULL
+         FOR SHARE",
+    )
+    .bind(user)
+    .bind(limit_lock)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match disabled {
+        None => Err(Error::UserNotFound(user)),
+        Some(true) => Err(Error::UserDisabled(user)),
+        Some(false) => Ok(()),
+    }
+}
+
 /// What the user has withdrawn of `asset` in the last 24 hours, counting
-/// every withdrawal that still holds or has paid.
-async fn withdrawn_today(tx: &mut PgConnection, user: uuid::Uuid, asset: &str) -> Result<Amount> {
-    let total: String = sqlx::query_scalar(
-        "SELECT coalesce(sum(amount), 0)::text FROM withdrawals
-         WHERE user_id = $1 AND asset = $2 AND requested_at > now() - interval '1 day'
-           AND status NOT IN ('rejected', 'cancelled', 'failed')",
+/// every withdrawal that still holds or has paid, and the id the new
+/// withdrawal takes, in one round trip.
+async fn withdrawn_today_and_next_id(
+    tx: &mut PgConnection,
+    user: uuid::Uuid,
+    asset: &str,
+) -> Result<(Amount, i64)> {
+    let (total, id): (String, i64) = sqlx::query_as(
+        "SELECT (SELECT coalesce(sum(amount), 0)::text FROM withdrawals
+                 WHERE user_id = $1 AND asset = $2 AND requested_at > now() - interval '1 day'
+                   AND status NOT IN ('rejected', 'cancelled', 'failed')),
+                nextval(pg_get_serial_sequence('withdrawals', 'id'))",
     )
     .bind(user)
     .bind(asset)
     .fetch_one(&mut *tx)
     .await?;
-    super::rows::stored_amount(&total)
+    Ok((super::rows::stored_amount(&total)?, id))
 }
 
 impl Withdrawals {
@@ -174,9 +203,11 @@ impl Withdrawals {
                 if let Some(existing) = under_key(&mut tx, key, hash).await? {
                     return Ok((tx, (existing, false)));
                 }
-                lock_active_user(&mut tx, request.user).await?;
-                lock_name(&mut tx, limit_lock).await?;
-                let today = withdrawn_today(&mut tx, request.user, &request.asset).await?;
+                // The sum is read in a statement after the lock, so it
+                // sees every withdrawal committed before the lock was had.
+                lock_user_and_limit(&mut tx, request.user, limit_lock).await?;
+                let (today, id) =
+                    withdrawn_today_and_next_id(&mut tx, request.user, &request.asset).await?;
                 match today.checked_add(request.amount) {
                     Some(total) if total <= policy.daily_limit => {}
                     _ => {
@@ -186,10 +217,6 @@ impl Withdrawals {
                         });
                     }
                 }
-                let id: i64 =
-                    sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('withdrawals', 'id'))")
-                        .fetch_one(&mut *tx)
-                        .await?;
                 let hold = self
                     .ledger()
                     .place_hold_in(

@@ -274,3 +274,35 @@ async fn lists_page_by_id_and_filter_by_status_and_user() {
         Err(Error::InvalidRequest(m)) if m.starts_with("page_size")
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_or_unknown_user_cannot_request() {
+    let setup = Setup::new().await;
+    let user = setup.funded_user(10_000_000).await;
+    let users = indexer::users::Users::new(setup.db.pool().clone());
+    assert!(users.disable(user).await.expect("disable"));
+
+    let refused = setup
+        .withdrawals
+        .request(&key(), &eth_withdrawal(user, 500_000))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::UserDisabled(id)) if id == user),
+        "{refused:?}"
+    );
+    let nobody = uuid::Uuid::new_v4();
+    let mut unknown = eth_withdrawal(nobody, 500_000);
+    unknown.requested_by = user;
+    let refused = setup.withdrawals.request(&key(), &unknown).await;
+    assert!(
+        matches!(refused, Err(Error::UserNotFound(id)) if id == nobody),
+        "{refused:?}"
+    );
+    assert_eq!(withdrawal_count(&setup).await, 0);
+    assert_eq!(
+        setup.balance(user, "ETH").await.held,
+        amount(0),
+        "no hold placed"
+    );
+    assert_invariants(setup.db.pool()).await;
+}

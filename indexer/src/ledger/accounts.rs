@@ -63,9 +63,10 @@ impl Ledger {
     }
 
     /// Resolves account ids on the caller's connection, inside its
-    /// transaction, bypassing the cache: an id is only used where its row is
-    /// certainly visible, and an account created here rolls back with the
-    /// entries that needed it.
+    /// transaction: cached ids are of committed accounts, which every
+    /// statement of a read-committed transaction sees; the rest are
+    /// resolved here and never cached, since an account created here rolls
+    /// back with the entries that needed it.
     pub(crate) async fn account_ids_in(
         &self,
         conn: &mut PgConnection,
@@ -73,10 +74,25 @@ impl Ledger {
     ) -> Result<AccountIds> {
         accounts.sort();
         accounts.dedup();
-        Ok(upsert_accounts(conn, &accounts)
-            .await?
-            .into_iter()
-            .collect())
+        let mut ids = AccountIds::new();
+        {
+            let cache = self
+                .accounts
+                .0
+                .read()
+                .map_err(|_| Error::Corrupt("account cache poisoned".into()))?;
+            accounts.retain(|account| match cache.get(account) {
+                Some(id) => {
+                    ids.insert(account.clone(), *id);
+                    false
+                }
+                None => true,
+            });
+        }
+        if !accounts.is_empty() {
+            ids.extend(upsert_accounts(conn, &accounts).await?);
+        }
+        Ok(ids)
     }
 }
 

@@ -7,6 +7,10 @@ use crate::{Error, Result};
 
 type AssetRow = (String, String, i16, Option<String>);
 
+/// Registered assets by code, as read from the database.
+#[derive(Debug, Default)]
+pub(super) struct AssetCache(std::sync::RwLock<std::collections::HashMap<String, Asset>>);
+
 fn to_asset((code, chain, decimals, contract): AssetRow) -> Result<Asset> {
     Ok(Asset {
         code,
@@ -38,13 +42,31 @@ impl Ledger {
         }
     }
 
+    /// The asset under `code`. A registered asset never changes, so one
+    /// found is kept; one not found is asked again next time (another
+    /// process may register it).
     pub async fn asset(&self, code: &str) -> Result<Option<Asset>> {
-        sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
-            .bind(code)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(to_asset)
-            .transpose()
+        let poisoned = || Error::Corrupt("asset cache poisoned".into());
+        if let Some(asset) = self.assets.0.read().map_err(|_| poisoned())?.get(code) {
+            return Ok(Some(asset.clone()));
+        }
+        let found =
+            sqlx::query_as("SELECT code, chain, decimals, contract FROM assets WHERE code = $1")
+                .bind(code)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(to_asset)
+                .transpose()?;
+        if let Some(asset) = &found {
+            // Only registered codes enter, so the cache stays as small as
+            // the asset list.
+            self.assets
+                .0
+                .write()
+                .map_err(|_| poisoned())?
+                .insert(asset.code.clone(), asset.clone());
+        }
+        Ok(found)
     }
 
     pub async fn assets(&self) -> Result<Vec<Asset>> {

@@ -182,6 +182,16 @@ impl Ledger {
         .await
     }
 
+    /// Resolves the accounts a hold of `owner`'s `asset` posts to through
+    /// the committed-id cache, so [`Self::place_hold_in`] inside a
+    /// transaction finds them without a statement. Call it before the
+    /// transaction begins: it takes a pool connection of its own on a miss.
+    pub(crate) async fn warm_hold_accounts(&self, owner: OwnerId, asset: &str) -> Result<()> {
+        let available = AccountRef::available(owner, asset);
+        let held = AccountRef::user(owner, asset, AccountPurpose::Held);
+        self.account_ids(&[&available, &held]).await.map(drop)
+    }
+
     /// [`Self::release_hold`] inside the caller's transaction, without an
     /// idempotency key (see [`Self::place_hold_in`]); a hold already
     /// finished is refused with [`Error::HoldFinalized`].

@@ -45,6 +45,7 @@ pub use types::*;
 pub struct Ledger {
     pool: PgPool,
     accounts: Arc<accounts::AccountCache>,
+    assets: Arc<assets::AssetCache>,
 }
 
 impl Ledger {
@@ -52,6 +53,7 @@ impl Ledger {
         Self {
             pool,
             accounts: Arc::default(),
+            assets: Arc::default(),
         }
     }
 

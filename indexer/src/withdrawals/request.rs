@@ -195,6 +195,15 @@ impl Withdrawals {
             key.key
         );
         let limit_lock = format!("withdrawal-limit:{}:{}", request.user, asset.code);
+        // Only a cache warm-up: an unknown user fails it here and is
+        // refused by name inside the transaction.
+        if let Err(err) = self
+            .ledger()
+            .warm_hold_accounts(request.user, &asset.code)
+            .await
+        {
+            tracing::debug!(error = %err, "hold accounts not resolved ahead");
+        }
 
         self.transaction(|mut tx| {
             let (key_lock, limit_lock, hash) = (&key_lock, &limit_lock, &hash);

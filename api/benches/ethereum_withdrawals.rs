@@ -69,7 +69,7 @@ async fn run(count: u64) {
         count as f64 / reference.as_secs_f64()
     );
 
-    let coffer = Daemon::start(&db, &anvil).await;
+    let mut coffer = Daemon::start(&db, &anvil).await;
     let channel = Channel::from_shared(format!("http://{}", coffer.grpc))
         .expect("endpoint")
         .connect()
@@ -102,7 +102,14 @@ async fn run(count: u64) {
         .collect::<Vec<()>>()
         .await;
     let requested = started.elapsed();
-    wait_for(&db, count, "completed", Duration::from_secs(1800)).await;
+    wait_for(
+        &db,
+        &mut coffer,
+        count,
+        "completed",
+        Duration::from_secs(1800),
+    )
+    .await;
     let elapsed = started.elapsed();
     let (p50, p99) = broadcast_latency(&db).await;
     let rate = count as f64 / elapsed.as_secs_f64();
@@ -222,9 +229,20 @@ async fn service_token(db: &indexer::devnet::TestDb, channel: Channel) -> String
         .access_token
 }
 
-async fn wait_for(db: &indexer::devnet::TestDb, count: u64, status: &str, limit: Duration) {
+/// Waits for `count` withdrawals in `status`; fails at once, with its exit
+/// status, if the daemon exits meanwhile.
+async fn wait_for(
+    db: &indexer::devnet::TestDb,
+    daemon: &mut Daemon,
+    count: u64,
+    status: &str,
+    limit: Duration,
+) {
     let deadline = Instant::now() + limit;
     loop {
+        if let Some(exit) = daemon.child.try_wait().expect("daemon status") {
+            panic!("the daemon exited ({exit}) before {count} withdrawals were {status}");
+        }
         let done: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM withdrawals WHERE kind = 'withdrawal' AND status = $1::withdrawal_status",
         )

@@ -880,7 +880,8 @@ fn settle_entry(
     })
 }
 
-fn to_i64(value: u64, field: &str) -> Result<i64> {
+/// `value` as a BIGINT column takes it; too large is an invalid `field`.
+pub(super) fn to_i64(value: u64, field: &str) -> Result<i64> {
     i64::try_from(value).map_err(|_| Error::InvalidRequest(format!("{field}: too large")))
 }
 

@@ -7,6 +7,7 @@
 
 use sqlx::PgConnection;
 
+use super::claim::to_i64;
 use super::rows::{ATTEMPT_COLUMNS, AttemptRow, WITHDRAWAL_COLUMNS, WithdrawalRow, lock_payout};
 use super::{Attempt, Payout, SignedAttempt, WithdrawalStatus, Withdrawals, count_transition};
 use crate::{Error, Result};
@@ -270,8 +271,4 @@ struct AttemptColumns<'a> {
     tips: Vec<Option<String>>,
     gas_limits: Vec<Option<i64>>,
     valid_until: Vec<Option<i64>>,
-}
-
-fn to_i64(value: u64, field: &str) -> Result<i64> {
-    i64::try_from(value).map_err(|_| invalid(&format!("{field}: too large")))
 }

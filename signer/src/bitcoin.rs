@@ -1,4 +1,5 @@
-//! Bitcoin deposit addresses: BIP84 native segwit (P2WPKH).
+//! Bitcoin deposit addresses: BIP84 native segwit (P2WPKH), and signing
+//! transactions that spend them (see [`CustodyInput`]).
 //!
 //! Deposits use account 0 (`m/84'/coin'/0'/0/i`); the hot wallet is account
 //! [`HOT_WALLET_ACCOUNT`], for the same reasons as on Ethereum (see
@@ -12,9 +13,14 @@
 //! addresses derive from it without private keys, so the indexer can watch
 //! them (and addresses beyond the last one issued) holding no secret.
 
+mod transaction;
+
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
 use bitcoin::key::Secp256k1;
 use bitcoin::{Address, CompressedPublicKey, Network};
+
+pub(crate) use transaction::sign;
+pub use transaction::{CustodyInput, Keychain, MAX_REPLACEABLE_SEQUENCE, SignedBitcoinTransaction};
 
 use crate::{Error, HdSeed, KeyId, Result};
 

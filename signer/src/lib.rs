@@ -1,6 +1,6 @@
 //! Key material. This crate loads the custody seed, derives keys and
 //! addresses (BIP84 for Bitcoin, BIP44 for Ethereum, SLIP-10 ed25519 for
-//! Solana) and signs transactions (Ethereum EIP-1559 so far). It never
+//! Solana) and signs transactions (Ethereum EIP-1559, Bitcoin P2WPKH). It never
 //! touches the network or the database, and never logs or `Debug`-prints key
 //! material: every type that holds a secret redacts itself and wipes its
 //! memory on drop. Callers say which key signs ([`KeyId`]) and what to sign;
@@ -145,6 +145,17 @@ impl DepositKeys {
                 derivation_path: solana::derivation_path(key)?,
             },
         })
+    }
+
+    /// Signs every input of `unsigned`, each a P2WPKH custody output of
+    /// the deposit account that `inputs` describes in the same order;
+    /// returns the bytes to persist before broadcasting and their txid.
+    pub fn sign_bitcoin(
+        &self,
+        unsigned: ::bitcoin::Transaction,
+        inputs: &[bitcoin::CustodyInput],
+    ) -> Result<bitcoin::SignedBitcoinTransaction> {
+        bitcoin::sign(&self.seed, self.bitcoin_network, unsigned, inputs)
     }
 
     /// Signs an EIP-1559 transaction with `key` after validating every

@@ -306,6 +306,34 @@ CREATE TABLE public.balances (
     CONSTRAINT balances_non_negative CHECK ((balance >= (0)::numeric))
 );
 
+CREATE TABLE public.bitcoin_utxos (
+    txid text NOT NULL,
+    vout integer NOT NULL,
+    value_sat bigint NOT NULL,
+    address text NOT NULL,
+    keychain text NOT NULL,
+    derivation_index bigint NOT NULL,
+    block_height bigint NOT NULL,
+    block_hash text NOT NULL,
+    deposit boolean NOT NULL,
+    spent_txid text,
+    spent_vin integer,
+    spent_height bigint,
+    spent_block_hash text,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT bitcoin_utxos_block_height_check CHECK ((block_height >= 0)),
+    CONSTRAINT bitcoin_utxos_change_is_no_deposit CHECK (((keychain = 'external'::text) OR (NOT deposit))),
+    CONSTRAINT bitcoin_utxos_derivation_index_check CHECK (((derivation_index >= 0) AND (derivation_index <= 2147483647))),
+    CONSTRAINT bitcoin_utxos_keychain_check CHECK ((keychain = ANY (ARRAY['external'::text, 'internal'::text]))),
+    CONSTRAINT bitcoin_utxos_spend_recorded CHECK ((((spent_txid IS NULL) = (spent_vin IS NULL)) AND ((spent_txid IS NULL) = (spent_height IS NULL)) AND ((spent_txid IS NULL) = (spent_block_hash IS NULL)))),
+    CONSTRAINT bitcoin_utxos_spent_after_created CHECK ((spent_height >= block_height)),
+    CONSTRAINT bitcoin_utxos_spent_txid_check CHECK ((spent_txid ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT bitcoin_utxos_spent_vin_check CHECK ((spent_vin >= 0)),
+    CONSTRAINT bitcoin_utxos_txid_check CHECK ((txid ~ '^[0-9a-f]{64}$'::text)),
+    CONSTRAINT bitcoin_utxos_value_sat_check CHECK ((value_sat > 0)),
+    CONSTRAINT bitcoin_utxos_vout_check CHECK ((vout >= 0))
+);
+
 CREATE TABLE public.chain_cursors (
     chain text NOT NULL,
     height bigint NOT NULL,
@@ -734,6 +762,9 @@ ALTER TABLE ONLY public.assets
 ALTER TABLE ONLY public.balances
     ADD CONSTRAINT balances_pkey PRIMARY KEY (account_id);
 
+ALTER TABLE ONLY public.bitcoin_utxos
+    ADD CONSTRAINT bitcoin_utxos_pkey PRIMARY KEY (txid, vout);
+
 ALTER TABLE ONLY public.chain_cursors
     ADD CONSTRAINT chain_cursors_pkey PRIMARY KEY (chain);
 
@@ -834,6 +865,14 @@ ALTER TABLE ONLY public.withdrawals
     ADD CONSTRAINT withdrawals_pkey PRIMARY KEY (id);
 
 CREATE INDEX balances_owner ON public.balances USING btree (owner_id, asset);
+
+CREATE INDEX bitcoin_utxos_by_block ON public.bitcoin_utxos USING btree (block_height);
+
+CREATE INDEX bitcoin_utxos_by_spend ON public.bitcoin_utxos USING btree (spent_height) WHERE (spent_txid IS NOT NULL);
+
+CREATE INDEX bitcoin_utxos_change_index ON public.bitcoin_utxos USING btree (derivation_index) WHERE (keychain = 'internal'::text);
+
+CREATE INDEX bitcoin_utxos_unspent ON public.bitcoin_utxos USING btree (block_height) WHERE (spent_txid IS NULL);
 
 CREATE INDEX deposit_addresses_wallet ON public.deposit_addresses USING btree (wallet_id, created_at);
 

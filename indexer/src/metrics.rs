@@ -15,6 +15,7 @@ pub const DEPOSITS_UNASSIGNED: &str = "coffer_deposits_unassigned_total";
 pub const DEPOSITS_REFUSED: &str = "coffer_deposits_refused_total";
 pub const DEPOSIT_OWNER_HANDOVERS: &str = "coffer_deposit_owner_handovers_total";
 pub const DEPOSITS_OWN_TRANSFERS_SKIPPED: &str = "coffer_deposits_own_transfers_skipped_total";
+pub const CUSTODY_OUTPUTS: &str = "coffer_custody_outputs_total";
 pub const ADDRESS_GAP: &str = "coffer_deposit_address_gap";
 pub const ADDRESS_GAP_EXCEEDED: &str = "coffer_deposit_address_gap_exceeded";
 pub const CHAIN_UP: &str = "coffer_chain_up";
@@ -94,6 +95,11 @@ pub fn describe() {
         DEPOSITS_OWN_TRANSFERS_SKIPPED,
         Unit::Count,
         "Transfers into deposit addresses from Coffer's own addresses (another deposit address, the hot wallet): top-ups and sweeps, never credited."
+    );
+    describe_counter!(
+        CUSTODY_OUTPUTS,
+        Unit::Count,
+        "Bitcoin custody UTXO set changes: outputs recorded by kind (deposit, change, own) and custody outputs spent (kind=spent)."
     );
     describe_gauge!(
         ADDRESS_GAP,

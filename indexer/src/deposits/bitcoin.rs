@@ -7,22 +7,34 @@
 //! an address handed out while a fetch was in flight is still matched. A
 //! match on a derived address nobody has been issued is logged at error
 //! level and counted (`coffer_deposits_unassigned_total`), never credited.
+//!
+//! Each block also yields its changes to the custody UTXO set
+//! ([`UtxoChanges`]): every output paying an issued deposit address or a
+//! change address (BIP84's internal chain, derived to `gap_limit` past the
+//! last change index used), and every input whose witness key is one of
+//! those scripts' keys. A transaction with such an input is Coffer's own:
+//! its outputs to Coffer's scripts are custody, never deposits. The store
+//! keeps the inputs that spend a recorded output and ignores the rest.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use bitcoin::bip32::Xpub;
-use bitcoin::{Address, Block, BlockHash, Network};
+use bitcoin::hashes::{Hash, hash160};
+use bitcoin::{Address, Block, BlockHash, Network, Transaction};
 use chains::Chain;
 use chains::bitcoin::BitcoinClient;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::watcher::{DepositSource, WatchConfig, WatchedSet, Watcher, final_at_depth};
-use super::{DepositStore, IssuedSince, ObservedBlock, ObservedDeposit};
+use super::{
+    CustodyOutput, DepositStore, IssuedSince, ObservedBlock, ObservedDeposit, SpentOutput,
+    UtxoChanges,
+};
 use crate::ledger::Amount;
-use crate::metrics::DEPOSITS_UNASSIGNED;
+use crate::metrics::{DEPOSITS_OWN_TRANSFERS_SKIPPED, DEPOSITS_UNASSIGNED};
 use crate::{Error, Result};
 
 const CHAIN: Chain = Chain::Bitcoin;
@@ -72,6 +84,7 @@ impl Watcher<BitcoinSource> {
             confirmations: config.confirmations,
             gap_limit: config.gap_limit,
             derived_to: 0,
+            change_derived_to: 0,
         };
         Watcher::with_source(source, store, config.watch)
     }
@@ -89,6 +102,19 @@ pub struct WatchedScripts {
 
 /// The owner slot of a derived address nobody has been issued.
 const UNISSUED: u32 = u32::MAX;
+/// The owner slot of a change address (BIP84's internal chain).
+const CHANGE: u32 = u32::MAX - 1;
+
+/// Whose a watched script is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptOwner {
+    /// An issued deposit address.
+    User(Uuid),
+    /// A deposit address derived ahead of issuance, handed to nobody yet.
+    Unissued,
+    /// A change address: Coffer's own.
+    Change,
+}
 
 impl WatchedScripts {
     /// Adds the P2WPKH `address` at derivation `index`, owned by `owner`
@@ -113,10 +139,45 @@ impl WatchedScripts {
         self.programs.insert(program, (index, slot));
     }
 
-    /// The derivation index and owner (if issued) of an output script.
-    pub fn lookup(&self, script: &[u8]) -> Option<(u32, Option<Uuid>)> {
-        let (index, slot) = *self.programs.get(&p2wpkh_program(script)?)?;
-        Some((index, self.owners.get(slot as usize).copied()))
+    /// Adds the change address at internal-chain `index`.
+    pub fn insert_change(&mut self, address: &Address, index: u32) -> bool {
+        let Some(program) = p2wpkh_program(address.script_pubkey().as_bytes()) else {
+            return false;
+        };
+        self.programs.insert(program, (index, CHANGE));
+        true
+    }
+
+    /// The derivation index and owner of an output script.
+    pub fn lookup(&self, script: &[u8]) -> Option<(u32, ScriptOwner)> {
+        self.lookup_program(&p2wpkh_program(script)?)
+    }
+
+    fn lookup_program(&self, program: &[u8; 20]) -> Option<(u32, ScriptOwner)> {
+        let (index, slot) = *self.programs.get(program)?;
+        let owner = match slot {
+            UNISSUED => ScriptOwner::Unissued,
+            CHANGE => ScriptOwner::Change,
+            slot => self
+                .owners
+                .get(slot as usize)
+                .map_or(ScriptOwner::Unissued, |owner| ScriptOwner::User(*owner)),
+        };
+        Some((index, owner))
+    }
+
+    /// Whether `input`'s witness is a P2WPKH spend by the key of a watched
+    /// script (issued, derived ahead or change).
+    fn signed_by_watched_key(&self, witness: &bitcoin::Witness) -> bool {
+        if witness.len() != 2 {
+            return false;
+        }
+        match witness.nth(1) {
+            Some(key) if key.len() == 33 => self
+                .programs
+                .contains_key(&hash160::Hash::hash(key).to_byte_array()),
+            _ => false,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -145,6 +206,8 @@ pub struct BitcoinSource {
     gap_limit: u32,
     /// Indexes below this are derived into the watched set.
     derived_to: u32,
+    /// Internal-chain (change) indexes below this are watched.
+    change_derived_to: u32,
 }
 
 /// Issued addresses come from the database; only the lookahead past the
@@ -173,6 +236,14 @@ impl WatchedSet<BitcoinSource> for WatchedScripts {
             self.insert(&address, index, None);
         }
         source.derived_to = source.derived_to.max(wanted_to);
+        let change_to = issued.next_change_index.saturating_add(source.gap_limit);
+        for index in source.change_derived_to..change_to {
+            let address =
+                signer::bitcoin::p2wpkh_address(&source.account, source.network, true, index)
+                    .map_err(|e| Error::Corrupt(format!("derive bitcoin change {index}: {e}")))?;
+            self.insert_change(&address, index);
+        }
+        source.change_derived_to = source.change_derived_to.max(change_to);
         Ok(())
     }
 }
@@ -225,8 +296,11 @@ impl DepositSource for BitcoinSource {
     }
 }
 
-/// The deposits in one block. Coinbase outputs are skipped: they cannot be
-/// spent for 100 blocks, and no customer pays through a coinbase.
+/// The deposits in one block and its changes to the custody UTXO set.
+/// Coinbase outputs are skipped: they cannot be spent for 100 blocks, and
+/// no customer pays through a coinbase. Zero-value outputs are no custody:
+/// nothing can spend them economically (as deposits the store refuses
+/// them).
 pub fn observe(
     height: u64,
     hash: &BlockHash,
@@ -235,8 +309,19 @@ pub fn observe(
     network: Network,
 ) -> ObservedBlock {
     let mut deposits = Vec::new();
+    let mut utxos = UtxoChanges::default();
     for tx in block.txdata.iter().filter(|tx| !tx.is_coinbase()) {
         let mut txid = None;
+        let own = tx
+            .input
+            .iter()
+            .any(|input| watched.signed_by_watched_key(&input.witness));
+        if own {
+            let spender = *txid.get_or_insert_with(|| tx.compute_txid());
+            utxos
+                .spent
+                .extend(own_spends(tx, &spender.to_string(), watched));
+        }
         for (vout, output) in tx.output.iter().enumerate() {
             let Some((index, owner)) = watched.lookup(output.script_pubkey.as_bytes()) else {
                 continue;
@@ -245,22 +330,59 @@ pub fn observe(
             let address = Address::from_script(&output.script_pubkey, network)
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            let Some(user_id) = owner else {
-                metrics::counter!(DEPOSITS_UNASSIGNED, "chain" => CHAIN.as_str()).increment(1);
-                tracing::error!(
-                    chain = %CHAIN, %txid, vout, index, %address, height,
-                    "payment to a derived deposit address that was never issued; not credited"
-                );
-                continue;
+            let value = output.value.to_sat();
+            let keychain = match owner {
+                ScriptOwner::Change => signer::bitcoin::Keychain::Internal,
+                _ => signer::bitcoin::Keychain::External,
             };
-            deposits.push(ObservedDeposit {
-                tx_id: txid.to_string(),
-                position: vout as i64,
-                address,
-                user_id,
-                asset: "BTC".into(),
-                amount: Amount::from_u64(output.value.to_sat()),
-            });
+            let user_id = match owner {
+                ScriptOwner::User(user_id) => Some(user_id),
+                ScriptOwner::Change => None,
+                ScriptOwner::Unissued => {
+                    metrics::counter!(DEPOSITS_UNASSIGNED, "chain" => CHAIN.as_str()).increment(1);
+                    tracing::error!(
+                        chain = %CHAIN, %txid, vout, index, %address, height, own,
+                        "payment to a derived deposit address that was never issued; not credited"
+                    );
+                    continue;
+                }
+            };
+            if owner == ScriptOwner::Change && !own {
+                tracing::warn!(
+                    chain = %CHAIN, %txid, vout, index, %address, height, value,
+                    "an outside payment to a change address; kept in custody, credited to nobody"
+                );
+            }
+            let deposit = match user_id {
+                Some(user_id) if !own => {
+                    deposits.push(ObservedDeposit {
+                        tx_id: txid.to_string(),
+                        position: vout as i64,
+                        address: address.clone(),
+                        user_id,
+                        asset: "BTC".into(),
+                        amount: Amount::from_u64(value),
+                    });
+                    true
+                }
+                Some(_) => {
+                    metrics::counter!(DEPOSITS_OWN_TRANSFERS_SKIPPED, "chain" => CHAIN.as_str())
+                        .increment(1);
+                    false
+                }
+                None => false,
+            };
+            if value > 0 {
+                utxos.created.push(CustodyOutput {
+                    tx_id: txid.to_string(),
+                    vout: vout as u32,
+                    value_sat: value,
+                    address,
+                    keychain,
+                    index,
+                    deposit,
+                });
+            }
         }
     }
     ObservedBlock {
@@ -269,5 +391,25 @@ pub fn observe(
         parent_hash: block.header.prev_blockhash.to_string(),
         time: DateTime::<Utc>::from_timestamp(i64::from(block.header.time), 0),
         deposits,
+        utxos,
     }
+}
+
+/// The inputs of `tx` signed by a watched key: the spends of custody
+/// outputs it may make.
+fn own_spends<'a>(
+    tx: &'a Transaction,
+    spender: &'a str,
+    watched: &'a WatchedScripts,
+) -> impl Iterator<Item = SpentOutput> + 'a {
+    tx.input
+        .iter()
+        .enumerate()
+        .filter(|(_, input)| watched.signed_by_watched_key(&input.witness))
+        .map(move |(vin, input)| SpentOutput {
+            tx_id: input.previous_output.txid.to_string(),
+            vout: input.previous_output.vout,
+            spent_by: spender.to_owned(),
+            vin: vin as u32,
+        })
 }

@@ -209,6 +209,7 @@ fn observe(
                     .ok()
                     .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)),
                 deposits,
+                utxos: Default::default(),
             })
         })
         .collect()

@@ -28,6 +28,7 @@ pub mod watcher;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use store::utxos::{CustodyTotals, custody_totals};
 pub use store::{Applied, DepositStore, Unwound};
 pub use view::{DepositView, views};
 pub use watched::{IssuedAddress, IssuedSince, WatchedAddresses};
@@ -44,6 +45,48 @@ pub struct ObservedBlock {
     pub parent_hash: String,
     pub time: Option<DateTime<Utc>>,
     pub deposits: Vec<ObservedDeposit>,
+    /// Bitcoin only: what the block did to the custody UTXO set.
+    pub utxos: UtxoChanges,
+}
+
+/// A block's changes to the Bitcoin custody UTXO set: outputs paying
+/// Coffer's scripts, and inputs that may spend recorded ones (the store
+/// keeps those that do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UtxoChanges {
+    pub created: Vec<CustodyOutput>,
+    pub spent: Vec<SpentOutput>,
+}
+
+impl UtxoChanges {
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.spent.is_empty()
+    }
+}
+
+/// An output paying one of Coffer's Bitcoin scripts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustodyOutput {
+    pub tx_id: String,
+    pub vout: u32,
+    pub value_sat: u64,
+    pub address: String,
+    pub keychain: signer::bitcoin::Keychain,
+    /// Its derivation index on `keychain`.
+    pub index: u32,
+    /// Credited to a user as a deposit (false: change, or an output of
+    /// Coffer's own transaction).
+    pub deposit: bool,
+}
+
+/// An input signed by one of Coffer's keys: `tx_id:vout` spent by input
+/// `vin` of `spent_by`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpentOutput {
+    pub tx_id: String,
+    pub vout: u32,
+    pub spent_by: String,
+    pub vin: u32,
 }
 
 /// Value that arrived at a watched address in an [`ObservedBlock`].

@@ -335,6 +335,7 @@ impl State {
                         .map_or_else(String::new, |h| self.hash(h)),
                     time: None,
                     deposits,
+                    utxos: Default::default(),
                 })
             })
             .collect()

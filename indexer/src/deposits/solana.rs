@@ -183,5 +183,6 @@ fn observe(
             .time
             .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)),
         deposits,
+        utxos: Default::default(),
     }
 }

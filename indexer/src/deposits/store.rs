@@ -1,10 +1,12 @@
 //! The write model: one chain's deposits and cursor in PostgreSQL. Each
 //! batch of [`ObservedBlock`]s is ONE transaction (block hashes, deposit
 //! rows, their ledger entries and the cursor); deposits are credited once
-//! their block is final. Unwinding a reorg is in `rewind`; the read model
+//! their block is final; on Bitcoin the custody UTXO set changes with its
+//! blocks (`utxos`). Unwinding a reorg is in `rewind`; the read model
 //! clients see is `view`.
 
 mod rewind;
+pub(super) mod utxos;
 
 use std::collections::HashMap;
 
@@ -293,6 +295,9 @@ impl DepositStore {
         .execute(&mut *tx)
         .await?;
 
+        if blocks.iter().any(|b| !b.utxos.is_empty()) {
+            utxos::record(tx, blocks).await?;
+        }
         let count: usize = blocks.iter().map(|b| b.deposits.len()).sum();
         if count == 0 {
             return Ok(0);

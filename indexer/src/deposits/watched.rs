@@ -6,7 +6,8 @@
 //! Entries are read by derivation index. Issuance takes the chain's counter
 //! row lock until it commits, so addresses become visible in index order:
 //! reading every index at or above the next one expected never skips an
-//! address.
+//! address. Bitcoin change addresses are watched from index 0 to the gap
+//! limit past the highest one the custody UTXO set holds.
 
 use chains::Chain;
 use sqlx::PgPool;
@@ -31,6 +32,9 @@ pub struct IssuedSince {
     pub added: Vec<IssuedAddress>,
     /// One past the highest derivation index issued so far.
     pub next_index: u32,
+    /// Bitcoin: one past the highest change (internal-chain) index in the
+    /// custody UTXO set; 0 on other chains.
+    pub next_change_index: u32,
 }
 
 impl IssuedSince {
@@ -45,6 +49,7 @@ impl IssuedSince {
 pub struct WatchedAddresses {
     chain: Chain,
     next_index: i64,
+    next_change_index: u32,
     /// Whether a read has been handed out yet: the first one is, even empty,
     /// so a source can set up what it watches before any address exists.
     read: bool,
@@ -55,6 +60,7 @@ impl WatchedAddresses {
         Self {
             chain,
             next_index: 0,
+            next_change_index: 0,
             read: false,
         }
     }
@@ -72,10 +78,21 @@ impl WatchedAddresses {
         .bind(self.next_index)
         .fetch_all(pool)
         .await?;
-        if rows.is_empty() && self.read {
+        let next_change_index = if self.chain == Chain::Bitcoin {
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT max(derivation_index) + 1 FROM bitcoin_utxos WHERE keychain = 'internal'",
+            )
+            .fetch_one(pool)
+            .await?;
+            next.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        if rows.is_empty() && self.read && next_change_index <= self.next_change_index {
             return Ok(None);
         }
         self.read = true;
+        self.next_change_index = self.next_change_index.max(next_change_index);
         let mut added = Vec::with_capacity(rows.len());
         for (address, user_id, index) in rows {
             self.next_index = self.next_index.max(index + 1);
@@ -89,6 +106,7 @@ impl WatchedAddresses {
         Ok(Some(IssuedSince {
             added,
             next_index: self.next_index(),
+            next_change_index: self.next_change_index,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! Unwinding a reorg: the mirror of [`DepositStore::apply`]. Everything
 //! above the common ancestor is reversed with entries of its own, never
-//! deleted, and the ancestor becomes the cursor.
+//! deleted, and the ancestor becomes the cursor. Bitcoin's custody UTXO
+//! set, a mirror of the chain, loses what the unwound blocks did.
 
 use super::{DEPOSIT_COLUMNS, DepositRow, DepositStore, Transition};
 use crate::deposits::{Cursor, to_i64};
@@ -121,6 +122,9 @@ impl DepositStore {
                 .map(|d| (d.deposit.id, d.deposit.asset.as_str()));
             self.post_transition(&mut tx, Transition::Orphaned, &entries, rows)
                 .await?;
+        }
+        if self.chain == chains::Chain::Bitcoin {
+            super::utxos::unwind(&mut tx, above).await?;
         }
         sqlx::query(
             "WITH dropped AS (DELETE FROM indexed_blocks WHERE chain = $1 AND height > $2),

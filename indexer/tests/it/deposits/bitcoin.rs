@@ -3,12 +3,13 @@ use std::time::{Duration, Instant};
 use ::bitcoin::{Address, Amount, Network};
 use chains::devnet::Btcd;
 use chains::{Chain, HeadSource};
-use indexer::deposits::DepositStore;
 use indexer::deposits::bitcoin::{BitcoinWatchConfig, BitcoinWatcher};
 use indexer::deposits::watcher::WatchConfig;
+use indexer::deposits::{DepositStore, custody_totals};
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
 use indexer::wallets::Wallets;
+use signer::bitcoin::{CustodyInput, Keychain, MAX_REPLACEABLE_SEQUENCE};
 
 use super::*;
 use indexer::devnet::cases::{FallsBehind, Forks, Lane, SuiteConfig, TestChain};
@@ -334,6 +335,362 @@ async fn a_zero_value_output_is_refused_and_the_batch_beside_it_commits() {
     let live = live_deposits(db.pool()).await;
     assert_eq!(live.len(), 1, "only bob's output is a deposit: {live:?}");
     assert_one_entry_per_deposit_and_kind(db.pool()).await;
+}
+
+/// A custody output as recorded: (txid, vout, value, keychain, index,
+/// deposit, spent by).
+type Utxo = (String, i32, i64, String, i64, bool, Option<String>);
+
+async fn custody_utxos(db: &TestDb) -> Vec<Utxo> {
+    sqlx::query_as(
+        "SELECT txid, vout, value_sat, keychain, derivation_index, deposit, spent_txid FROM bitcoin_utxos
+         ORDER BY block_height, txid, vout",
+    )
+    .fetch_all(db.pool())
+    .await
+    .expect("custody utxos")
+}
+
+async fn derivation_index(db: &TestDb, address: &str) -> u32 {
+    let index: i64 =
+        sqlx::query_scalar("SELECT derivation_index FROM deposit_addresses WHERE address = $1")
+            .bind(address)
+            .fetch_one(db.pool())
+            .await
+            .expect("index");
+    u32::try_from(index).expect("index")
+}
+
+fn change_address(index: u32) -> Address {
+    signer::bitcoin::p2wpkh_address(
+        &deposit_keys().bitcoin_account_xpub(),
+        Network::Regtest,
+        true,
+        index,
+    )
+    .expect("change address")
+}
+
+/// Spends custody outputs with Coffer's keys through the signer, as a
+/// payout does: a replaceable P2WPKH transaction paying `outputs`.
+async fn spend_custody(
+    node: &Btcd,
+    inputs: &[(::bitcoin::OutPoint, CustodyInput)],
+    outputs: &[(Address, u64)],
+) -> ::bitcoin::Txid {
+    let unsigned = ::bitcoin::Transaction {
+        version: ::bitcoin::transaction::Version::TWO,
+        lock_time: ::bitcoin::absolute::LockTime::ZERO,
+        input: inputs
+            .iter()
+            .map(|(outpoint, _)| ::bitcoin::TxIn {
+                previous_output: *outpoint,
+                script_sig: ::bitcoin::ScriptBuf::new(),
+                sequence: MAX_REPLACEABLE_SEQUENCE,
+                witness: ::bitcoin::Witness::new(),
+            })
+            .collect(),
+        output: outputs
+            .iter()
+            .map(|(to, sat)| ::bitcoin::TxOut {
+                value: Amount::from_sat(*sat),
+                script_pubkey: to.script_pubkey(),
+            })
+            .collect(),
+    };
+    let described: Vec<CustodyInput> = inputs.iter().map(|(_, input)| *input).collect();
+    let signed = deposit_keys()
+        .sign_bitcoin(unsigned, &described)
+        .expect("sign");
+    let txid = node
+        .client()
+        .send_raw_transaction(&signed.tx)
+        .await
+        .expect("btcd accepts the signer's transaction");
+    assert_eq!(txid, signed.txid);
+    txid
+}
+
+/// Every unspent custody output is unspent on the node with its recorded
+/// value, and every spent one is gone from the node's UTXO set.
+async fn assert_utxos_match_the_node(node: &Btcd, db: &TestDb) {
+    for (txid, vout, value, _, _, _, spent_by) in custody_utxos(db).await {
+        let found = node
+            .client()
+            .call::<serde_json::Value>(
+                "gettxout",
+                vec![serde_json::json!(txid), serde_json::json!(vout)],
+            )
+            .await
+            .expect("gettxout");
+        match spent_by {
+            None => {
+                // The node's BTC figure as written, not through a float.
+                let btc = found["value"].to_string();
+                let sat = Amount::from_str_in(&btc, ::bitcoin::Denomination::Bitcoin)
+                    .unwrap_or_else(|e| panic!("{txid}:{vout} unspent on the node ({btc}): {e}"));
+                assert_eq!(sat.to_sat() as i64, value, "{txid}:{vout}");
+            }
+            Some(_) => assert!(found.is_null(), "{txid}:{vout} is spent on the node"),
+        }
+    }
+}
+
+/// The ledger's BTC custody, in sats held.
+async fn ledger_custody(db: &TestDb) -> i64 {
+    system_balances(db.pool())
+        .await
+        .get(&("BTC".into(), "custody".into()))
+        .map_or(0, |b| -b.parse::<i64>().expect("balance"))
+}
+
+#[tokio::test]
+async fn custody_outputs_and_their_spends_follow_the_chain() {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 2).await;
+    let (alice, bob) = (&users[0].1, &users[1].1);
+    let start_height = tip(&node).await.0 + 1;
+    let running = start(&node, &db, config(start_height, 2));
+    let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
+    let paid = node
+        .pay(
+            outpoint,
+            value,
+            &[
+                (address(alice), Amount::from_sat(10_000_000)),
+                (address(bob), Amount::from_sat(700_000)),
+            ],
+        )
+        .await
+        .expect("pay")
+        .to_string();
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    let (alice_index, bob_index) = (
+        derivation_index(&db, alice).await,
+        derivation_index(&db, bob).await,
+    );
+    assert_eq!(
+        custody_utxos(&db).await,
+        vec![
+            (
+                paid.clone(),
+                0,
+                10_000_000,
+                "external".into(),
+                alice_index.into(),
+                true,
+                None
+            ),
+            (
+                paid.clone(),
+                1,
+                700_000,
+                "external".into(),
+                bob_index.into(),
+                true,
+                None
+            ),
+        ],
+        "each deposit output is a custody output"
+    );
+    assert_eq!(ledger_custody(&db).await, 10_700_000);
+
+    // Coffer's key spends alice's output: to an outside address, to bob's
+    // deposit address and to change. Neither Coffer-bound output is a deposit.
+    let alice_coin = ::bitcoin::OutPoint {
+        txid: paid.parse().expect("txid"),
+        vout: 0,
+    };
+    let own = spend_custody(
+        &node,
+        &[(
+            alice_coin,
+            CustodyInput {
+                keychain: Keychain::External,
+                index: alice_index,
+                value: Amount::from_sat(10_000_000),
+            },
+        )],
+        &[
+            (Btcd::mining_address(), 3_000_000),
+            (address(bob), 2_000_000),
+            (change_address(0), 4_995_000),
+        ],
+    )
+    .await
+    .to_string();
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    // Then bob's output of that transaction pays change index 20: only
+    // watched once change index 0 was seen (the lookahead is 20).
+    let second = spend_custody(
+        &node,
+        &[(
+            ::bitcoin::OutPoint {
+                txid: own.parse().expect("txid"),
+                vout: 1,
+            },
+            CustodyInput {
+                keychain: Keychain::External,
+                index: bob_index,
+                value: Amount::from_sat(2_000_000),
+            },
+        )],
+        &[(change_address(20), 1_990_000)],
+    )
+    .await
+    .to_string();
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    running.stop().await;
+
+    assert_eq!(
+        custody_utxos(&db).await,
+        vec![
+            (
+                paid.clone(),
+                0,
+                10_000_000,
+                "external".into(),
+                alice_index.into(),
+                true,
+                Some(own.clone())
+            ),
+            (
+                paid.clone(),
+                1,
+                700_000,
+                "external".into(),
+                bob_index.into(),
+                true,
+                None
+            ),
+            (
+                own.clone(),
+                1,
+                2_000_000,
+                "external".into(),
+                bob_index.into(),
+                false,
+                Some(second.clone())
+            ),
+            (own.clone(), 2, 4_995_000, "internal".into(), 0, false, None),
+            (second, 0, 1_990_000, "internal".into(), 20, false, None),
+        ]
+    );
+    let spender: (i32, i64) = sqlx::query_as(
+        "SELECT spent_vin, spent_height - block_height FROM bitcoin_utxos WHERE txid = $1 AND vout = 0",
+    )
+    .bind(&paid)
+    .fetch_one(db.pool())
+    .await
+    .expect("spend");
+    assert_eq!(spender, (0, 2), "spent by input 0, two blocks later");
+    assert_eq!(
+        btc_balance(&db, bob).await,
+        ("700000".into(), "0".into()),
+        "Coffer's own payment to bob's address is no deposit"
+    );
+    assert_eq!(live_deposits(db.pool()).await.len(), 2);
+    assert_utxos_match_the_node(&node, &db).await;
+    // The chain holds what the ledger's custody holds, less exactly what
+    // left behind the ledger's back: 3,000,000 out and two fees.
+    let totals = custody_totals(db.pool()).await.expect("totals");
+    assert_eq!((totals.unspent, totals.spent), (3, 2));
+    assert_eq!(
+        ledger_custody(&db).await - totals.unspent_sat as i64,
+        3_000_000 + 5_000 + 10_000
+    );
+}
+
+#[tokio::test]
+async fn a_reorg_unwinds_custody_outputs_and_their_spends() {
+    let a = mature_node().await;
+    let b = Btcd::spawn().await.expect("second btcd");
+    b.connect(&a).await.expect("connect");
+    wait_same_tip(&a, &b).await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 1).await;
+    let alice = &users[0].1;
+    let start_height = tip(&a).await.0 + 1;
+    let running = start(&a, &db, config(start_height, 2));
+    let (outpoint, value) = a.coinbase_output(1).await.expect("coinbase");
+    let paid = a
+        .pay(
+            outpoint,
+            value,
+            &[(address(alice), Amount::from_sat(5_000_000))],
+        )
+        .await
+        .expect("pay");
+    a.generate(1).await.expect("mine");
+    wait_same_tip(&a, &b).await;
+    wait_synced(&a, &db, 2).await;
+    let deposit_only = custody_utxos(&db).await;
+    assert_eq!(deposit_only.len(), 1);
+
+    b.disconnect(&a).await.expect("disconnect");
+    wait_no_peers(&b).await;
+    let input = CustodyInput {
+        keychain: Keychain::External,
+        index: derivation_index(&db, alice).await,
+        value: Amount::from_sat(5_000_000),
+    };
+    let own = spend_custody(
+        &a,
+        &[(
+            ::bitcoin::OutPoint {
+                txid: paid,
+                vout: 0,
+            },
+            input,
+        )],
+        &[
+            (Btcd::mining_address(), 1_000_000),
+            (change_address(0), 3_990_000),
+        ],
+    )
+    .await
+    .to_string();
+    a.generate(1).await.expect("mine on a");
+    wait_synced(&a, &db, 2).await;
+    let spent = custody_utxos(&db).await;
+    assert_eq!(spent.len(), 2);
+    assert_eq!(spent[0].6.as_deref(), Some(own.as_str()));
+
+    // b's longer branch has neither the spend nor its change.
+    b.generate(2).await.expect("mine on b");
+    b.connect(&a).await.expect("reconnect");
+    wait_same_tip(&a, &b).await;
+    wait_synced(&a, &db, 2).await;
+    assert_eq!(
+        custody_utxos(&db).await,
+        deposit_only,
+        "the spend is cleared and its change removed"
+    );
+    assert_utxos_match_the_node(&a, &db).await;
+
+    // The spend went back to a's mempool; mined again, it is recorded once.
+    a.generate(1).await.expect("mine again");
+    wait_same_tip(&a, &b).await;
+    wait_synced(&a, &db, 2).await;
+    running.stop().await;
+    let again = custody_utxos(&db).await;
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert_eq!(again[0].6.as_deref(), Some(own.as_str()));
+    assert_eq!(again[1].0, own);
+    assert_utxos_match_the_node(&a, &db).await;
+
+    // Indexing the final chain from scratch gives the same set.
+    let scratch = TestDb::new().await.expect("scratch database");
+    let _ = users_with_addresses(scratch.pool(), BTC, 1).await;
+    let rerun = start(&a, &scratch, config(start_height, 2));
+    wait_synced(&a, &scratch, 2).await;
+    rerun.stop().await;
+    assert_eq!(custody_utxos(&scratch).await, again);
+    assert_same_ledgers(db.pool(), scratch.pool(), BTC).await;
 }
 
 /// The watch loop's cases on btcd. Reorgs: a second node, cut off at the

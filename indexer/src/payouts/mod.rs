@@ -2,4 +2,5 @@
 //! with `signer`, send and track with `chains`, and move each row through
 //! [`crate::withdrawals`]' transitions. One module per chain.
 
+pub mod bitcoin;
 pub mod ethereum;

@@ -8,6 +8,7 @@ use indexer::deposits::watcher::WatchConfig;
 use indexer::deposits::{DepositStore, custody_totals};
 use indexer::devnet::TestDb;
 use indexer::ledger::Ledger;
+use indexer::payouts::bitcoin::{FeePolicy, select, spendable_coins};
 use indexer::wallets::Wallets;
 use signer::bitcoin::{CustodyInput, Keychain, MAX_REPLACEABLE_SEQUENCE};
 
@@ -691,6 +692,93 @@ async fn a_reorg_unwinds_custody_outputs_and_their_spends() {
     rerun.stop().await;
     assert_eq!(custody_utxos(&scratch).await, again);
     assert_same_ledgers(db.pool(), scratch.pool(), BTC).await;
+}
+
+#[tokio::test]
+async fn coins_selected_from_the_custody_set_pay_and_their_change_returns() {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, 3).await;
+    let start_height = tip(&node).await.0 + 1;
+    let running = start(&node, &db, config(start_height, 2));
+    let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
+    node.pay(
+        outpoint,
+        value,
+        &[
+            (address(&users[0].1), Amount::from_sat(1_000_000)),
+            (address(&users[1].1), Amount::from_sat(2_500_000)),
+            (address(&users[2].1), Amount::from_sat(400_000)),
+        ],
+    )
+    .await
+    .expect("pay");
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    let height = tip(&node).await.0;
+    assert!(
+        spendable_coins(db.pool(), height, 3)
+            .await
+            .expect("coins")
+            .is_empty(),
+        "two confirmations are not three"
+    );
+    let coins = spendable_coins(db.pool(), height, 2).await.expect("coins");
+    assert_eq!(coins.len(), 3);
+
+    let payments = [::bitcoin::TxOut {
+        value: Amount::from_sat(3_000_000),
+        script_pubkey: Btcd::mining_address().script_pubkey(),
+    }];
+    let policy = FeePolicy {
+        rate_sat_vb: 3,
+        long_term_rate_sat_vb: 1,
+    };
+    let selection = select(&coins, &payments, policy).expect("select");
+    let change = selection.change_sat.expect("change");
+    let mut outputs: Vec<(Address, u64)> = vec![(Btcd::mining_address(), 3_000_000)];
+    outputs.push((change_address(0), change));
+    let inputs: Vec<_> = selection
+        .coins
+        .iter()
+        .map(|c| (c.outpoint, c.custody_input()))
+        .collect();
+    let paid = spend_custody(&node, &inputs, &outputs).await.to_string();
+    let spent: u64 = selection.coins.iter().map(|c| c.value_sat).sum();
+    assert_eq!(spent, 3_000_000 + change + selection.fee_sat);
+    node.generate(2).await.expect("mine");
+    wait_synced(&node, &db, 2).await;
+    running.stop().await;
+
+    let raw: String = node
+        .client()
+        .call("getrawtransaction", vec![serde_json::json!(paid)])
+        .await
+        .expect("raw");
+    let tx: ::bitcoin::Transaction =
+        ::bitcoin::consensus::encode::deserialize_hex(&raw).expect("decode");
+    assert!(
+        selection.fee_sat >= tx.vsize() as u64 * policy.rate_sat_vb,
+        "fee {} for {} vB",
+        selection.fee_sat,
+        tx.vsize()
+    );
+    let utxos = custody_utxos(&db).await;
+    let change_row = utxos
+        .iter()
+        .find(|u| u.0 == paid)
+        .expect("the change is recorded");
+    assert_eq!(
+        (change_row.2, change_row.3.as_str(), change_row.5),
+        (change as i64, "internal", false)
+    );
+    assert_utxos_match_the_node(&node, &db).await;
+    let totals = custody_totals(db.pool()).await.expect("totals");
+    assert_eq!(
+        ledger_custody(&db).await - totals.unspent_sat as i64,
+        (3_000_000 + selection.fee_sat) as i64,
+        "custody is short of the ledger by the payment and its fee, to the sat"
+    );
 }
 
 /// The watch loop's cases on btcd. Reorgs: a second node, cut off at the

@@ -167,17 +167,24 @@ impl WatchedScripts {
     }
 
     /// Whether `input`'s witness is a P2WPKH spend by the key of a watched
-    /// script (issued, derived ahead or change).
+    /// script (issued, derived ahead or change): a DER signature with its
+    /// sighash byte, then a compressed key whose hash is watched. (A P2WSH
+    /// witness whose script happened to be those 33 bytes would pass too;
+    /// it can spend no custody output, so the store records nothing.)
     fn signed_by_watched_key(&self, witness: &bitcoin::Witness) -> bool {
         if witness.len() != 2 {
             return false;
         }
-        match witness.nth(1) {
-            Some(key) if key.len() == 33 => self
+        let (Some(signature), Some(key)) = (witness.nth(0), witness.nth(1)) else {
+            return false;
+        };
+        signature.first() == Some(&0x30)
+            && (9..=73).contains(&signature.len())
+            && key.len() == 33
+            && matches!(key.first(), Some(0x02 | 0x03))
+            && self
                 .programs
-                .contains_key(&hash160::Hash::hash(key).to_byte_array()),
-            _ => false,
-        }
+                .contains_key(&hash160::Hash::hash(key).to_byte_array())
     }
 
     pub fn len(&self) -> usize {

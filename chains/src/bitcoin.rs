@@ -1,6 +1,7 @@
 //! Bitcoin nodes over JSON-RPC, restricted to calls both Bitcoin Core and
 //! btcd serve (`getblockcount`, `getblockhash`, `getblock <hash> 0`,
-//! `getbestblockhash`, `sendrawtransaction`; tests also use
+//! `getbestblockhash`, `sendrawtransaction`, `testmempoolaccept`; fees
+//! from `estimatesmartfee`, or btcd's `estimatefee`; tests also use
 //! `getrawmempool` and `getrawtransaction`, in `test_calls`). Blocks travel
 //! as raw hex and are decoded here with the `bitcoin` crate, an order of
 //! magnitude cheaper than verbose JSON.
@@ -195,6 +196,96 @@ impl BitcoinClient {
             .await
     }
 
+    /// `method`'s answer, or the node's JSON-RPC error as an answer of its
+    /// own: for calls a node may not serve, or refuses as a verdict.
+    async fn answer(&self, method: &'static str, params: Vec<Value>) -> Result<Answer> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.rpcs.len();
+        let rpc = Arc::clone(&self.rpcs[slot]);
+        let outcome = tokio::task::spawn_blocking(move || rpc.call::<Value>(method, &params))
+            .await
+            .map_err(|e| Error::transport(CHAIN, method, format!("rpc task failed: {e}")))?;
+        match outcome {
+            Ok(value) => Ok(Answer::Value(value)),
+            Err(bitcoincore_rpc::Error::JsonRpc(jsonrpc::Error::Rpc(e))) => Ok(Answer::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            Err(e) => Err(classify(method, e)),
+        }
+    }
+
+    /// The node's fee rate for confirmation within `blocks`, in sat/vB
+    /// rounded up; `None` when it has no estimate. Bitcoin Core answers
+    /// `estimatesmartfee`; btcd lacks it (method not found) and answers
+    /// `estimatefee`, with -1 or an error until it has seen enough blocks.
+    pub async fn fee_rate_estimate(&self, blocks: u16) -> Result<Option<u64>> {
+        const SMART: &str = "estimatesmartfee";
+        const PLAIN: &str = "estimatefee";
+        match self.answer(SMART, vec![Value::from(blocks)]).await? {
+            Answer::Value(answer) => match answer.get("feerate") {
+                None => Ok(None),
+                Some(rate) => btc_per_kvb_to_sat_vb(SMART, rate).map(Some),
+            },
+            Answer::Refused { code: -32601, .. } => {
+                match self.answer(PLAIN, vec![Value::from(blocks)]).await? {
+                    Answer::Value(rate) if rate.as_f64().is_some_and(|r| r > 0.0) => {
+                        btc_per_kvb_to_sat_vb(PLAIN, &rate).map(Some)
+                    }
+                    Answer::Value(_) | Answer::Refused { .. } => Ok(None),
+                }
+            }
+            Answer::Refused { code, message } => Err(Error::transport(
+                CHAIN,
+                SMART,
+                format!("node error {code}: {message}"),
+            )),
+        }
+    }
+
+    /// `testmempoolaccept`: whether the node's mempool would take `tx`
+    /// now, and if not, its reason (`Err` when the node gives no verdict).
+    pub async fn test_mempool_accept(&self, tx: &Transaction) -> Result<MempoolVerdict> {
+        const METHOD: &str = "testmempoolaccept";
+        let hex = bitcoin::consensus::encode::serialize_hex(tx);
+        // The second parameter (btcd requires it) caps the fee rate at
+        // Bitcoin Core's default, 0.10 BTC/kvB.
+        let params = vec![Value::from(vec![hex]), Value::from(0.10)];
+        match self.answer(METHOD, params).await? {
+            Answer::Value(answer) => {
+                let verdict = answer
+                    .as_array()
+                    .and_then(|list| list.first())
+                    .ok_or_else(|| Error::malformed(CHAIN, METHOD, "no verdict in the answer"))?;
+                let reason = verdict
+                    .get("reject-reason")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                // btcd omits `allowed` when it is false, leaving the reason.
+                let allowed = match verdict.get("allowed").and_then(Value::as_bool) {
+                    Some(allowed) => allowed,
+                    None if reason.is_some() => false,
+                    None => {
+                        return Err(Error::malformed(
+                            CHAIN,
+                            METHOD,
+                            "neither `allowed` nor `reject-reason` in the verdict",
+                        ));
+                    }
+                };
+                Ok(if allowed {
+                    MempoolVerdict::Allowed
+                } else {
+                    MempoolVerdict::Rejected(reason.unwrap_or_default())
+                })
+            }
+            Answer::Refused { code, message } => Err(Error::transport(
+                CHAIN,
+                METHOD,
+                format!("node error {code}: {message}"),
+            )),
+        }
+    }
+
     /// A raw JSON-RPC call, for node-specific methods (btcd's `generate`).
     pub async fn call<T>(&self, method: &'static str, params: Vec<Value>) -> Result<T>
     where
@@ -231,6 +322,31 @@ impl HeadSource for BitcoinClient {
             }
         }
     }
+}
+
+/// A call's answer, or the JSON-RPC error the node gave instead.
+enum Answer {
+    Value(Value),
+    Refused { code: i32, message: String },
+}
+
+/// What `testmempoolaccept` said of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MempoolVerdict {
+    Allowed,
+    /// With the node's reason (`txn-mempool-conflict`, `min relay fee not
+    /// met`, `missing-inputs`, …).
+    Rejected(String),
+}
+
+/// A BTC/kvB figure as a whole sat/vB rate, rounded up, at least 1.
+fn btc_per_kvb_to_sat_vb(method: &'static str, rate: &Value) -> Result<u64> {
+    let btc = rate
+        .as_f64()
+        .ok_or_else(|| Error::malformed(CHAIN, method, format!("fee rate {rate} is no number")))?;
+    let per_kvb = bitcoin::Amount::from_btc(btc)
+        .map_err(|e| Error::malformed(CHAIN, method, format!("fee rate {rate}: {e}")))?;
+    Ok(per_kvb.to_sat().div_ceil(1000).max(1))
 }
 
 /// `getblockhash` past the tip: Core answers -8 "Block height out of
@@ -273,6 +389,22 @@ mod test_calls;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fee_rates_convert_from_btc_per_kvb_rounding_up() {
+        let rate = |v: Value| btc_per_kvb_to_sat_vb("estimatesmartfee", &v);
+        assert_eq!(rate(serde_json::json!(0.00001)).expect("rate"), 1);
+        assert_eq!(rate(serde_json::json!(0.00012345)).expect("rate"), 13);
+        assert_eq!(rate(serde_json::json!(0.001)).expect("rate"), 100);
+        assert_eq!(
+            rate(serde_json::json!(0.0)).expect("rate"),
+            1,
+            "never below 1"
+        );
+        for bad in [serde_json::json!("0.001"), serde_json::json!(-0.5)] {
+            assert!(matches!(rate(bad), Err(Error::Malformed { .. })));
+        }
+    }
 
     #[test]
     fn garbage_block_hex_is_a_malformed_error() {

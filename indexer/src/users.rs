@@ -377,6 +377,11 @@ pub(crate) async fn lock_active_user(tx: &mut PgConnection, id: Uuid) -> Result<
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
+    require_active(id, disabled)
+}
+
+/// Refuses user `id` whose row said `disabled` (`None`: no row).
+pub(crate) fn require_active(id: Uuid, disabled: Option<bool>) -> Result<()> {
     match disabled {
         None => Err(Error::UserNotFound(id)),
         Some(true) => Err(Error::UserDisabled(id)),

@@ -96,11 +96,7 @@ async fn lock_user_and_limit(
     .bind(limit_lock)
     .fetch_optional(&mut *tx)
     .await?;
-    match disabled {
-        None => Err(Error::UserNotFound(user)),
-        Some(true) => Err(Error::UserDisabled(user)),
-        Some(false) => Ok(()),
-    }
+    crate::users::require_active(user, disabled)
 }
 
 /// What the user has withdrawn of `asset` in the last 24 hours, counting

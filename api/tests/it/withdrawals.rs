@@ -11,9 +11,10 @@ use api::grpc::pb::wallet_service_client::WalletServiceClient;
 use api::grpc::pb::withdrawal_service_client::WithdrawalServiceClient;
 use api::grpc::pb::{self, Chain, WithdrawalStatus};
 use indexer::ledger::Amount;
-use indexer::users::Role;
+use indexer::users::{Role, Users};
 use tonic::Code;
 use tonic::transport::Channel;
+use uuid::Uuid;
 
 use crate::support::{
     Daemon, Server, api_only_settings, bearer, credit, server_with, user_with_role,
@@ -840,6 +841,42 @@ async fn assets_amounts_limits_and_funds_are_checked() {
         balance(&server, &poor_token, "ETH").await,
         ("0".into(), "100".into())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_request_for_a_missing_or_disabled_user() {
+    let server = withdrawal_server().await;
+    let (_, service) = user_with_role(&server, "backend@example.com", Role::Service).await;
+    let (carol, _) = user_with_role(&server, "carol@example.com", Role::User).await;
+    credit(&server, carol, "ETH", 1_000_000).await;
+    let mut client = withdrawals(&server).await;
+    let for_user = |user: Uuid, key: &str| pb::RequestWithdrawalRequest {
+        user_id: Some(user.to_string()),
+        ..eth("1000", OUTSIDE, key)
+    };
+    assert_refused(
+        client
+            .request_withdrawal(bearer(for_user(Uuid::new_v4(), "m-1"), &service))
+            .await,
+        Code::NotFound,
+        "user_id: no such user",
+    );
+    Users::new(server.db.pool().clone())
+        .disable(carol)
+        .await
+        .expect("disable");
+    assert_refused(
+        client
+            .request_withdrawal(bearer(for_user(carol, "m-2"), &service))
+            .await,
+        Code::FailedPrecondition,
+        "user_id: the user is disabled",
+    );
+    let held: i64 = sqlx::query_scalar("SELECT count(*) FROM withdrawals")
+        .fetch_one(server.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(held, 0, "nothing requested, nothing held");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,10 +244,10 @@ impl WithdrawalService for WithdrawalApi {
     ) -> Result<Response<pb::Withdrawal>, Status> {
         let caller = self.shared.caller(&request).await?;
         let body = request.into_inner();
-        let user = self
-            .shared
-            .acting_for(&caller, body.user_id.as_deref(), Access::Write)
-            .await?;
+        // The request's own transaction refuses a missing or disabled user
+        // (NOT_FOUND or FAILED_PRECONDITION naming `user_id`) under the row
+        // lock, so it is not looked up here first.
+        let user = acting_for(&caller, body.user_id.as_deref(), Access::Write)?;
         let key = idempotency_key(user, &body.idempotency_key)?;
         let code = body.asset.trim().to_uppercase();
         if code.is_empty() {

@@ -420,3 +420,175 @@ fn own_spends<'a>(
             vin: vin as u32,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::absolute::LockTime;
+    use bitcoin::block::{Header, Version as BlockVersion};
+    use bitcoin::transaction::Version;
+    use bitcoin::{
+        Amount as Sats, CompactTarget, OutPoint, ScriptBuf, Sequence, TxIn, TxMerkleNode, TxOut,
+        Txid, Witness,
+    };
+    use signer::bitcoin::{CustodyInput, Keychain, MAX_REPLACEABLE_SEQUENCE};
+    use signer::{DepositKeys, HdSeed, INSECURE_DEVNET_MNEMONIC, SeedPhrase};
+
+    use super::*;
+
+    const NET: Network = Network::Regtest;
+
+    fn keys() -> DepositKeys {
+        let seed = HdSeed::from_phrase(&SeedPhrase::from_words(INSECURE_DEVNET_MNEMONIC), "")
+            .expect("seed");
+        DepositKeys::new(seed, NET).expect("keys")
+    }
+
+    fn script(keys: &DepositKeys, change: bool, index: u32) -> ScriptBuf {
+        signer::bitcoin::p2wpkh_address(&keys.bitcoin_account_xpub(), NET, change, index)
+            .expect("address")
+            .script_pubkey()
+    }
+
+    fn outside_input(n: u8) -> TxIn {
+        TxIn {
+            previous_output: OutPoint {
+                txid: Txid::from_byte_array([n; 32]),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            // An outside wallet's P2WPKH spend: a signature-shaped item and
+            // a key no watched script hashes to.
+            witness: Witness::from_slice(&[vec![0x30; 71], vec![0x02; 33]]),
+        }
+    }
+
+    fn tx(input: Vec<TxIn>, output: Vec<(ScriptBuf, u64)>) -> Transaction {
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input,
+            output: output
+                .into_iter()
+                .map(|(script_pubkey, sat)| TxOut {
+                    value: Sats::from_sat(sat),
+                    script_pubkey,
+                })
+                .collect(),
+        }
+    }
+
+    fn block(txdata: Vec<Transaction>) -> Block {
+        Block {
+            header: Header {
+                version: BlockVersion::TWO,
+                prev_blockhash: BlockHash::all_zeros(),
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 1_700_000_000,
+                bits: CompactTarget::from_consensus(0x207f_ffff),
+                nonce: 0,
+            },
+            txdata,
+        }
+    }
+
+    #[test]
+    fn own_spends_change_and_deposits_are_told_apart() {
+        let keys = keys();
+        let alice = Uuid::from_u128(1);
+        let mut watched = WatchedScripts::default();
+        let issued = |index| Address::from_script(&script(&keys, false, index), NET).expect("a");
+        watched.insert(&issued(0), 0, Some(alice));
+        watched.insert(&issued(1), 1, None);
+        for index in 0..3 {
+            let change = Address::from_script(&script(&keys, true, index), NET).expect("a");
+            watched.insert_change(&change, index);
+        }
+        let coinbase = Transaction {
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                ..outside_input(0)
+            }],
+            ..tx(vec![], vec![(script(&keys, false, 0), 5_000_000_000)])
+        };
+        // An outside payment: to alice, to a change address, a zero-value
+        // output to alice, and to an address derived but never issued.
+        let outside = tx(
+            vec![outside_input(7)],
+            vec![
+                (script(&keys, false, 0), 40_000),
+                (script(&keys, true, 2), 5_000),
+                (script(&keys, false, 0), 0),
+                (script(&keys, false, 1), 9_000),
+                (ScriptBuf::new_op_return([1u8; 4]), 0),
+            ],
+        );
+        // Coffer's own spend of alice's earlier coin, signed by the signer,
+        // paying alice's address again and change.
+        let unsigned = tx(
+            vec![TxIn {
+                sequence: MAX_REPLACEABLE_SEQUENCE,
+                witness: Witness::new(),
+                ..outside_input(9)
+            }],
+            vec![
+                (script(&keys, false, 0), 30_000),
+                (script(&keys, true, 0), 60_000),
+            ],
+        );
+        let own = keys
+            .sign_bitcoin(
+                unsigned,
+                &[CustodyInput {
+                    keychain: Keychain::External,
+                    index: 0,
+                    value: Sats::from_sat(100_000),
+                }],
+            )
+            .expect("sign")
+            .tx;
+        let block = block(vec![coinbase, outside.clone(), own.clone()]);
+        let observed = observe(7, &block.block_hash(), &block, &watched, NET);
+
+        let (outside_id, own_id) = (
+            outside.compute_txid().to_string(),
+            own.compute_txid().to_string(),
+        );
+        let deposits: Vec<(String, i64)> = observed
+            .deposits
+            .iter()
+            .map(|d| (d.tx_id.clone(), d.position))
+            .collect();
+        assert_eq!(
+            deposits,
+            vec![(outside_id.clone(), 0), (outside_id.clone(), 2)],
+            "alice's payments from outside (the zero one for the store to refuse), never Coffer's own"
+        );
+        let created: Vec<(String, u32, u64, Keychain, bool)> = observed
+            .utxos
+            .created
+            .iter()
+            .map(|o| (o.tx_id.clone(), o.vout, o.value_sat, o.keychain, o.deposit))
+            .collect();
+        assert_eq!(
+            created,
+            vec![
+                (outside_id.clone(), 0, 40_000, Keychain::External, true),
+                (outside_id, 1, 5_000, Keychain::Internal, false),
+                (own_id.clone(), 0, 30_000, Keychain::External, false),
+                (own_id.clone(), 1, 60_000, Keychain::Internal, false),
+            ],
+            "no zero-value, never-issued or coinbase output is custody"
+        );
+        assert_eq!(
+            observed.utxos.spent,
+            vec![SpentOutput {
+                tx_id: Txid::from_byte_array([9; 32]).to_string(),
+                vout: 0,
+                spent_by: own_id,
+                vin: 0,
+            }],
+            "only the input a Coffer key signed"
+        );
+    }
+}

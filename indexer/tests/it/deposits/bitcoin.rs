@@ -85,6 +85,17 @@ async fn btc_balance(db: &TestDb, address: &str) -> (String, String) {
     address_balance(db.pool(), BTC, address, "BTC").await
 }
 
+/// A mature node, a database with `count` users' deposit addresses, and a
+/// watcher (two confirmations) started at the next block.
+async fn watched_node(count: usize) -> (Btcd, TestDb, Vec<(uuid::Uuid, String)>, Running) {
+    let node = mature_node().await;
+    let db = TestDb::new().await.expect("database");
+    let users = users_with_addresses(db.pool(), BTC, count).await;
+    let start_height = tip(&node).await.0 + 1;
+    let running = start(&node, &db, config(start_height, 2));
+    (node, db, users, running)
+}
+
 #[tokio::test]
 async fn payments_are_pending_at_one_confirmation_and_available_at_the_policy_depth() {
     let node = mature_node().await;
@@ -294,12 +305,8 @@ async fn two_node_reorgs_of_depth_one_to_six_unwind_deposits() {
 
 #[tokio::test]
 async fn a_zero_value_output_is_refused_and_the_batch_beside_it_commits() {
-    let node = mature_node().await;
-    let db = TestDb::new().await.expect("database");
-    let users = users_with_addresses(db.pool(), BTC, 2).await;
+    let (node, db, users, running) = watched_node(2).await;
     let (alice, bob) = (&users[0].1, &users[1].1);
-    let start_height = tip(&node).await.0 + 1;
-    let running = start(&node, &db, config(start_height, 2));
     let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
     // Non-standard for Bitcoin Core, relayed by btcd's regtest: a 0-sat
     // output to an issued address beside a real payment.
@@ -447,12 +454,8 @@ async fn ledger_custody(db: &TestDb) -> i64 {
 
 #[tokio::test]
 async fn custody_outputs_and_their_spends_follow_the_chain() {
-    let node = mature_node().await;
-    let db = TestDb::new().await.expect("database");
-    let users = users_with_addresses(db.pool(), BTC, 2).await;
+    let (node, db, users, running) = watched_node(2).await;
     let (alice, bob) = (&users[0].1, &users[1].1);
-    let start_height = tip(&node).await.0 + 1;
-    let running = start(&node, &db, config(start_height, 2));
     let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
     let paid = node
         .pay(
@@ -696,11 +699,7 @@ async fn a_reorg_unwinds_custody_outputs_and_their_spends() {
 
 #[tokio::test]
 async fn coins_selected_from_the_custody_set_pay_and_their_change_returns() {
-    let node = mature_node().await;
-    let db = TestDb::new().await.expect("database");
-    let users = users_with_addresses(db.pool(), BTC, 3).await;
-    let start_height = tip(&node).await.0 + 1;
-    let running = start(&node, &db, config(start_height, 2));
+    let (node, db, users, running) = watched_node(3).await;
     let (outpoint, value) = node.coinbase_output(1).await.expect("coinbase");
     node.pay(
         outpoint,
